@@ -1,0 +1,127 @@
+//! The command line: argument definitions and one handler per command.
+
+mod common;
+mod graph;
+mod plan;
+mod validate;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "nixmox",
+    version,
+    about = "Deploy a self-hosted NixOS stack (hosts, DNS, PostgreSQL, Caddy, Authentik, applications) from one manifest",
+    long_about = "nixmox reads one manifest, builds the dependency graph of its services, prints the \
+deployment plan and runs the Terraform and NixOS phases in the canonical order: tf:infra, nix:core, \
+tf:auth-core, then per application tf:service-infra, nix:service-config, health, tf:service-config, verify.\n\n\
+Exit status: 0 success, 1 error (including an invalid manifest), 2 changes pending (plan/status).",
+    after_help = "Manifest: -m/--manifest, else $NIXMOX_MANIFEST, else nixmox.{nix,json,toml,yaml,yml}, \
+manifest.{nix,json,toml,yaml,yml} or service-manifest.nix in the current directory."
+)]
+pub struct Cli {
+    /// The manifest (.nix, .json, .toml, .yaml or .yml).
+    #[arg(short, long, global = true, value_name = "FILE")]
+    pub manifest: Option<PathBuf>,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Check the manifest and report every problem at once; runs nothing.
+    Validate(ValidateArgs),
+    /// Show the deployment plan: every phase and step, in order.
+    Plan(PlanArgs),
+    /// Draw the service dependency graph.
+    Graph(GraphArgs),
+    /// Print a shell completion script.
+    Completions(CompletionsArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct ValidateArgs {
+    /// Print the result as JSON (see docs/json.md).
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct PlanArgs {
+    /// Build the plan from the manifest alone, without asking Terraform or the hosts.
+    #[arg(long)]
+    pub offline: bool,
+    /// Only these services and what they depend on (repeat or separate with commas).
+    #[arg(long, value_name = "SERVICE", value_delimiter = ',')]
+    pub only: Vec<String>,
+    /// Print the plan as JSON (see docs/plan-json.md).
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum, PartialEq, Eq)]
+pub enum GraphFormat {
+    Dot,
+    Mermaid,
+    Json,
+    /// Rendered by Graphviz's `dot`.
+    Svg,
+}
+
+#[derive(Args, Debug)]
+pub struct GraphArgs {
+    #[arg(long, short, value_enum, default_value_t = GraphFormat::Dot)]
+    pub format: GraphFormat,
+    /// Only these services and what they depend on (repeat or separate with commas).
+    #[arg(long, value_name = "SERVICE", value_delimiter = ',')]
+    pub only: Vec<String>,
+    /// Also draw disabled services (dashed).
+    #[arg(long)]
+    pub include_disabled: bool,
+    /// Write to this file instead of standard output.
+    #[arg(long, short, value_name = "FILE")]
+    pub output: Option<PathBuf>,
+}
+
+#[derive(Args, Debug)]
+pub struct CompletionsArgs {
+    #[arg(value_enum)]
+    pub shell: clap_complete::Shell,
+}
+
+/// Parses the arguments and runs the command. Usage errors exit 1 (2 is
+/// reserved for "changes pending").
+pub fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            return if e.use_stderr() {
+                ExitCode::from(1)
+            } else {
+                ExitCode::SUCCESS
+            };
+        }
+    };
+    let result = match &cli.command {
+        Command::Validate(args) => validate::run(&cli, args),
+        Command::Plan(args) => plan::run(&cli, args),
+        Command::Graph(args) => graph::run(&cli, args),
+        Command::Completions(args) => {
+            use clap::CommandFactory;
+            let mut cmd = Cli::command();
+            clap_complete::generate(args.shell, &mut cmd, "nixmox", &mut std::io::stdout());
+            Ok(ExitCode::SUCCESS)
+        }
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            common::print_error(&e);
+            ExitCode::from(1)
+        }
+    }
+}

@@ -1,0 +1,11 @@
+//! nixmox: the control plane for a self-hosted NixOS stack.
+//!
+//! Layers, each depending only on those before it:
+//! [`manifest`] (read, model, validate) → [`graph`] (order, selection) →
+//! [`plan`] (phases and steps, pure data) → [`report`] (what people and programs see).
+
+pub mod cli;
+pub mod graph;
+pub mod manifest;
+pub mod plan;
+pub mod report;

@@ -1,0 +1,63 @@
+//! The manifest layer: finding and reading the file, the typed model, and
+//! validation. Nothing here runs anything but Nix's evaluator.
+
+pub mod decode;
+pub mod diag;
+pub mod model;
+mod parse;
+pub mod rules;
+pub mod source;
+pub mod syntax;
+
+pub use diag::{Diagnostic, Diagnostics, Path, Severity};
+pub use model::*;
+pub use source::{Format, Origin, SourceError};
+
+use serde_json::Value;
+use std::path::Path as FsPath;
+
+/// A manifest that passed validation, with the warnings found on the way.
+#[derive(Debug)]
+pub struct Validated {
+    pub manifest: Manifest,
+    pub warnings: Vec<Diagnostic>,
+}
+
+/// Why a manifest could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error(transparent)]
+    Source(#[from] SourceError),
+    #[error("manifest {manifest} is invalid: {} error(s)", errors.len())]
+    Invalid {
+        manifest: String,
+        errors: Vec<Diagnostic>,
+        warnings: Vec<Diagnostic>,
+    },
+}
+
+/// Reads, parses and validates the manifest at `path`.
+pub fn load(path: &FsPath) -> Result<Validated, LoadError> {
+    let value = source::read(path)?;
+    validate_value(path, &value)
+}
+
+/// Validates an already parsed manifest tree (every format ends up here).
+pub fn validate_value(source: &FsPath, value: &Value) -> Result<Validated, LoadError> {
+    let mut diags = Diagnostics::default();
+    let manifest = parse::manifest(&mut diags, source, value);
+    let manifest = manifest.map(|mut m| {
+        rules::check(&mut diags, &mut m);
+        crate::graph::check_cycles(&mut diags, &m);
+        m
+    });
+    let (errors, warnings) = diags.into_sorted();
+    match manifest {
+        Some(manifest) if errors.is_empty() => Ok(Validated { manifest, warnings }),
+        _ => Err(LoadError::Invalid {
+            manifest: source.display().to_string(),
+            errors,
+            warnings,
+        }),
+    }
+}

@@ -1,0 +1,271 @@
+//! The normalised manifest every later layer works from.
+//!
+//! Whatever shape the user wrote (single or multi proxy, `db` or `dbs`, the
+//! spec's `database`/`role` spellings), it arrives here in one form, with
+//! defaults applied, so the graph, the plan and the executors never look at
+//! raw manifest syntax.
+
+use ipnet::IpNet;
+use serde::Serialize;
+use serde_json::Value;
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::path::PathBuf;
+
+/// The four services every stack needs, in their canonical deployment order.
+pub const CORE_SERVICES: [&str; 4] = ["dns", "postgresql", "caddy", "authentik"];
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Manifest {
+    /// Where the manifest was read from (relative paths in it are relative to its directory).
+    pub source: PathBuf,
+    pub network: Network,
+    /// Every service, core and application, enabled or not, sorted by name.
+    pub services: Vec<Service>,
+    pub options: Options,
+    pub deployment_phases: Option<DeploymentPhases>,
+    pub terraform: TerraformSettings,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Network {
+    pub domain: String,
+    pub dns_server: Option<IpAddr>,
+    pub gateway: Option<IpAddr>,
+    pub network_cidr: Option<IpNet>,
+    pub vlan_tag: Option<u16>,
+    /// Login name → authorised public keys.
+    pub ssh_keys: BTreeMap<String, Vec<String>>,
+    pub outposts: Outposts,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Outposts {
+    pub ldap_base_dn: Option<String>,
+    pub radius: Option<Radius>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Radius {
+    /// A secret: never printed, logged or serialised.
+    #[serde(skip)]
+    pub shared_secret: Option<String>,
+    pub client_networks: Vec<IpNet>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ServiceKind {
+    Core,
+    Application,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Service {
+    pub name: String,
+    pub kind: ServiceKind,
+    pub enabled: bool,
+    pub host: Host,
+    pub version: Option<String>,
+    pub depends_on: Vec<String>,
+    pub ports: Vec<u16>,
+    pub auth: Option<Auth>,
+    pub proxies: Vec<Proxy>,
+    pub databases: Vec<Database>,
+    pub health: Health,
+    pub terraform: ServiceTerraform,
+}
+
+/// The machine a service runs on (a Proxmox LXC/VM; a namespace in the lab).
+#[derive(Debug, Clone, Serialize)]
+pub struct Host {
+    /// Always set for enabled services (validation demands it); a disabled
+    /// service may leave it out.
+    pub ip: Option<IpAddr>,
+    pub hostname: Option<String>,
+    pub vmid: Option<u32>,
+    pub resources: Option<Resources>,
+    pub onboot: bool,
+    pub start: bool,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Resources {
+    pub cores: Option<u32>,
+    /// MiB.
+    pub memory: Option<u32>,
+    pub disk_gb: Option<u32>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Auth {
+    Oidc(Oidc),
+    /// Caddy asks Authentik's outpost at `upstream` before passing a request on;
+    /// when the manifest leaves it out, validation fills in the authentik host's port 9000.
+    ForwardAuth {
+        provider: String,
+        upstream: Option<String>,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Oidc {
+    pub provider: String,
+    pub client_id: String,
+    pub client_type: ClientType,
+    pub redirect_uris: Vec<String>,
+    pub scopes: Vec<String>,
+    pub username_claim: String,
+    pub groups_claim: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ClientType {
+    Confidential,
+    Public,
+}
+
+/// One reverse-proxy route, flattened from either proxy form.
+#[derive(Debug, Clone, Serialize)]
+pub struct Proxy {
+    /// The sub-proxy's name in the multi form; `None` for the single form.
+    pub name: Option<String>,
+    pub domain: String,
+    pub path: String,
+    pub upstream: String,
+    pub headers: BTreeMap<String, String>,
+    pub tls: Option<Value>,
+    pub authz: Option<Value>,
+    pub extra_config: Option<String>,
+    /// The auth guarding this route: its own, else the service's.
+    pub auth: Option<Auth>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum DbMode {
+    Terraform,
+    NativeMigration,
+}
+
+/// One PostgreSQL database a service owns.
+#[derive(Debug, Clone, Serialize)]
+pub struct Database {
+    /// The entry's key under `dbs`; `None` for `db`.
+    pub key: Option<String>,
+    pub name: String,
+    pub owner: String,
+    pub host: Option<String>,
+    pub port: u16,
+    pub mode: Option<DbMode>,
+    pub migrations: Vec<String>,
+    pub additional: Vec<String>,
+}
+
+/// A probe: a command run on the service's host, or a URL fetched.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "kind", content = "target", rename_all = "lowercase")]
+pub enum Probe {
+    Command(String),
+    Url(String),
+    /// `tcp://host:port`: a connection is accepted.
+    Tcp(String),
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Health {
+    pub startup: Option<Probe>,
+    pub liveness: Option<Probe>,
+    pub readiness: Option<Probe>,
+    /// Seconds between attempts.
+    pub interval: u64,
+    /// Seconds a gate may wait in all.
+    pub timeout: u64,
+    pub retries: u32,
+}
+
+/// Terraform wiring for one phase: what the spec calls `interface.terraform`.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct TerraformPhase {
+    pub modules: Vec<String>,
+    pub variables: BTreeMap<String, Value>,
+    pub targets: Vec<String>,
+    pub apply_order: Vec<String>,
+}
+
+impl TerraformPhase {
+    pub fn is_empty(&self) -> bool {
+        self.modules.is_empty()
+    }
+}
+
+/// A service's Terraform: the top level of `interface.terraform` feeds
+/// `tf:service-infra`, its `config` block feeds `tf:service-config`.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct ServiceTerraform {
+    pub infra: TerraformPhase,
+    pub config: TerraformPhase,
+}
+
+/// The stack-wide Terraform roots (`terraform = { … }` at the top level).
+#[derive(Debug, Clone, Serialize)]
+pub struct TerraformSettings {
+    pub binary: String,
+    pub infra: TerraformPhase,
+    pub auth_core: TerraformPhase,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Options {
+    pub health_check_timeout: u64,
+    pub retry_attempts: u32,
+    pub retry_delay: u64,
+    pub enable_rollback: bool,
+    pub enable_health_monitoring: bool,
+    pub enable_dependency_graphing: bool,
+    pub enable_deployment_logging: bool,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            health_check_timeout: 300,
+            retry_attempts: 3,
+            retry_delay: 10,
+            enable_rollback: true,
+            enable_health_monitoring: true,
+            enable_dependency_graphing: true,
+            enable_deployment_logging: true,
+        }
+    }
+}
+
+/// The user's own statement of the order, checked against the graph.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct DeploymentPhases {
+    pub tf_infra: Vec<String>,
+    pub nix_core: Vec<String>,
+    pub tf_auth_core: Vec<String>,
+    pub services: Vec<String>,
+}
+
+impl Manifest {
+    pub fn service(&self, name: &str) -> Option<&Service> {
+        self.services
+            .binary_search_by(|s| s.name.as_str().cmp(name))
+            .ok()
+            .map(|i| &self.services[i])
+    }
+
+    pub fn enabled(&self) -> impl Iterator<Item = &Service> {
+        self.services.iter().filter(|s| s.enabled)
+    }
+}
+
+impl Service {
+    pub fn is_core(&self) -> bool {
+        self.kind == ServiceKind::Core
+    }
+}

@@ -1,0 +1,188 @@
+//! Reading the raw manifest tree (already turned into JSON values, whatever
+//! the file format) into the normalised [`Manifest`], reporting every shape
+//! problem with its path.
+
+mod interface;
+mod network;
+mod service;
+
+use super::decode::Obj;
+use super::diag::{Diagnostics, Path};
+use super::model::{DeploymentPhases, Manifest, Options, ServiceKind, TerraformSettings};
+use serde_json::Value;
+use std::path::Path as FsPath;
+
+pub use interface::terraform_phase;
+
+const TOP_LEVEL_KEYS: &[&str] = &[
+    "network",
+    "core_services",
+    "services",
+    "deployment_phases",
+    "health_check_timeout",
+    "retry_attempts",
+    "retry_delay",
+    "enable_rollback",
+    "enable_health_monitoring",
+    "enable_dependency_graphing",
+    "enable_deployment_logging",
+    "terraform",
+];
+
+/// Reads the whole manifest. Returns a model even when there were errors
+/// (with best-effort placeholders) so cross-field rules can still run and
+/// report everything at once; callers must check `diags` before using it.
+pub fn manifest(diags: &mut Diagnostics, source: &FsPath, root: &Value) -> Option<Manifest> {
+    let top = Obj::open(diags, Path::root(), root, TOP_LEVEL_KEYS)?;
+    let options = options(diags, &top);
+    let network = match top.raw("network") {
+        Some(v) => network::network(diags, top.at("network"), v),
+        None => {
+            diags.error(&top.at("network"), "missing required network block");
+            None
+        }
+    }
+    .unwrap_or_else(network::placeholder);
+
+    let mut services = Vec::new();
+    for (key, kind) in [
+        ("core_services", ServiceKind::Core),
+        ("services", ServiceKind::Application),
+    ] {
+        let Some(value) = top.raw(key) else {
+            if kind == ServiceKind::Core {
+                diags.error_hint(
+                    &top.at(key),
+                    "missing core_services block",
+                    Some("every stack needs dns, postgresql, caddy and authentik".into()),
+                );
+            }
+            continue;
+        };
+        let Value::Object(map) = value else {
+            diags.error(
+                &top.at(key),
+                format!(
+                    "expected an attribute set of services, found {}",
+                    super::decode::kind_of(value)
+                ),
+            );
+            continue;
+        };
+        for (name, body) in map {
+            if let Some(s) =
+                service::service(diags, &top.at(key).key(name), name, kind, body, &options)
+            {
+                services.push(s);
+            }
+        }
+    }
+    services.sort_by(|a, b| a.name.cmp(&b.name));
+
+    let deployment_phases = top
+        .raw("deployment_phases")
+        .and_then(|v| deployment_phases(diags, top.at("deployment_phases"), v));
+    let terraform = top
+        .raw("terraform")
+        .and_then(|v| terraform_settings(diags, top.at("terraform"), v))
+        .unwrap_or_else(default_terraform);
+
+    Some(Manifest {
+        source: source.to_path_buf(),
+        network,
+        services,
+        options,
+        deployment_phases,
+        terraform,
+    })
+}
+
+fn options(diags: &mut Diagnostics, top: &Obj) -> Options {
+    let d = Options::default();
+    let options = Options {
+        health_check_timeout: top.or(diags, "health_check_timeout", d.health_check_timeout),
+        retry_attempts: top.or(diags, "retry_attempts", d.retry_attempts),
+        retry_delay: top.or(diags, "retry_delay", d.retry_delay),
+        enable_rollback: top.or(diags, "enable_rollback", d.enable_rollback),
+        enable_health_monitoring: top.or(
+            diags,
+            "enable_health_monitoring",
+            d.enable_health_monitoring,
+        ),
+        enable_dependency_graphing: top.or(
+            diags,
+            "enable_dependency_graphing",
+            d.enable_dependency_graphing,
+        ),
+        enable_deployment_logging: top.or(
+            diags,
+            "enable_deployment_logging",
+            d.enable_deployment_logging,
+        ),
+    };
+    interface::check_timing(
+        diags,
+        &top.at("health_check_timeout"),
+        options.health_check_timeout,
+        true,
+    );
+    interface::check_timing(diags, &top.at("retry_delay"), options.retry_delay, false);
+    if options.retry_attempts > 1000 {
+        diags.error(
+            &top.at("retry_attempts"),
+            "at most 1000 retry attempts are allowed",
+        );
+    }
+    options
+}
+
+fn deployment_phases(
+    diags: &mut Diagnostics,
+    path: Path,
+    value: &Value,
+) -> Option<DeploymentPhases> {
+    let obj = Obj::open(
+        diags,
+        path,
+        value,
+        &["tf_infra", "nix_core", "tf_auth_core", "services"],
+    )?;
+    Some(DeploymentPhases {
+        tf_infra: obj.or(diags, "tf_infra", Vec::new()),
+        nix_core: obj.or(diags, "nix_core", Vec::new()),
+        tf_auth_core: obj.or(diags, "tf_auth_core", Vec::new()),
+        services: obj.or(diags, "services", Vec::new()),
+    })
+}
+
+fn default_terraform() -> TerraformSettings {
+    TerraformSettings {
+        binary: "terraform".into(),
+        infra: Default::default(),
+        auth_core: Default::default(),
+    }
+}
+
+fn terraform_settings(
+    diags: &mut Diagnostics,
+    path: Path,
+    value: &Value,
+) -> Option<TerraformSettings> {
+    let obj = Obj::open(diags, path, value, &["binary", "infra", "auth_core"])?;
+    let mut settings = default_terraform();
+    if let Some(binary) = obj.opt::<String>(diags, "binary") {
+        if binary.trim().is_empty() {
+            diags.error(&obj.at("binary"), "the Terraform binary name is empty");
+        } else {
+            settings.binary = binary;
+        }
+    }
+    if let Some(v) = obj.raw("infra") {
+        settings.infra = terraform_phase(diags, obj.at("infra"), v, false).unwrap_or_default();
+    }
+    if let Some(v) = obj.raw("auth_core") {
+        settings.auth_core =
+            terraform_phase(diags, obj.at("auth_core"), v, false).unwrap_or_default();
+    }
+    Some(settings)
+}

@@ -1,0 +1,173 @@
+//! The `network` block: addressing, SSH keys and Authentik outposts.
+
+use crate::manifest::decode::Obj;
+use crate::manifest::diag::{Diagnostics, Path};
+use crate::manifest::model::{Network, Outposts, Radius};
+use crate::manifest::syntax;
+use ipnet::IpNet;
+use serde_json::Value;
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+
+const KEYS: &[&str] = &[
+    "domain",
+    "dns_server",
+    "gateway",
+    "network_cidr",
+    "vlan_tag",
+    "ssh_keys",
+    "outposts",
+];
+
+/// Stands in for a network block that could not be read, so later rules can run.
+pub fn placeholder() -> Network {
+    Network {
+        domain: String::new(),
+        dns_server: None,
+        gateway: None,
+        network_cidr: None,
+        vlan_tag: None,
+        ssh_keys: BTreeMap::new(),
+        outposts: Outposts::default(),
+    }
+}
+
+pub fn network(diags: &mut Diagnostics, path: Path, value: &Value) -> Option<Network> {
+    let obj = Obj::open(diags, path, value, KEYS)?;
+    let domain: String = obj
+        .req(diags, "domain", "domain (the stack's base DNS domain)")
+        .unwrap_or_default();
+    if !domain.is_empty() {
+        if let Err(e) = syntax::domain(&domain, false) {
+            diags.error(&obj.at("domain"), e);
+        }
+    }
+    let dns_server = address(diags, &obj, "dns_server");
+    let gateway = address(diags, &obj, "gateway");
+    let network_cidr = obj.opt::<String>(diags, "network_cidr").and_then(|text| {
+        cidr(&text)
+            .map_err(|e| diags.error(&obj.at("network_cidr"), e))
+            .ok()
+    });
+    let vlan_tag = obj.opt::<u16>(diags, "vlan_tag");
+    if let Some(tag) = vlan_tag {
+        if !(1..=4094).contains(&tag) {
+            diags.error(
+                &obj.at("vlan_tag"),
+                format!("VLAN tag {tag} is out of range: expected 1 to 4094"),
+            );
+        }
+    }
+    let ssh_keys: BTreeMap<String, Vec<String>> = obj.or(diags, "ssh_keys", BTreeMap::new());
+    for (user, keys) in &ssh_keys {
+        let user_path = obj.at("ssh_keys").key(user);
+        if !user
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+            || user.is_empty()
+        {
+            diags.error(
+                &user_path,
+                format!("{} is not a valid login name", syntax::quote(user)),
+            );
+        }
+        for (i, key) in keys.iter().enumerate() {
+            if let Err(e) = syntax::ssh_public_key(key) {
+                diags.error(&user_path.index(i), e);
+            }
+        }
+    }
+    let outposts = obj
+        .raw("outposts")
+        .and_then(|v| outposts(diags, obj.at("outposts"), v))
+        .unwrap_or_default();
+    if let (Some(net), Some(gw)) = (network_cidr, gateway) {
+        if !net.contains(&gw) {
+            diags.error(
+                &obj.at("gateway"),
+                format!("gateway {gw} is outside network_cidr {net}"),
+            );
+        }
+    }
+    Some(Network {
+        domain,
+        dns_server,
+        gateway,
+        network_cidr,
+        vlan_tag,
+        ssh_keys,
+        outposts,
+    })
+}
+
+fn address(diags: &mut Diagnostics, obj: &Obj, key: &str) -> Option<IpAddr> {
+    let text: String = obj.opt(diags, key)?;
+    syntax::ip(&text)
+        .map_err(|e| diags.error(&obj.at(key), e))
+        .ok()
+}
+
+/// A network in CIDR notation; host bits set (`10.0.0.5/24`) are a mistake worth naming.
+pub fn cidr(text: &str) -> Result<IpNet, String> {
+    let net: IpNet = text.parse().map_err(|_| {
+        format!(
+            "{} is not a network in CIDR notation such as 10.0.0.0/24",
+            syntax::quote(text)
+        )
+    })?;
+    if net.trunc() != net {
+        return Err(format!(
+            "{} has host bits set: the network is {}",
+            syntax::quote(text),
+            net.trunc()
+        ));
+    }
+    Ok(net)
+}
+
+fn outposts(diags: &mut Diagnostics, path: Path, value: &Value) -> Option<Outposts> {
+    let obj = Obj::open(diags, path, value, &["ldap", "radius"])?;
+    let ldap_base_dn = obj.raw("ldap").and_then(|v| {
+        let ldap = Obj::open(diags, obj.at("ldap"), v, &["base_dn"])?;
+        let dn: String = ldap.req(diags, "base_dn", "base_dn")?;
+        if !dn.contains('=') {
+            diags.error(
+                &ldap.at("base_dn"),
+                format!(
+                    "{} is not an LDAP DN such as dc=example,dc=lan",
+                    syntax::quote(&dn)
+                ),
+            );
+        }
+        Some(dn)
+    });
+    let radius = obj.raw("radius").and_then(|v| {
+        let r = Obj::open(
+            diags,
+            obj.at("radius"),
+            v,
+            &["shared_secret", "client_networks"],
+        )?;
+        // The secret is only type-checked: its value must never reach a message.
+        let shared_secret: Option<String> = r.opt(diags, "shared_secret");
+        if shared_secret.as_deref() == Some("") {
+            diags.error(&r.at("shared_secret"), "the RADIUS shared secret is empty");
+        }
+        let texts: Vec<String> = r.or(diags, "client_networks", Vec::new());
+        let mut client_networks = Vec::new();
+        for (i, text) in texts.iter().enumerate() {
+            match cidr(text) {
+                Ok(net) => client_networks.push(net),
+                Err(e) => diags.error(&r.at("client_networks").index(i), e),
+            }
+        }
+        Some(Radius {
+            shared_secret,
+            client_networks,
+        })
+    });
+    Some(Outposts {
+        ldap_base_dn,
+        radius,
+    })
+}

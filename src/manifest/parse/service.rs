@@ -1,0 +1,147 @@
+//! One entry of `core_services` or `services`.
+
+use super::interface;
+use crate::manifest::decode::Obj;
+use crate::manifest::diag::{Diagnostics, Path};
+use crate::manifest::model::{Host, Options, Resources, Service, ServiceKind};
+use crate::manifest::syntax;
+use serde_json::Value;
+
+const KEYS: &[&str] = &[
+    "enable",
+    "ip",
+    "hostname",
+    "vmid",
+    "version",
+    "resources",
+    "onboot",
+    "start",
+    "depends_on",
+    "ports",
+    "interface",
+];
+
+pub fn service(
+    diags: &mut Diagnostics,
+    path: &Path,
+    name: &str,
+    kind: ServiceKind,
+    value: &Value,
+    options: &Options,
+) -> Option<Service> {
+    if let Err(e) = syntax::service_name(name) {
+        diags.error(path, e);
+    }
+    let obj = Obj::open(diags, path.clone(), value, KEYS)?;
+    let enabled = obj.or(diags, "enable", true);
+
+    let ip = match obj.raw("ip") {
+        None if enabled => {
+            diags.error(&obj.at("ip"), "missing required ip (the host's address)");
+            None
+        }
+        None => None,
+        Some(_) => obj.opt::<String>(diags, "ip").and_then(|t| {
+            syntax::ip(&t)
+                .map_err(|e| diags.error(&obj.at("ip"), e))
+                .ok()
+        }),
+    };
+    let hostname = match obj.raw("hostname") {
+        None if enabled => {
+            diags.error_hint(
+                &obj.at("hostname"),
+                "missing required hostname",
+                Some(format!("a fully qualified name such as {name}.example.lan")),
+            );
+            None
+        }
+        None => None,
+        Some(_) => obj.opt::<String>(diags, "hostname").inspect(|h| {
+            if let Err(e) = syntax::domain(h, true) {
+                diags.error(&obj.at("hostname"), e);
+            }
+        }),
+    };
+    let vmid = obj.opt::<u32>(diags, "vmid");
+    if let Some(id) = vmid {
+        // Proxmox accepts VM ids from 100 to 999999999.
+        if !(100..=999_999_999).contains(&id) {
+            diags.error(
+                &obj.at("vmid"),
+                format!("vmid {id} is out of range: Proxmox uses 100 to 999999999"),
+            );
+        }
+    }
+    let resources = obj
+        .raw("resources")
+        .and_then(|v| resources(diags, obj.at("resources"), v));
+    let host = Host {
+        ip,
+        hostname,
+        vmid,
+        resources,
+        onboot: obj.or(diags, "onboot", true),
+        start: obj.or(diags, "start", true),
+    };
+
+    let version = obj.opt::<String>(diags, "version");
+    let depends_on: Vec<String> = obj.or(diags, "depends_on", Vec::new());
+    let ports: Vec<u16> = obj.or(diags, "ports", Vec::new());
+    for (i, port) in ports.iter().enumerate() {
+        if *port == 0 {
+            diags.error(&obj.at("ports").index(i), "port 0 is not a usable port");
+        }
+        if ports[..i].contains(port) {
+            diags.error(
+                &obj.at("ports").index(i),
+                format!("port {port} is listed twice"),
+            );
+        }
+    }
+
+    let iface = match obj.raw("interface") {
+        Some(v) => interface::interface(diags, obj.at("interface"), name, v, options),
+        None => None,
+    }
+    .unwrap_or_else(|| interface::Interface::defaults(options));
+
+    Some(Service {
+        name: name.to_string(),
+        kind,
+        enabled,
+        host,
+        version,
+        depends_on,
+        ports,
+        auth: iface.auth,
+        proxies: iface.proxies,
+        databases: iface.databases,
+        health: iface.health,
+        terraform: iface.terraform,
+    })
+}
+
+fn resources(diags: &mut Diagnostics, path: Path, value: &Value) -> Option<Resources> {
+    let obj = Obj::open(diags, path, value, &["cores", "memory", "disk_gb"])?;
+    let r = Resources {
+        cores: obj.opt(diags, "cores"),
+        memory: obj.opt(diags, "memory"),
+        disk_gb: obj.opt(diags, "disk_gb"),
+    };
+    for (key, value, min, max, unit) in [
+        ("cores", r.cores, 1, 1024, "cores"),
+        ("memory", r.memory, 16, 16 * 1024 * 1024, "MiB"),
+        ("disk_gb", r.disk_gb, 1, 1024 * 1024, "GiB"),
+    ] {
+        if let Some(v) = value {
+            if !(min..=max).contains(&v) {
+                diags.error(
+                    &obj.at(key),
+                    format!("{v} {unit} is out of range: expected {min} to {max}"),
+                );
+            }
+        }
+    }
+    Some(r)
+}

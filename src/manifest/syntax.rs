@@ -1,0 +1,234 @@
+//! Checks of single values: names, addresses, domains, URLs. Each returns a
+//! message fit to follow the value's path in a diagnostic.
+
+use std::net::IpAddr;
+
+/// Longest service name: it becomes a Terraform workspace (`<name>-config`),
+/// a file name and a hostname label, so it stays well inside all three limits.
+pub const MAX_SERVICE_NAME: usize = 48;
+
+/// Service names become workspace names, file names and Nix attribute names,
+/// so only a conservative alphabet is allowed.
+pub fn service_name(name: &str) -> Result<(), String> {
+    let mut chars = name.chars();
+    let first_ok = chars.next().is_some_and(|c| c.is_ascii_lowercase());
+    let rest_ok = name
+        .chars()
+        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_');
+    if name.is_empty() {
+        Err("service name is empty".into())
+    } else if name.len() > MAX_SERVICE_NAME {
+        Err(format!(
+            "service name is {} characters long; at most {MAX_SERVICE_NAME} are allowed",
+            name.len()
+        ))
+    } else if !first_ok || !rest_ok || name.ends_with('-') {
+        Err(format!(
+            "service name {} is not a safe identifier: use lowercase letters, digits, '-' and '_', starting with a letter (it becomes workspace and file names)",
+            quote(name)
+        ))
+    } else {
+        Ok(())
+    }
+}
+
+pub fn ip(text: &str) -> Result<IpAddr, String> {
+    text.parse::<IpAddr>()
+        .map_err(|_| format!("{} is not a valid IP address", quote(text)))
+}
+
+/// A DNS name (RFC 1123). `fqdn` additionally demands at least two labels.
+pub fn domain(text: &str, fqdn: bool) -> Result<(), String> {
+    let bad = |why: &str| Err(format!("{} is not a valid domain name: {why}", quote(text)));
+    let name = text.strip_suffix('.').unwrap_or(text);
+    if name.is_empty() {
+        return bad("it is empty");
+    }
+    if name.len() > 253 {
+        return bad("longer than 253 characters");
+    }
+    if name.parse::<IpAddr>().is_ok() {
+        return bad("it is an IP address");
+    }
+    for label in name.split('.') {
+        if label.is_empty() {
+            return bad("it has an empty label");
+        }
+        if label.len() > 63 {
+            return bad("a label is longer than 63 characters");
+        }
+        if !label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') {
+            return bad("only letters, digits, '-' and '.' are allowed");
+        }
+        if label.starts_with('-') || label.ends_with('-') {
+            return bad("a label starts or ends with '-'");
+        }
+    }
+    if fqdn && !name.contains('.') {
+        return bad("expected a fully qualified name such as host.example.lan");
+    }
+    Ok(())
+}
+
+/// An absolute `http(s)://` URL with a host.
+pub fn http_url(text: &str) -> Result<url::Url, String> {
+    let parsed =
+        url::Url::parse(text).map_err(|e| format!("{} is not a valid URL: {e}", quote(text)))?;
+    if !matches!(parsed.scheme(), "http" | "https") {
+        return Err(format!("{} is not an http:// or https:// URL", quote(text)));
+    }
+    if parsed.host_str().is_none_or(str::is_empty) {
+        return Err(format!("{} has no host", quote(text)));
+    }
+    Ok(parsed)
+}
+
+/// `host:port`, `[v6]:port`, optionally behind `http://` or `https://` (as Caddy accepts upstreams).
+pub fn host_port(text: &str) -> Result<(String, u16), String> {
+    let bad = |why: &str| Err(format!("{} is not a valid host:port: {why}", quote(text)));
+    let rest = text
+        .strip_prefix("http://")
+        .or_else(|| text.strip_prefix("https://"))
+        .unwrap_or(text);
+    let rest = rest.strip_suffix('/').unwrap_or(rest);
+    let Some((host, port)) = rest.rsplit_once(':') else {
+        return bad("the port is missing");
+    };
+    let port: u16 = match port.parse() {
+        Ok(p) if p > 0 => p,
+        _ => return bad("the port must be a number from 1 to 65535"),
+    };
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    if host.is_empty() {
+        return bad("the host is missing");
+    }
+    if host.parse::<IpAddr>().is_err() && domain(host, false).is_err() {
+        return bad("the host is neither an IP address nor a domain name");
+    }
+    Ok((host.to_string(), port))
+}
+
+/// PostgreSQL role and database names: kept to what needs no quoting surprises.
+pub fn sql_name(text: &str) -> Result<(), String> {
+    let first_ok = text
+        .chars()
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_');
+    let rest_ok = text
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+    if text.is_empty() || text.len() > 63 || !first_ok || !rest_ok {
+        Err(format!(
+            "{} is not a valid PostgreSQL name: 1 to 63 letters, digits, '_' or '-', starting with a letter or '_'",
+            quote(text)
+        ))
+    } else {
+        Ok(())
+    }
+}
+
+/// An OpenSSH public key line: `<type> <base64> [comment]`.
+pub fn ssh_public_key(text: &str) -> Result<(), String> {
+    const TYPES: [&str; 8] = [
+        "ssh-ed25519",
+        "ssh-rsa",
+        "ssh-dss",
+        "ecdsa-sha2-nistp256",
+        "ecdsa-sha2-nistp384",
+        "ecdsa-sha2-nistp521",
+        "sk-ssh-ed25519@openssh.com",
+        "sk-ecdsa-sha2-nistp256@openssh.com",
+    ];
+    let mut parts = text.split_whitespace();
+    let kind = parts.next().unwrap_or("");
+    let body = parts.next().unwrap_or("");
+    let body_ok = body.len() >= 16
+        && body
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '/' | '='));
+    if !TYPES.contains(&kind) {
+        Err(format!(
+            "not an SSH public key: it should start with a key type such as ssh-ed25519, found {}",
+            quote(&truncate(kind, 40))
+        ))
+    } else if !body_ok {
+        Err(
+            "not an SSH public key: the base64 key body after the type is missing or malformed"
+                .into(),
+        )
+    } else {
+        Ok(())
+    }
+}
+
+/// A value shown in a message: quoted, escaped and cut to a readable length.
+pub fn quote(text: &str) -> String {
+    let short = truncate(text, 80);
+    serde_json::to_string(&short).unwrap_or_else(|_| "\"?\"".into())
+}
+
+fn truncate(text: &str, max: usize) -> String {
+    if text.chars().count() <= max {
+        text.to_string()
+    } else {
+        let cut: String = text.chars().take(max).collect();
+        format!("{cut}…")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn service_names() {
+        assert!(service_name("wiki").is_ok());
+        assert!(service_name("my-app_2").is_ok());
+        for bad in [
+            "",
+            "Wiki",
+            "2fa",
+            "a b",
+            "../etc",
+            "a-",
+            "a.b",
+            &"x".repeat(49),
+        ] {
+            assert!(service_name(bad).is_err(), "{bad} accepted");
+        }
+    }
+
+    #[test]
+    fn domains() {
+        assert!(domain("wiki.home.lan", true).is_ok());
+        assert!(domain("lan", false).is_ok());
+        assert!(domain("lan", true).is_err());
+        assert!(domain("-a.lan", true).is_err());
+        assert!(domain("a..lan", true).is_err());
+        assert!(domain("a_b.lan", true).is_err());
+        assert!(domain("10.0.0.1", true).is_err());
+    }
+
+    #[test]
+    fn upstreams() {
+        assert_eq!(host_port("10.0.0.5:8080"), Ok(("10.0.0.5".into(), 8080)));
+        assert_eq!(host_port("http://app.lan:80"), Ok(("app.lan".into(), 80)));
+        assert_eq!(host_port("[::1]:443"), Ok(("::1".into(), 443)));
+        assert!(host_port("10.0.0.5").is_err());
+        assert!(host_port("10.0.0.5:0").is_err());
+        assert!(host_port("10.0.0.5:99999").is_err());
+        assert!(host_port(":80").is_err());
+    }
+
+    #[test]
+    fn urls_and_keys() {
+        assert!(http_url("https://wiki.lan/cb").is_ok());
+        assert!(http_url("ftp://wiki.lan/").is_err());
+        assert!(http_url("not a url").is_err());
+        assert!(ssh_public_key("ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHkkp4yJ user@host").is_ok());
+        assert!(ssh_public_key("hello world").is_err());
+        assert!(sql_name("nextcloud").is_ok());
+        assert!(sql_name("1db").is_err());
+        assert!(sql_name("a;drop").is_err());
+    }
+}

@@ -1,0 +1,252 @@
+//! The deployment plan: pure data, built from the manifest and the graph
+//! without running any tool. The engine executes it; `plan --offline` prints it.
+
+pub mod render;
+
+use crate::graph::{self, Order, SelectError};
+use crate::manifest::Manifest;
+use serde::Serialize;
+use std::collections::BTreeSet;
+use std::fmt;
+
+/// The phases of the contract, in their canonical order. `Health` marks the
+/// gates between sub-phases.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Phase {
+    TfInfra,
+    NixCore,
+    TfAuthCore,
+    TfServiceInfra,
+    NixServiceConfig,
+    Health,
+    TfServiceConfig,
+    Verify,
+}
+
+impl Phase {
+    pub const ALL: [Phase; 8] = [
+        Phase::TfInfra,
+        Phase::NixCore,
+        Phase::TfAuthCore,
+        Phase::TfServiceInfra,
+        Phase::NixServiceConfig,
+        Phase::Health,
+        Phase::TfServiceConfig,
+        Phase::Verify,
+    ];
+
+    pub fn id(self) -> &'static str {
+        match self {
+            Phase::TfInfra => "tf:infra",
+            Phase::NixCore => "nix:core",
+            Phase::TfAuthCore => "tf:auth-core",
+            Phase::TfServiceInfra => "tf:service-infra",
+            Phase::NixServiceConfig => "nix:service-config",
+            Phase::Health => "health",
+            Phase::TfServiceConfig => "tf:service-config",
+            Phase::Verify => "verify",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Phase> {
+        Phase::ALL.into_iter().find(|p| p.id() == text)
+    }
+}
+
+impl fmt::Display for Phase {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.id())
+    }
+}
+
+impl Serialize for Phase {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.id())
+    }
+}
+
+/// One unit of work. `after` names the steps that must have succeeded first.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Step {
+    pub id: String,
+    pub phase: Phase,
+    pub service: Option<String>,
+    pub workspace: Option<String>,
+    /// The host's FQDN for steps that act on a host.
+    pub host: Option<String>,
+    pub after: Vec<String>,
+    /// What the step does, for people.
+    pub summary: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Plan {
+    pub steps: Vec<Step>,
+    pub core: Vec<String>,
+    /// Application services grouped into waves that may run side by side.
+    pub waves: Vec<Vec<String>>,
+    /// Services in the manifest that are disabled and so not deployed.
+    pub disabled: Vec<String>,
+}
+
+/// Builds the plan for the services selected by `only` (all enabled ones when empty).
+pub fn build(m: &Manifest, only: &[String]) -> Result<Plan, SelectError> {
+    let selected = graph::select(m, only)?;
+    Ok(build_for(m, &selected))
+}
+
+pub fn build_for(m: &Manifest, selected: &BTreeSet<String>) -> Plan {
+    let Order { core, apps, waves } = graph::order(m, selected);
+    let mut steps: Vec<Step> = Vec::with_capacity(2 + core.len() * 2 + apps.len() * 5);
+    let host_of = |name: &str| m.service(name).and_then(|s| s.host.hostname.clone());
+
+    let n_hosts = core.len() + apps.len();
+    steps.push(Step {
+        id: "tf:infra".into(),
+        phase: Phase::TfInfra,
+        service: None,
+        workspace: Some("infra".into()),
+        host: None,
+        after: vec![],
+        summary: format!(
+            "provision {n_hosts} host{}",
+            if n_hosts == 1 { "" } else { "s" }
+        ),
+    });
+
+    // The core deploys one service at a time: any failure halts the run.
+    let mut previous = "tf:infra".to_string();
+    for name in &core {
+        let deploy = format!("nix:core:{name}");
+        let gate = format!("health:{name}");
+        steps.push(Step {
+            id: deploy.clone(),
+            phase: Phase::NixCore,
+            service: Some(name.clone()),
+            workspace: None,
+            host: host_of(name),
+            after: vec![previous.clone()],
+            summary: "build, push and activate the NixOS system".into(),
+        });
+        steps.push(Step {
+            id: gate.clone(),
+            phase: Phase::Health,
+            service: Some(name.clone()),
+            workspace: None,
+            host: host_of(name),
+            after: vec![deploy],
+            summary: "core health gate (startup, then readiness)".into(),
+        });
+        previous = gate;
+    }
+
+    let auth_core = core.iter().any(|c| c == "authentik");
+    if auth_core {
+        let clients = m
+            .enabled()
+            .filter(|s| selected.contains(&s.name))
+            .map(|s| {
+                s.auth
+                    .iter()
+                    .filter(|a| matches!(a, crate::manifest::Auth::Oidc(_)))
+                    .count()
+                    + s.proxies
+                        .iter()
+                        .filter(|p| {
+                            p.name.is_some()
+                                && p.auth != s.auth
+                                && matches!(p.auth, Some(crate::manifest::Auth::Oidc(_)))
+                        })
+                        .count()
+            })
+            .sum::<usize>();
+        steps.push(Step {
+            id: "tf:auth-core".into(),
+            phase: Phase::TfAuthCore,
+            service: None,
+            workspace: Some("auth-core".into()),
+            host: None,
+            after: vec![previous.clone()],
+            summary: format!(
+                "identity resources in Authentik ({clients} OIDC client{})",
+                if clients == 1 { "" } else { "s" }
+            ),
+        });
+        previous = "tf:auth-core".into();
+    }
+
+    for name in &apps {
+        let Some(s) = m.service(name) else { continue };
+        let id = |phase: Phase| format!("{}:{name}", phase.id());
+        let mut first_after = vec![previous.clone()];
+        let mut app_deps: Vec<&String> = s.depends_on.iter().filter(|d| apps.contains(d)).collect();
+        app_deps.sort();
+        app_deps.dedup();
+        first_after.extend(app_deps.into_iter().map(|d| format!("verify:{d}")));
+        let tf_summary = |modules: &[String]| {
+            if modules.is_empty() {
+                "no Terraform modules: nothing to apply".to_string()
+            } else {
+                format!("plan and apply {}", modules.join(", "))
+            }
+        };
+        steps.push(Step {
+            id: id(Phase::TfServiceInfra),
+            phase: Phase::TfServiceInfra,
+            service: Some(name.clone()),
+            workspace: Some(format!("{name}-infra")),
+            host: None,
+            after: first_after,
+            summary: tf_summary(&s.terraform.infra.modules),
+        });
+        steps.push(Step {
+            id: id(Phase::NixServiceConfig),
+            phase: Phase::NixServiceConfig,
+            service: Some(name.clone()),
+            workspace: None,
+            host: s.host.hostname.clone(),
+            after: vec![id(Phase::TfServiceInfra)],
+            summary: "build, push and activate with Terraform outputs injected".into(),
+        });
+        steps.push(Step {
+            id: id(Phase::Health),
+            phase: Phase::Health,
+            service: Some(name.clone()),
+            workspace: None,
+            host: s.host.hostname.clone(),
+            after: vec![id(Phase::NixServiceConfig)],
+            summary: "health gate (startup, then readiness)".into(),
+        });
+        steps.push(Step {
+            id: id(Phase::TfServiceConfig),
+            phase: Phase::TfServiceConfig,
+            service: Some(name.clone()),
+            workspace: Some(format!("{name}-config")),
+            host: None,
+            after: vec![id(Phase::Health)],
+            summary: tf_summary(&s.terraform.config.modules),
+        });
+        steps.push(Step {
+            id: id(Phase::Verify),
+            phase: Phase::Verify,
+            service: Some(name.clone()),
+            workspace: None,
+            host: s.host.hostname.clone(),
+            after: vec![id(Phase::TfServiceConfig)],
+            summary: "health plus end-to-end checks".into(),
+        });
+    }
+
+    let disabled = m
+        .services
+        .iter()
+        .filter(|s| !s.enabled)
+        .map(|s| s.name.clone())
+        .collect();
+    Plan {
+        steps,
+        core,
+        waves,
+        disabled,
+    }
+}

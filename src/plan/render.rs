@@ -1,0 +1,145 @@
+//! The plan for people (a compact table grouped by phase) and for programs
+//! (the stable JSON shape documented in docs/plan-json.md).
+
+use super::{Phase, Plan};
+use crate::manifest::Manifest;
+use serde::Serialize;
+use std::fmt::Write;
+
+/// Version of the JSON shape; bumped only on incompatible changes.
+pub const PLAN_JSON_VERSION: u32 = 1;
+
+#[derive(Serialize)]
+pub struct PlanJson<'p> {
+    pub version: u32,
+    pub manifest: String,
+    pub steps: &'p [super::Step],
+    pub core: &'p [String],
+    pub waves: &'p [Vec<String>],
+    pub disabled: &'p [String],
+}
+
+pub fn json<'p>(m: &Manifest, plan: &'p Plan) -> PlanJson<'p> {
+    PlanJson {
+        version: PLAN_JSON_VERSION,
+        manifest: m.source.display().to_string(),
+        steps: &plan.steps,
+        core: &plan.core,
+        waves: &plan.waves,
+        disabled: &plan.disabled,
+    }
+}
+
+fn plural(n: usize, word: &str) -> String {
+    format!("{n} {word}{}", if n == 1 { "" } else { "s" })
+}
+
+pub fn human(m: &Manifest, plan: &Plan) -> String {
+    let apps: usize = plan.waves.iter().map(Vec::len).sum();
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "Plan for {}: {} ({} core, {}), {}",
+        m.source.display(),
+        plural(plan.core.len() + apps, "service"),
+        plan.core.len(),
+        plural(apps, "application"),
+        plural(plan.steps.len(), "step"),
+    );
+    if !plan.disabled.is_empty() {
+        let _ = writeln!(out, "Disabled, not deployed: {}", plan.disabled.join(", "));
+    }
+    let width = plan
+        .steps
+        .iter()
+        .filter_map(|s| s.service.as_ref().map(String::len))
+        .max()
+        .unwrap_or(0)
+        .max(10);
+    let host_width = plan
+        .steps
+        .iter()
+        .filter_map(|s| s.host.as_ref().map(String::len))
+        .max()
+        .unwrap_or(0)
+        .max(4);
+
+    let step = |phase: Phase, service: Option<&str>| {
+        plan.steps
+            .iter()
+            .find(|s| s.phase == phase && s.service.as_deref() == service)
+    };
+
+    if let Some(s) = step(Phase::TfInfra, None) {
+        let _ = writeln!(out, "\n1. tf:infra      workspace infra: {}", s.summary);
+    }
+    if !plan.core.is_empty() {
+        let _ = writeln!(
+            out,
+            "\n2. nix:core      one host at a time, each behind its health gate; any failure halts"
+        );
+        for name in &plan.core {
+            let host = step(Phase::NixCore, Some(name))
+                .and_then(|s| s.host.clone())
+                .unwrap_or_default();
+            let _ = writeln!(
+                out,
+                "   {name:<width$}  {host:<host_width$}  nix:core -> health"
+            );
+        }
+    }
+    if let Some(s) = step(Phase::TfAuthCore, None) {
+        let _ = writeln!(out, "\n3. tf:auth-core  workspace auth-core: {}", s.summary);
+    }
+    if !plan.waves.is_empty() {
+        let _ = writeln!(
+            out,
+            "\n4. services      per service: tf:service-infra -> nix:service-config -> health -> tf:service-config -> verify"
+        );
+        for (i, wave) in plan.waves.iter().enumerate() {
+            let together = if wave.len() > 1 {
+                " (side by side)"
+            } else {
+                ""
+            };
+            let _ = writeln!(out, "   wave {}{together}: {}", i + 1, wave.join(", "));
+            for name in wave {
+                let host = step(Phase::NixServiceConfig, Some(name))
+                    .and_then(|s| s.host.clone())
+                    .unwrap_or_default();
+                let tf = |phase: Phase| {
+                    step(phase, Some(name))
+                        .map(|s| {
+                            let ws = s.workspace.clone().unwrap_or_default();
+                            if s.summary.starts_with("no Terraform") {
+                                format!("{ws} (no modules)")
+                            } else {
+                                ws
+                            }
+                        })
+                        .unwrap_or_default()
+                };
+                let after: Vec<String> = step(Phase::TfServiceInfra, Some(name))
+                    .map(|s| {
+                        s.after
+                            .iter()
+                            .filter_map(|a| a.strip_prefix("verify:").map(str::to_string))
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                let after = if after.is_empty() {
+                    String::new()
+                } else {
+                    format!("  after {}", after.join(", "))
+                };
+                let _ = writeln!(
+                    out,
+                    "     {name:<width$}  {host:<host_width$}  tf {} | tf {}{after}",
+                    tf(Phase::TfServiceInfra),
+                    tf(Phase::TfServiceConfig),
+                );
+            }
+        }
+    }
+    out
+}
