@@ -9,3 +9,4 @@ pub mod graph;
 pub mod manifest;
 pub mod plan;
 pub mod report;
+pub mod synth;

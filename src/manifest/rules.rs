@@ -230,7 +230,7 @@ fn proxies(diags: &mut Diagnostics, m: &Manifest) {
                 );
             }
             if let Some(owner) = hostnames.get(&domain) {
-                diags.error(&at.key("domain"), format!("proxy domain {} is also the hostname of service '{owner}': DNS can point it at the host or at Caddy, not both", proxy.domain));
+                diags.warning(&at.key("domain"), format!("proxy domain {} is also the hostname of service '{owner}': DNS can point it at the host or at Caddy, not both; the proxy wins", proxy.domain));
             }
             if let Ok((host, port)) = syntax::host_port(&proxy.upstream) {
                 let own = host == "localhost"

@@ -175,11 +175,16 @@ pub fn build_for(m: &Manifest, selected: &BTreeSet<String>) -> Plan {
         previous = "tf:auth-core".into();
     }
 
+    let app_set: std::collections::HashSet<&str> = apps.iter().map(String::as_str).collect();
     for name in &apps {
         let Some(s) = m.service(name) else { continue };
         let id = |phase: Phase| format!("{}:{name}", phase.id());
         let mut first_after = vec![previous.clone()];
-        let mut app_deps: Vec<&String> = s.depends_on.iter().filter(|d| apps.contains(d)).collect();
+        let mut app_deps: Vec<&String> = s
+            .depends_on
+            .iter()
+            .filter(|d| app_set.contains(d.as_str()))
+            .collect();
         app_deps.sort();
         app_deps.dedup();
         first_after.extend(app_deps.into_iter().map(|d| format!("verify:{d}")));

@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# Sets up a fresh machine and runs every check a change must pass:
+# formatting, clippy, the test suite, and the planning benchmark (its figures
+# are printed, not asserted: speed is judged by ratios, not by wall clock).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+scripts/setup.sh
+cargo fmt --check
+cargo clippy --all-targets -- -D warnings
+cargo test --all-targets
+cargo bench --bench plan_scale

@@ -1,0 +1,447 @@
+//! The command line as users and scripts meet it: exit codes, the JSON
+//! shapes, manifest discovery, and identical plans from every format.
+
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn example(rel: &str) -> String {
+    root().join("examples").join(rel).display().to_string()
+}
+
+fn nixmox(args: &[&str]) -> Output {
+    nixmox_in(&root(), args, &[])
+}
+
+fn nixmox_in(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_nixmox"));
+    cmd.args(args)
+        .current_dir(dir)
+        .env_remove("NIXMOX_MANIFEST")
+        .env("NO_COLOR", "1");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.output().expect("run nixmox")
+}
+
+fn code(o: &Output) -> i32 {
+    o.status.code().expect("exit code")
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+fn json(o: &Output) -> Value {
+    serde_json::from_slice(&o.stdout)
+        .unwrap_or_else(|e| panic!("stdout is not JSON ({e}): {}", stdout(o)))
+}
+
+fn have_nix() -> bool {
+    Command::new("nix-instantiate")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
+/// The example manifests in every format this machine can read.
+fn small_stack_files() -> Vec<String> {
+    let mut files = vec![
+        example("small/manifest.json"),
+        example("small/manifest.toml"),
+        example("small/manifest.yaml"),
+    ];
+    if have_nix() {
+        files.push(example("small/manifest.nix"));
+    } else {
+        eprintln!("nix-instantiate not found: the .nix example is skipped");
+    }
+    files
+}
+
+#[test]
+fn examples_validate() {
+    let mut files = small_stack_files();
+    if have_nix() {
+        files.push(example("homelab/manifest.nix"));
+    }
+    for f in files {
+        let o = nixmox(&["validate", "-m", &f]);
+        assert_eq!(code(&o), 0, "{f}: {}", stderr(&o));
+        assert!(stdout(&o).contains("is valid"), "{f}: {}", stdout(&o));
+    }
+}
+
+#[test]
+fn every_format_gives_the_identical_plan() {
+    let plans: Vec<(String, Value)> = small_stack_files()
+        .into_iter()
+        .map(|f| {
+            let o = nixmox(&["plan", "--offline", "--json", "-m", &f]);
+            assert_eq!(code(&o), 0, "{f}: {}", stderr(&o));
+            let mut v = json(&o);
+            v["manifest"] = Value::Null;
+            (f, v)
+        })
+        .collect();
+    for (f, plan) in &plans[1..] {
+        assert_eq!(
+            plan, &plans[0].1,
+            "{f} plans differently from {}",
+            plans[0].0
+        );
+    }
+}
+
+const PHASES: [&str; 8] = [
+    "tf:infra",
+    "nix:core",
+    "tf:auth-core",
+    "tf:service-infra",
+    "nix:service-config",
+    "health",
+    "tf:service-config",
+    "verify",
+];
+
+#[test]
+fn plan_json_has_the_documented_shape_and_a_valid_order() {
+    let o = nixmox(&[
+        "plan",
+        "--offline",
+        "--json",
+        "-m",
+        &example("small/manifest.json"),
+    ]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let v = json(&o);
+    assert_eq!(v["version"], 1);
+    let steps = v["steps"].as_array().expect("steps array");
+    let mut seen: Vec<&str> = Vec::new();
+    for step in steps {
+        let id = step["id"].as_str().expect("id is a string");
+        let phase = step["phase"].as_str().expect("phase is a string");
+        assert!(PHASES.contains(&phase), "unknown phase {phase}");
+        for key in ["service", "workspace", "host"] {
+            assert!(
+                step[key].is_string() || step[key].is_null(),
+                "{id}.{key} is {:?}",
+                step[key]
+            );
+        }
+        for after in step["after"].as_array().expect("after array") {
+            let a = after.as_str().expect("after entries are strings");
+            assert!(
+                seen.contains(&a),
+                "{id} waits for {a}, which does not come before it"
+            );
+        }
+        seen.push(id);
+    }
+    let ids: Vec<&str> = steps.iter().filter_map(|s| s["id"].as_str()).collect();
+    assert_eq!(ids[0], "tf:infra");
+    assert_eq!(
+        &ids[1..9],
+        &[
+            "nix:core:dns",
+            "health:dns",
+            "nix:core:postgresql",
+            "health:postgresql",
+            "nix:core:caddy",
+            "health:caddy",
+            "nix:core:authentik",
+            "health:authentik",
+        ]
+    );
+    assert_eq!(ids[9], "tf:auth-core");
+    let search = steps
+        .iter()
+        .find(|s| s["id"] == "tf:service-infra:search")
+        .expect("search infra step");
+    assert_eq!(search["workspace"], "search-infra");
+    assert!(search["after"]
+        .as_array()
+        .expect("after")
+        .contains(&Value::from("verify:wiki")));
+    let nix = steps
+        .iter()
+        .find(|s| s["id"] == "nix:service-config:wiki")
+        .expect("wiki nix step");
+    assert_eq!(nix["host"], "wiki.stack.example");
+    assert_eq!(
+        v["waves"],
+        serde_json::json!([["status", "wiki"], ["search"]])
+    );
+}
+
+#[test]
+fn only_selects_a_service_and_what_it_depends_on() {
+    let f = example("small/manifest.json");
+    let o = nixmox(&["plan", "--offline", "--json", "--only", "search", "-m", &f]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let v = json(&o);
+    let services: std::collections::BTreeSet<&str> = v["steps"]
+        .as_array()
+        .expect("steps")
+        .iter()
+        .filter_map(|s| s["service"].as_str())
+        .collect();
+    let expected = ["authentik", "caddy", "dns", "postgresql", "search", "wiki"];
+    assert_eq!(services.into_iter().collect::<Vec<_>>(), expected);
+
+    let o = nixmox(&["plan", "--offline", "--only", "serch", "-m", &f]);
+    assert_eq!(code(&o), 1);
+    assert!(
+        stderr(&o).contains("--only serch: no such service (did you mean 'search'?)"),
+        "{}",
+        stderr(&o)
+    );
+}
+
+#[test]
+fn exit_codes() {
+    let f = example("small/manifest.json");
+    assert_eq!(code(&nixmox(&["--help"])), 0);
+    assert_eq!(code(&nixmox(&["plan", "--help"])), 0);
+    assert_eq!(code(&nixmox(&["--version"])), 0);
+    let o = nixmox(&["frobnicate"]);
+    assert_eq!(code(&o), 1, "usage errors exit 1 (2 means changes pending)");
+    let o = nixmox(&["plan", "-m", &f]);
+    assert_eq!(code(&o), 1);
+    assert!(stderr(&o).contains("--offline"), "{}", stderr(&o));
+    let o = nixmox(&["validate", "-m", "/nonexistent/manifest.json"]);
+    assert_eq!(code(&o), 1);
+    assert!(
+        stderr(&o).contains("/nonexistent/manifest.json"),
+        "{}",
+        stderr(&o)
+    );
+}
+
+#[test]
+fn invalid_manifest_reports_every_error_and_exits_1() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut v: Value = serde_json::from_str(
+        &std::fs::read_to_string(example("small/manifest.json")).expect("read"),
+    )
+    .expect("json");
+    v["services"]["wiki"]["depends_on"] = serde_json::json!(["postgresql", "postgress"]);
+    v["services"]["status"]["ip"] = serde_json::json!("10.99.0.1");
+    v["services"]["search"]["hostnme"] = serde_json::json!("x");
+    let path = dir.path().join("bad.json");
+    std::fs::write(&path, v.to_string()).expect("write");
+    let p = path.display().to_string();
+
+    let o = nixmox(&["validate", "-m", &p]);
+    assert_eq!(code(&o), 1);
+    let err = stderr(&o);
+    assert!(err.contains("error: services.wiki.depends_on[1]: unknown service \"postgress\" (did you mean 'postgresql'?)"), "{err}");
+    assert!(
+        err.contains(
+            "error: services.status.ip: ip 10.99.0.1 is outside network_cidr 10.77.0.0/24"
+        ),
+        "{err}"
+    );
+    assert!(
+        err.contains("error: services.search.hostnme: unknown key (did you mean 'hostname'?)"),
+        "{err}"
+    );
+    assert!(err.contains("3 errors"), "{err}");
+
+    let o = nixmox(&["validate", "--json", "-m", &p]);
+    assert_eq!(code(&o), 1);
+    let v = json(&o);
+    assert_eq!(v["valid"], false);
+    assert_eq!(v["errors"].as_array().expect("errors").len(), 3);
+    assert!(v["errors"][0]["path"].is_string());
+
+    // Nothing else runs on an invalid manifest: plan and graph refuse too.
+    assert_eq!(code(&nixmox(&["plan", "--offline", "-m", &p])), 1);
+    assert_eq!(code(&nixmox(&["graph", "-m", &p])), 1);
+}
+
+#[test]
+fn manifest_discovery_says_what_it_picked() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::copy(
+        example("small/manifest.json"),
+        dir.path().join("manifest.json"),
+    )
+    .expect("copy");
+    let o = nixmox_in(dir.path(), &["validate"], &[]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("using manifest manifest.json (found in the current directory)"),
+        "{}",
+        stderr(&o)
+    );
+
+    std::fs::copy(
+        example("small/manifest.yaml"),
+        dir.path().join("nixmox.yaml"),
+    )
+    .expect("copy");
+    let o = nixmox_in(dir.path(), &["validate"], &[]);
+    assert!(
+        stderr(&o).contains("using manifest nixmox.yaml"),
+        "{}",
+        stderr(&o)
+    );
+    assert!(
+        stderr(&o).contains("also found manifest.json"),
+        "{}",
+        stderr(&o)
+    );
+
+    let toml = example("small/manifest.toml");
+    let o = nixmox_in(dir.path(), &["validate"], &[("NIXMOX_MANIFEST", &toml)]);
+    assert_eq!(code(&o), 0);
+    assert!(
+        stdout(&o).contains("manifest.toml is valid"),
+        "{}",
+        stdout(&o)
+    );
+
+    let empty = tempfile::tempdir().expect("tempdir");
+    let o = nixmox_in(empty.path(), &["validate"], &[]);
+    assert_eq!(code(&o), 1);
+    assert!(
+        stderr(&o).contains("no manifest given and none found"),
+        "{}",
+        stderr(&o)
+    );
+}
+
+#[test]
+fn graph_formats() {
+    let f = example("small/manifest.json");
+    let o = nixmox(&["graph", "-m", &f]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let dot = stdout(&o);
+    assert!(dot.starts_with("digraph nixmox {"), "{dot}");
+    assert!(dot.contains("\"wiki\" -> \"search\";"), "{dot}");
+    assert!(dot.contains("subgraph cluster_core"), "{dot}");
+
+    let o = nixmox(&["graph", "--format", "mermaid", "-m", &f]);
+    assert_eq!(code(&o), 0);
+    assert!(stdout(&o).starts_with("flowchart LR"), "{}", stdout(&o));
+    assert!(stdout(&o).contains("-->"));
+
+    let o = nixmox(&["graph", "--format", "json", "-m", &f]);
+    assert_eq!(code(&o), 0);
+    let v = json(&o);
+    assert_eq!(v["nodes"].as_array().expect("nodes").len(), 7);
+    assert!(v["edges"]
+        .as_array()
+        .expect("edges")
+        .contains(&serde_json::json!({"service": "search", "depends_on": "wiki"})));
+
+    let o = nixmox(&["graph", "--format", "json", "--only", "wiki", "-m", &f]);
+    let v = json(&o);
+    let names: Vec<&str> = v["nodes"]
+        .as_array()
+        .expect("nodes")
+        .iter()
+        .filter_map(|n| n["name"].as_str())
+        .collect();
+    assert_eq!(names, ["authentik", "caddy", "dns", "postgresql", "wiki"]);
+
+    if Command::new("dot")
+        .arg("-V")
+        .output()
+        .is_ok_and(|o| o.status.success())
+    {
+        let o = nixmox(&["graph", "--format", "svg", "-m", &f]);
+        assert_eq!(code(&o), 0, "{}", stderr(&o));
+        assert!(stdout(&o).contains("<svg"), "not SVG");
+    } else {
+        eprintln!("graphviz not installed: svg output not checked");
+    }
+    let o = nixmox_in(
+        &root(),
+        &["graph", "--format", "svg", "-m", &f],
+        &[("NIXMOX_DOT", "/nonexistent/dot")],
+    );
+    assert_eq!(code(&o), 1);
+    assert!(stderr(&o).contains("install graphviz"), "{}", stderr(&o));
+}
+
+#[test]
+fn disabled_services_stay_out_of_the_plan() {
+    if !have_nix() {
+        eprintln!("nix-instantiate not found: skipped");
+        return;
+    }
+    let o = nixmox(&[
+        "plan",
+        "--offline",
+        "--json",
+        "-m",
+        &example("homelab/manifest.nix"),
+    ]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let v = json(&o);
+    assert_eq!(v["disabled"], serde_json::json!(["mail"]));
+    assert!(!stdout(&o).contains("\"service\": \"mail\""));
+    let o = nixmox(&[
+        "plan",
+        "--offline",
+        "--only",
+        "mail",
+        "-m",
+        &example("homelab/manifest.nix"),
+    ]);
+    assert_eq!(code(&o), 1);
+    assert!(stderr(&o).contains("disabled"), "{}", stderr(&o));
+}
+
+#[test]
+fn nix_errors_are_shown_as_nix_reported_them() {
+    if !have_nix() {
+        eprintln!("nix-instantiate not found: skipped");
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("broken.nix");
+    std::fs::write(&path, "{ network = { domain = \"x\"; }\n").expect("write");
+    let o = nixmox(&["validate", "-m", &path.display().to_string()]);
+    assert_eq!(code(&o), 1);
+    let err = stderr(&o);
+    assert!(
+        err.contains("Nix evaluation failed") && err.contains("syntax error"),
+        "{err}"
+    );
+
+    let o = nixmox_in(
+        &root(),
+        &["validate", "-m", &path.display().to_string()],
+        &[("NIXMOX_NIX_INSTANTIATE", "/nonexistent/nix-instantiate")],
+    );
+    assert_eq!(code(&o), 1);
+    assert!(stderr(&o).contains("not found on PATH"), "{}", stderr(&o));
+
+    // A manifest written as a function is called with its defaults.
+    let func = dir.path().join("func.nix");
+    let small = example("small/manifest.nix");
+    std::fs::write(&func, format!("{{ extra ? 1 }}: import {small}\n")).expect("write");
+    let o = nixmox(&["validate", "-m", &func.display().to_string()]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+}
+
+#[test]
+fn completions_are_printed() {
+    for shell in ["bash", "zsh", "fish"] {
+        let o = nixmox(&["completions", shell]);
+        assert_eq!(code(&o), 0);
+        assert!(stdout(&o).contains("nixmox"), "{shell}");
+    }
+}
