@@ -31,10 +31,17 @@ impl Path {
             && key
                 .chars()
                 .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
-        let segment = if plain {
-            key.to_string()
+        // A key of absurd length is cut so that one bad key cannot flood the terminal.
+        const MAX_KEY_CHARS: usize = 80;
+        let key: std::borrow::Cow<str> = if key.chars().count() > MAX_KEY_CHARS {
+            format!("{}…", key.chars().take(MAX_KEY_CHARS).collect::<String>()).into()
         } else {
-            serde_json::to_string(key).unwrap_or_else(|_| "\"?\"".to_string())
+            key.into()
+        };
+        let segment = if plain {
+            key.into_owned()
+        } else {
+            serde_json::to_string(&key).unwrap_or_else(|_| "\"?\"".to_string())
         };
         if self.0.is_empty() {
             Path(segment)
@@ -159,6 +166,10 @@ impl Diagnostics {
     }
 }
 
+/// Words and candidates longer than this are not compared: nobody misspells a
+/// paragraph, and the comparison takes time quadratic in the length.
+const MAX_SUGGESTION_CHARS: usize = 128;
+
 /// The closest candidate to a misspelt word, if one is close enough to be a
 /// plausible typo. Case and `-`/`_` differences count as nearly equal, so
 /// `dependsOn` and `depends-on` both suggest `depends_on`.
@@ -166,6 +177,10 @@ pub fn did_you_mean<'a>(
     word: &str,
     candidates: impl IntoIterator<Item = &'a str>,
 ) -> Option<String> {
+    let too_long = |s: &str| s.chars().nth(MAX_SUGGESTION_CHARS).is_some();
+    if too_long(word) {
+        return None;
+    }
     let fold = |s: &str| -> String {
         s.chars()
             .filter(|c| *c != '_' && *c != '-')
@@ -174,7 +189,7 @@ pub fn did_you_mean<'a>(
     };
     let folded = fold(word);
     let mut best: Option<(usize, &str)> = None;
-    for candidate in candidates {
+    for candidate in candidates.into_iter().filter(|c| !too_long(c)) {
         let distance = if fold(candidate) == folded {
             0
         } else {
@@ -222,5 +237,15 @@ mod tests {
             Some("did you mean 'ports'?")
         );
         assert_eq!(did_you_mean("completely_else", keys), None);
+    }
+
+    #[test]
+    fn huge_words_are_not_compared() {
+        let huge = "depends_on".repeat(100_000);
+        assert_eq!(did_you_mean(&huge, ["depends_on", huge.as_str()]), None);
+        assert_eq!(
+            did_you_mean("depends_onn", [huge.as_str(), "depends_on"]).as_deref(),
+            Some("did you mean 'depends_on'?")
+        );
     }
 }

@@ -262,10 +262,42 @@ impl Manifest {
     pub fn enabled(&self) -> impl Iterator<Item = &Service> {
         self.services.iter().filter(|s| s.enabled)
     }
+
+    /// Every proxy route of every enabled service, with its owner.
+    pub fn proxies(&self) -> impl Iterator<Item = (&Service, &Proxy)> {
+        self.enabled()
+            .flat_map(|s| s.proxies.iter().map(move |p| (s, p)))
+    }
+
+    /// Every database of every enabled service, with its owner.
+    pub fn databases(&self) -> impl Iterator<Item = (&Service, &Database)> {
+        self.enabled()
+            .flat_map(|s| s.databases.iter().map(move |d| (s, d)))
+    }
 }
 
 impl Service {
     pub fn is_core(&self) -> bool {
         self.kind == ServiceKind::Core
+    }
+
+    /// The OIDC clients this service needs registered: its own, plus those of
+    /// routes with their own OIDC auth (a route inheriting the service's shares its client).
+    pub fn oidc_clients(&self) -> Vec<&Oidc> {
+        let own = self.auth.as_ref();
+        let routes = self
+            .proxies
+            .iter()
+            .filter_map(|p| p.auth.as_ref())
+            .filter(|a| Some(*a) != own);
+        let mut out: Vec<&Oidc> = Vec::new();
+        for auth in own.into_iter().chain(routes) {
+            if let Auth::Oidc(o) = auth {
+                if !out.iter().any(|seen| seen.client_id == o.client_id) {
+                    out.push(o);
+                }
+            }
+        }
+        out
     }
 }

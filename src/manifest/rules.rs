@@ -114,7 +114,7 @@ fn uniqueness(diags: &mut Diagnostics, m: &Manifest) {
             }
         }
         if let Some(h) = &s.host.hostname {
-            if let Some(first) = hostnames.insert(h.to_ascii_lowercase(), &s.name) {
+            if let Some(first) = hostnames.insert(dns_key(h), &s.name) {
                 diags.error(
                     &p.key("hostname"),
                     format!("hostname {h} is already used by service '{first}'"),
@@ -126,11 +126,15 @@ fn uniqueness(diags: &mut Diagnostics, m: &Manifest) {
             auths.push((p.key("interface").key("auth"), a));
         }
         for proxy in &s.proxies {
-            if let (Some(name), Some(a)) = (&proxy.name, &proxy.auth) {
-                if s.auth.as_ref() != Some(a) {
-                    auths.push((p.key("interface").key("proxy").key(name).key("auth"), a));
-                }
+            // A proxy without its own auth inherits the service's: one client, not two.
+            let Some(a) = proxy.auth.as_ref().filter(|a| s.auth.as_ref() != Some(*a)) else {
+                continue;
+            };
+            let mut at = p.key("interface").key("proxy");
+            if let Some(name) = &proxy.name {
+                at = at.key(name);
             }
+            auths.push((at.key("auth"), a));
         }
         for (at, auth) in auths {
             if let Auth::Oidc(o) = auth {
@@ -208,7 +212,7 @@ fn proxies(diags: &mut Diagnostics, m: &Manifest) {
             s.host
                 .hostname
                 .as_ref()
-                .map(|h| (h.to_ascii_lowercase(), s.name.as_str()))
+                .map(|h| (dns_key(h), s.name.as_str()))
         })
         .collect();
     let mut routes: BTreeMap<(String, String), &str> = BTreeMap::new();
@@ -218,7 +222,7 @@ fn proxies(diags: &mut Diagnostics, m: &Manifest) {
             if let Some(n) = &proxy.name {
                 at = at.key(n);
             }
-            let domain = proxy.domain.to_ascii_lowercase();
+            let domain = dns_key(&proxy.domain);
             let route = (domain.clone(), normalise_path(&proxy.path));
             if let Some(first) = routes.insert(route, &s.name) {
                 diags.error(
@@ -251,6 +255,11 @@ fn proxies(diags: &mut Diagnostics, m: &Manifest) {
             }
         }
     }
+}
+
+/// A DNS name as DNS compares it: case-insensitive, the root's trailing dot optional.
+fn dns_key(name: &str) -> String {
+    name.trim_end_matches('.').to_ascii_lowercase()
 }
 
 fn normalise_path(path: &str) -> String {

@@ -159,9 +159,12 @@ pub fn read(path: &Path) -> Result<Value, SourceError> {
 /// Parses JSON, TOML or YAML text; the error carries the format's name and the parser's message.
 pub fn parse_text(text: &str, format: Format) -> Result<Value, (&'static str, String)> {
     match format {
-        Format::Json => serde_json::from_str(text).map_err(|e| ("JSON", e.to_string())),
+        Format::Json => serde_json::from_str::<UniqueKeys>(text)
+            .map(|v| v.0)
+            .map_err(|e| ("JSON", e.to_string())),
         Format::Toml => toml::from_str::<Value>(text)
-            .map_err(|e| ("TOML", e.to_string().trim_end().to_string())),
+            .map(plain_toml_datetimes)
+            .map_err(|e| ("TOML", toml_message(text, &e))),
         Format::Yaml => {
             let mut value: serde_yaml_ng::Value =
                 serde_yaml_ng::from_str(text).map_err(|e| ("YAML", e.to_string()))?;
@@ -174,6 +177,120 @@ pub fn parse_text(text: &str, format: Format) -> Result<Value, (&'static str, St
             "Nix text is evaluated by Nix, not parsed here".into(),
         )),
     }
+}
+
+/// A JSON value whose objects repeat no key. serde_json alone keeps the last of
+/// two equal keys without a word, so a service pasted twice would silently lose
+/// its first definition; Nix, TOML and YAML all refuse that.
+struct UniqueKeys(Value);
+
+impl<'de> serde::Deserialize<'de> for UniqueKeys {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(UniqueKeysVisitor).map(UniqueKeys)
+    }
+}
+
+struct UniqueKeysVisitor;
+
+impl<'de> serde::de::Visitor<'de> for UniqueKeysVisitor {
+    type Value = Value;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a JSON value")
+    }
+    fn visit_unit<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+    fn visit_bool<E>(self, v: bool) -> Result<Value, E> {
+        Ok(Value::Bool(v))
+    }
+    fn visit_i64<E>(self, v: i64) -> Result<Value, E> {
+        Ok(Value::from(v))
+    }
+    fn visit_u64<E>(self, v: u64) -> Result<Value, E> {
+        Ok(Value::from(v))
+    }
+    fn visit_f64<E>(self, v: f64) -> Result<Value, E> {
+        Ok(Value::from(v))
+    }
+    fn visit_str<E>(self, v: &str) -> Result<Value, E> {
+        Ok(Value::from(v))
+    }
+    fn visit_string<E>(self, v: String) -> Result<Value, E> {
+        Ok(Value::String(v))
+    }
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
+        let mut items = Vec::new();
+        while let Some(UniqueKeys(item)) = seq.next_element()? {
+            items.push(item);
+        }
+        Ok(Value::Array(items))
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
+        let mut out = serde_json::Map::new();
+        while let Some(key) = map.next_key::<String>()? {
+            if out.contains_key(&key) {
+                return Err(serde::de::Error::custom(format!(
+                    "duplicate key {}",
+                    super::syntax::quote(&key)
+                )));
+            }
+            let UniqueKeys(value) = map.next_value()?;
+            out.insert(key, value);
+        }
+        Ok(Value::Object(out))
+    }
+}
+
+/// TOML dates and times arrive from the toml crate as a private marker object;
+/// every other format gives them as strings, so they become strings here too.
+fn plain_toml_datetimes(value: Value) -> Value {
+    const MARKER: &str = "$__toml_private_datetime";
+    match value {
+        Value::Object(map) if map.len() == 1 && map.contains_key(MARKER) => map
+            .into_iter()
+            .next()
+            .map(|(_, v)| v)
+            .unwrap_or(Value::Null),
+        Value::Object(map) => Value::Object(
+            map.into_iter()
+                .map(|(k, v)| (k, plain_toml_datetimes(v)))
+                .collect(),
+        ),
+        Value::Array(items) => Value::Array(items.into_iter().map(plain_toml_datetimes).collect()),
+        other => other,
+    }
+}
+
+/// toml's own rendering of an error quotes the offending source line, which
+/// may hold a secret (`network.outposts.radius.shared_secret`): name the place instead.
+fn toml_message(text: &str, e: &toml::de::Error) -> String {
+    let message = e.message().trim_end();
+    let Some(before) = e.span().and_then(|span| text.get(..span.start)) else {
+        return message.to_string();
+    };
+    let line = before.matches('\n').count() + 1;
+    let column = before.rsplit('\n').next().unwrap_or("").chars().count() + 1;
+    format!("at line {line}, column {column}: {message}")
+}
+
+/// Nix quotes the manifest's source around an error (`  4|   key = "…";` and a
+/// `   |   ^` marker); those lines may hold a secret, so only Nix's own message
+/// and the location it names are kept.
+fn without_source_excerpt(stderr: &str) -> String {
+    let mut kept: Vec<&str> = Vec::new();
+    for line in stderr.lines() {
+        let excerpt = line
+            .trim_start()
+            .trim_start_matches(|c: char| c.is_ascii_digit())
+            .starts_with('|');
+        let repeated_blank =
+            line.trim().is_empty() && kept.last().is_none_or(|l| l.trim().is_empty());
+        if !excerpt && !repeated_blank {
+            kept.push(line);
+        }
+    }
+    kept.join("\n").trim().to_string()
 }
 
 /// Evaluates a `.nix` manifest with the real Nix. A manifest that is a
@@ -245,7 +362,7 @@ fn eval_nix(path: &Path) -> Result<Value, SourceError> {
     let stdout = out_reader.join().unwrap_or_default();
     let stderr = err_reader.join().unwrap_or_default();
     if !status.success() {
-        let message = String::from_utf8_lossy(&stderr).trim().to_string();
+        let message = without_source_excerpt(&String::from_utf8_lossy(&stderr));
         return Err(nix_err(format!(
             "Nix evaluation failed ({status}):\n{}",
             if message.is_empty() {
@@ -320,6 +437,49 @@ mod tests {
         let (p, origin) =
             locate(Some(Path::new("y.yaml")), Some("x.nix"), dir.path()).expect("flag");
         assert_eq!((p, origin), (PathBuf::from("y.yaml"), Origin::Flag));
+    }
+
+    #[test]
+    fn syntax_errors_name_the_place_without_quoting_the_source() {
+        let (format, message) =
+            parse_text("[a]\nsecret = \"hunter2\" x\n", Format::Toml).expect_err("bad TOML");
+        assert_eq!(format, "TOML");
+        assert!(message.starts_with("at line 2, column 20: "), "{message}");
+        assert!(!message.contains("hunter2"), "{message}");
+
+        let nix = "error: syntax error, unexpected '}'\n\n       at /m.nix:5:3:\n\n            4|     secret = \"hunter2\"\n            5|   };\n             |   ^\n            6| }\n";
+        assert_eq!(
+            without_source_excerpt(nix),
+            "error: syntax error, unexpected '}'\n\n       at /m.nix:5:3:"
+        );
+    }
+
+    #[test]
+    fn toml_datetimes_become_strings() {
+        let v = parse_text(
+            "built = 2026-11-26T03:48:00Z\n[x]\nday = 2026-11-26\n",
+            Format::Toml,
+        )
+        .expect("toml");
+        assert_eq!(
+            v,
+            serde_json::json!({"built": "2026-11-26T03:48:00Z", "x": {"day": "2026-11-26"}})
+        );
+    }
+
+    #[test]
+    fn json_objects_may_not_repeat_a_key() {
+        let (_, message) = parse_text(r#"{"a": {"b": 1, "b": 2}}"#, Format::Json)
+            .expect_err("a repeated key is refused");
+        assert!(
+            message.starts_with("duplicate key \"b\" at line 1"),
+            "{message}"
+        );
+        let nested = parse_text(r#"{"a": [{"b": 1}, {"b": 2}], "c": null}"#, Format::Json);
+        assert_eq!(
+            nested.expect("equal keys in different objects are fine"),
+            serde_json::json!({"a": [{"b": 1}, {"b": 2}], "c": null})
+        );
     }
 
     #[test]

@@ -142,24 +142,11 @@ pub fn build_for(m: &Manifest, selected: &BTreeSet<String>) -> Plan {
 
     let auth_core = core.iter().any(|c| c == "authentik");
     if auth_core {
-        let clients = m
+        let clients: usize = m
             .enabled()
             .filter(|s| selected.contains(&s.name))
-            .map(|s| {
-                s.auth
-                    .iter()
-                    .filter(|a| matches!(a, crate::manifest::Auth::Oidc(_)))
-                    .count()
-                    + s.proxies
-                        .iter()
-                        .filter(|p| {
-                            p.name.is_some()
-                                && p.auth != s.auth
-                                && matches!(p.auth, Some(crate::manifest::Auth::Oidc(_)))
-                        })
-                        .count()
-            })
-            .sum::<usize>();
+            .map(|s| s.oidc_clients().len())
+            .sum();
         steps.push(Step {
             id: "tf:auth-core".into(),
             phase: Phase::TfAuthCore,

@@ -287,7 +287,15 @@ fn proxies(
         );
         return Vec::new();
     }
-    let single = map.contains_key("domain") || map.values().any(|v| !v.is_object());
+    // The single form names its fields at the top; the map form names routes.
+    // A route may be called `auth` or `headers`, so only a route-defining field
+    // or a plain (non-attrset) value under a field name marks the single form.
+    let single = ["domain", "upstream", "path"]
+        .iter()
+        .any(|k| map.contains_key(*k))
+        || map
+            .iter()
+            .any(|(k, v)| PROXY_KEYS.contains(&k.as_str()) && !v.is_object());
     if single {
         return proxy(diags, path, service, None, value, service_auth)
             .into_iter()
