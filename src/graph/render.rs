@@ -52,7 +52,9 @@ fn dot_quote(text: &str) -> String {
 
 pub fn dot(m: &Manifest, selected: &BTreeSet<String>, include_disabled: bool) -> String {
     let services = drawn(m, selected, include_disabled);
-    let mut out = String::from("digraph nixmox {\n  rankdir=LR;\n  node [shape=box, style=rounded, fontname=\"Helvetica\"];\n");
+    let mut out = String::from(
+        "digraph nixmox {\n  rankdir=LR;\n  graph [fontname=\"Helvetica\"];\n  node [shape=box, style=rounded, fontname=\"Helvetica\"];\n",
+    );
     let node = |out: &mut String, s: &Service, indent: &str| {
         let style = if s.enabled {
             ""
