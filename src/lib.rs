@@ -10,3 +10,4 @@ pub mod manifest;
 pub mod plan;
 pub mod report;
 pub mod synth;
+pub mod terraform;

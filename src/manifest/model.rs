@@ -215,6 +215,28 @@ pub struct TerraformSettings {
     pub binary: String,
     pub infra: TerraformPhase,
     pub auth_core: TerraformPhase,
+    /// Seconds Terraform waits for a state lock.
+    pub lock_timeout: u64,
+    pub retry: TerraformRetry,
+}
+
+/// Which failures are retried: attempts in all, the first wait, and regular
+/// expressions matched against Terraform's diagnostics (`None`: the defaults).
+#[derive(Debug, Clone, Serialize)]
+pub struct TerraformRetry {
+    pub attempts: u32,
+    pub backoff_seconds: u64,
+    pub patterns: Option<Vec<String>>,
+}
+
+impl Default for TerraformRetry {
+    fn default() -> Self {
+        TerraformRetry {
+            attempts: 3,
+            backoff_seconds: 2,
+            patterns: None,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize)]

@@ -296,6 +296,12 @@ fn without_source_excerpt(stderr: &str) -> String {
 /// Evaluates a `.nix` manifest with the real Nix. A manifest that is a
 /// function (`{ ... }: { … }`) is called with no arguments, so its defaults apply.
 fn eval_nix(path: &Path) -> Result<Value, SourceError> {
+    eval_nix_file(path, None)
+}
+
+/// Evaluates a `.nix` file to JSON with the real Nix. A file that is a
+/// function is called with the JSON object at `inputs` (or `{ }`).
+pub fn eval_nix_file(path: &Path, inputs: Option<&Path>) -> Result<Value, SourceError> {
     let shown = path.display().to_string();
     let abs = std::fs::canonicalize(path).map_err(|source| SourceError::Read {
         path: shown.clone(),
@@ -311,7 +317,16 @@ fn eval_nix(path: &Path) -> Result<Value, SourceError> {
         .to_string();
     let program =
         std::env::var("NIXMOX_NIX_INSTANTIATE").unwrap_or_else(|_| "nix-instantiate".into());
-    let args = nix_eval_args(&abs);
+    let inputs = match inputs {
+        Some(p) => Some(
+            std::fs::canonicalize(p)
+                .ok()
+                .and_then(|p| p.to_str().map(str::to_string))
+                .ok_or_else(|| nix_err(format!("cannot read the inputs file {}", p.display())))?,
+        ),
+        None => None,
+    };
+    let args = nix_eval_args(&abs, inputs.as_deref());
     let mut child = Command::new(&program)
         .args(&args)
         .stdin(Stdio::null())
@@ -378,20 +393,33 @@ fn eval_nix(path: &Path) -> Result<Value, SourceError> {
 
 /// The exact argument vector for evaluating a manifest; the path travels as
 /// an argument, never spliced into Nix code.
-pub fn nix_eval_args(abs_path: &str) -> Vec<String> {
-    [
+pub fn nix_eval_args(abs_path: &str, inputs_path: Option<&str>) -> Vec<String> {
+    let mut args: Vec<String> = [
         "--eval",
         "--strict",
         "--json",
         "--argstr",
         "manifestPath",
         abs_path,
-        "--expr",
-        "{ manifestPath }: let m = import (/. + manifestPath); in if builtins.isFunction m then m { } else m",
     ]
     .iter()
     .map(|s| s.to_string())
-    .collect()
+    .collect();
+    if let Some(inputs) = inputs_path {
+        args.extend([
+            "--argstr".to_string(),
+            "inputsPath".to_string(),
+            inputs.to_string(),
+        ]);
+    }
+    args.push("--expr".into());
+    args.push(
+        "{ manifestPath, inputsPath ? \"\" }: let m = import (/. + manifestPath); \
+         args = if inputsPath == \"\" then { } else builtins.fromJSON (builtins.readFile (/. + inputsPath)); \
+         in if builtins.isFunction m then m args else m"
+            .into(),
+    );
+    args
 }
 
 #[cfg(test)]
@@ -400,7 +428,7 @@ mod tests {
 
     #[test]
     fn nix_args_are_exact() {
-        let args = nix_eval_args("/srv/stack/manifest.nix");
+        let args = nix_eval_args("/srv/stack/manifest.nix", None);
         assert_eq!(
             args[..6],
             [

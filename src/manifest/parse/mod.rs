@@ -8,7 +8,9 @@ mod service;
 
 use super::decode::Obj;
 use super::diag::{Diagnostics, Path};
-use super::model::{DeploymentPhases, Manifest, Options, ServiceKind, TerraformSettings};
+use super::model::{
+    DeploymentPhases, Manifest, Options, ServiceKind, TerraformRetry, TerraformSettings,
+};
 use serde_json::Value;
 use std::path::Path as FsPath;
 
@@ -160,6 +162,8 @@ fn default_terraform() -> TerraformSettings {
         binary: "terraform".into(),
         infra: Default::default(),
         auth_core: Default::default(),
+        lock_timeout: 60,
+        retry: Default::default(),
     }
 }
 
@@ -168,7 +172,12 @@ fn terraform_settings(
     path: Path,
     value: &Value,
 ) -> Option<TerraformSettings> {
-    let obj = Obj::open(diags, path, value, &["binary", "infra", "auth_core"])?;
+    let obj = Obj::open(
+        diags,
+        path,
+        value,
+        &["binary", "infra", "auth_core", "lock_timeout", "retry"],
+    )?;
     let mut settings = default_terraform();
     if let Some(binary) = obj.opt::<String>(diags, "binary") {
         if binary.trim().is_empty() {
@@ -183,6 +192,43 @@ fn terraform_settings(
     if let Some(v) = obj.raw("auth_core") {
         settings.auth_core =
             terraform_phase(diags, obj.at("auth_core"), v, false).unwrap_or_default();
+    }
+    settings.lock_timeout = obj.or(diags, "lock_timeout", settings.lock_timeout);
+    interface::check_timing(diags, &obj.at("lock_timeout"), settings.lock_timeout, false);
+    if let Some(v) = obj.raw("retry") {
+        if let Some(r) = Obj::open(
+            diags,
+            obj.at("retry"),
+            v,
+            &["attempts", "backoff_seconds", "patterns"],
+        ) {
+            let d = TerraformRetry::default();
+            settings.retry = TerraformRetry {
+                attempts: r.or(diags, "attempts", d.attempts),
+                backoff_seconds: r.or(diags, "backoff_seconds", d.backoff_seconds),
+                patterns: r.opt(diags, "patterns"),
+            };
+            if !(1..=20).contains(&settings.retry.attempts) {
+                diags.error(
+                    &r.at("attempts"),
+                    "attempts must be from 1 (no retry) to 20",
+                );
+            }
+            interface::check_timing(
+                diags,
+                &r.at("backoff_seconds"),
+                settings.retry.backoff_seconds,
+                false,
+            );
+            for (i, p) in settings.retry.patterns.iter().flatten().enumerate() {
+                if let Err(e) = regex::Regex::new(p) {
+                    diags.error(
+                        &r.at("patterns").index(i),
+                        format!("not a valid regular expression: {e}"),
+                    );
+                }
+            }
+        }
     }
     Some(settings)
 }

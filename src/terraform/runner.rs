@@ -1,0 +1,575 @@
+//! Running Terraform phases: plan, apply only what really changes, read
+//! outputs, retry what is transient, fail with everything a user needs.
+
+use super::command::{self, Locking, PlanMode};
+use super::hcl;
+use super::outputs::{scrub, Outputs};
+use super::report::{self, Changes};
+use super::retry::RetryPolicy;
+use super::workdir::{self, Prepared};
+use crate::manifest::TerraformPhase;
+use crate::plan::Phase;
+use serde_json::{Map, Value};
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// The variable through which a phase receives the outputs of the phases before it.
+pub const UPSTREAM_VARIABLE: &str = "upstream_outputs";
+
+#[derive(Debug, thiserror::Error)]
+pub enum TfError {
+    #[error("{phase} (workspace {workspace}): cannot run `{binary}`: {message}. Install Terraform (scripts/setup.sh puts one in /opt/nixmox/bin), or name the binary with terraform.binary in the manifest or NIXMOX_TERRAFORM")]
+    Spawn {
+        phase: Phase,
+        workspace: String,
+        binary: String,
+        message: String,
+    },
+    #[error("{phase} (workspace {workspace}): {message}")]
+    Prepare {
+        phase: Phase,
+        workspace: String,
+        message: String,
+    },
+    #[error("{phase} (workspace {workspace}, modules {modules}): `terraform {command}` failed{attempts}:\n{diagnostics}\nnext: fix the module or its inputs, then run again")]
+    Failed {
+        phase: Phase,
+        workspace: String,
+        modules: String,
+        command: String,
+        attempts: String,
+        diagnostics: String,
+    },
+}
+
+/// One Terraform phase to run.
+pub struct PhaseSpec<'a> {
+    pub phase: Phase,
+    pub service: Option<String>,
+    pub workspace: String,
+    pub config: &'a TerraformPhase,
+    /// Module paths are relative to this directory (the manifest's).
+    pub base_dir: PathBuf,
+    /// Variables derived from the manifest (see [`super::inputs`]); never secret.
+    pub derived: Map<String, Value>,
+    /// Outputs of the workspaces that ran before, by workspace.
+    pub upstream: BTreeMap<String, Outputs>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Status {
+    /// Nothing to run: the phase has no modules.
+    NoModules,
+    Unchanged,
+    /// Something was applied; `outputs_only` when no resource changed.
+    Applied {
+        outputs_only: bool,
+    },
+}
+
+#[derive(Debug)]
+pub struct PhaseResult {
+    pub workspace: String,
+    pub status: Status,
+    /// Everything applied, summed over `apply_order` targets and the full apply.
+    pub changes: Changes,
+    /// The `apply_order` targets that had changes, in the order applied.
+    pub targets_applied: Vec<String>,
+    pub outputs: Outputs,
+    /// Things worth telling the user (for example variables no module declares).
+    pub notes: Vec<String>,
+}
+
+/// The Terraform command line and where it works.
+pub struct Terraform {
+    pub binary: String,
+    /// `.nixmox/terraform`: one working directory per workspace below it.
+    pub root: PathBuf,
+    pub lock: Locking,
+    pub retry: RetryPolicy,
+    plan_dir: PathBuf,
+    counter: AtomicU64,
+}
+
+struct Exec {
+    code: i32,
+    stdout: String,
+    stderr: String,
+}
+
+/// A saved plan, deleted when dropped: plan files can hold secrets in plaintext.
+struct PlanFile(PathBuf);
+
+impl Drop for PlanFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+impl Terraform {
+    /// `binary` unless `NIXMOX_TERRAFORM` names another.
+    pub fn new(binary: &str, root: PathBuf, lock: Locking, retry: RetryPolicy) -> Self {
+        let binary = std::env::var("NIXMOX_TERRAFORM")
+            .ok()
+            .filter(|b| !b.is_empty())
+            .unwrap_or_else(|| binary.to_string());
+        // Saved plans go to memory-backed storage where there is some.
+        let shm = Path::new("/dev/shm");
+        let plan_dir = if shm.is_dir() && tempfile::tempfile_in(shm).is_ok() {
+            shm.to_path_buf()
+        } else {
+            root.join(".plans")
+        };
+        Terraform {
+            binary,
+            root,
+            lock,
+            retry,
+            plan_dir,
+            counter: AtomicU64::new(0),
+        }
+    }
+
+    pub fn workdir(&self, workspace: &str) -> PathBuf {
+        self.root.join(workspace)
+    }
+
+    /// Plans and applies one phase: `apply_order` targets one by one, then the
+    /// whole configuration; applies only when the plan really changes something.
+    pub fn apply_phase(&self, spec: &PhaseSpec) -> Result<PhaseResult, TfError> {
+        if spec.config.is_empty() {
+            return Ok(PhaseResult {
+                workspace: spec.workspace.clone(),
+                status: Status::NoModules,
+                changes: Changes::default(),
+                targets_applied: Vec::new(),
+                outputs: Outputs::default(),
+                notes: Vec::new(),
+            });
+        }
+        let (prepared, vars, notes) = self.ready(spec)?;
+        let mut total = Changes::default();
+        let mut targets_applied = Vec::new();
+        for target in &spec.config.apply_order {
+            let applied = self.plan_and_apply(
+                spec,
+                &prepared,
+                &vars,
+                PlanMode::Normal,
+                std::slice::from_ref(target),
+            )?;
+            if applied.any() {
+                targets_applied.push(target.clone());
+                add(&mut total, &applied);
+            }
+        }
+        let applied = self.plan_and_apply(spec, &prepared, &vars, PlanMode::Normal, &[])?;
+        add(&mut total, &applied);
+        let outputs = self.read_outputs(spec, &prepared.dir)?;
+        let status = if total.any() {
+            Status::Applied {
+                outputs_only: total.resources() == 0,
+            }
+        } else {
+            Status::Unchanged
+        };
+        Ok(PhaseResult {
+            workspace: spec.workspace.clone(),
+            status,
+            changes: total,
+            targets_applied,
+            outputs,
+            notes,
+        })
+    }
+
+    /// Plans without applying (`mode` Normal for `nixmox plan`, RefreshOnly for drift).
+    pub fn plan_phase(&self, spec: &PhaseSpec, mode: PlanMode) -> Result<Option<Changes>, TfError> {
+        if spec.config.is_empty() {
+            return Ok(None);
+        }
+        let (prepared, vars, _) = self.ready(spec)?;
+        let (changes, _plan) = self.plan(spec, &prepared, &vars, mode, &[])?;
+        Ok(Some(changes))
+    }
+
+    /// Destroys what the phase created (a destroy plan, applied when non-empty).
+    pub fn destroy_phase(&self, spec: &PhaseSpec) -> Result<Changes, TfError> {
+        if spec.config.is_empty() || !self.workdir(&spec.workspace).exists() {
+            return Ok(Changes::default());
+        }
+        let (prepared, vars, _) = self.ready(spec)?;
+        self.plan_and_apply(spec, &prepared, &vars, PlanMode::Destroy, &[])
+    }
+
+    /// The outputs of a workspace that has run before (empty if it never did).
+    pub fn outputs(&self, phase: Phase, workspace: &str) -> Result<Outputs, TfError> {
+        let dir = self.workdir(workspace);
+        if !dir.join(".terraform").exists() {
+            return Ok(Outputs::default());
+        }
+        let spec_like = (phase, workspace);
+        let exec = self.exec_plain(spec_like, &dir, &command::output_json(), None)?;
+        if exec.code != 0 {
+            return Err(self.failed(spec_like, "-", "output", 1, &exec, &[]));
+        }
+        Outputs::parse(&exec.stdout).map_err(|message| TfError::Prepare {
+            phase,
+            workspace: workspace.into(),
+            message,
+        })
+    }
+
+    /// True when the workspace has state (it was applied at least once).
+    pub fn has_state(&self, workspace: &str) -> bool {
+        let dir = self.workdir(workspace);
+        dir.join("terraform.tfstate.d")
+            .join(workspace)
+            .join("terraform.tfstate")
+            .exists()
+            || dir.join(".terraform").join("terraform.tfstate").exists()
+    }
+
+    fn ready(&self, spec: &PhaseSpec) -> Result<(Prepared, String, Vec<String>), TfError> {
+        let prepare_err = |message: String| TfError::Prepare {
+            phase: spec.phase,
+            workspace: spec.workspace.clone(),
+            message,
+        };
+        let nix_inputs = Value::Object(spec.derived.clone());
+        let prepared = workdir::prepare(
+            &self.root,
+            &spec.workspace,
+            &spec.config.modules,
+            &spec.base_dir,
+            &nix_inputs,
+        )
+        .map_err(prepare_err)?;
+        self.init_if_needed(spec, &prepared)?;
+        self.select_workspace(spec, &prepared.dir)?;
+        let (vars, notes) = variables(spec, &prepared);
+        Ok((prepared, vars, notes))
+    }
+
+    fn init_if_needed(&self, spec: &PhaseSpec, prepared: &Prepared) -> Result<(), TfError> {
+        let marker = prepared.dir.join(".terraform").join("nixmox-init");
+        if std::fs::read_to_string(&marker).is_ok_and(|m| m == prepared.fingerprint) {
+            return Ok(());
+        }
+        let args = command::init(self.lock);
+        self.run_retrying(spec, &prepared.dir, &args, None, "init")?;
+        // A configuration without providers leaves no .terraform behind.
+        let _ = std::fs::create_dir_all(prepared.dir.join(".terraform"));
+        std::fs::write(&marker, &prepared.fingerprint).map_err(|e| TfError::Prepare {
+            phase: spec.phase,
+            workspace: spec.workspace.clone(),
+            message: format!("cannot write {}: {e}", marker.display()),
+        })
+    }
+
+    fn select_workspace(&self, spec: &PhaseSpec, dir: &Path) -> Result<(), TfError> {
+        // Terraform records the selected workspace here; this directory only ever selects one.
+        let current =
+            std::fs::read_to_string(dir.join(".terraform").join("environment")).unwrap_or_default();
+        if current.trim() == spec.workspace {
+            return Ok(());
+        }
+        self.run_retrying(
+            spec,
+            dir,
+            &command::workspace_select(&spec.workspace),
+            None,
+            "workspace select",
+        )
+        .map(|_| ())
+    }
+
+    fn plan(
+        &self,
+        spec: &PhaseSpec,
+        prepared: &Prepared,
+        vars: &str,
+        mode: PlanMode,
+        targets: &[String],
+    ) -> Result<(Changes, PlanFile), TfError> {
+        let n = self.counter.fetch_add(1, Ordering::Relaxed);
+        std::fs::create_dir_all(&self.plan_dir).map_err(|e| TfError::Prepare {
+            phase: spec.phase,
+            workspace: spec.workspace.clone(),
+            message: format!("cannot create {}: {e}", self.plan_dir.display()),
+        })?;
+        let file = PlanFile(self.plan_dir.join(format!(
+            "nixmox-{}-{}-{n}.tfplan",
+            std::process::id(),
+            spec.workspace
+        )));
+        let out = file.0.display().to_string();
+        let exec = self.run_retrying(
+            spec,
+            &prepared.dir,
+            &command::plan(&out, mode, targets, self.lock),
+            Some(vars),
+            "plan",
+        )?;
+        if exec.code == 0 {
+            return Ok((Changes::default(), file));
+        }
+        let show = self.exec(spec, &prepared.dir, &command::show_json(&out), None)?;
+        if show.code != 0 {
+            return Err(self.failed(
+                (spec.phase, &spec.workspace),
+                &modules(spec),
+                "show -json",
+                1,
+                &show,
+                &secrets(spec),
+            ));
+        }
+        let changes = report::changes(&show.stdout).map_err(|message| TfError::Prepare {
+            phase: spec.phase,
+            workspace: spec.workspace.clone(),
+            message,
+        })?;
+        Ok((changes, file))
+    }
+
+    /// Plans and, when the plan changes something real, applies it. A
+    /// transient failure of the apply re-plans (the saved plan is stale then).
+    fn plan_and_apply(
+        &self,
+        spec: &PhaseSpec,
+        prepared: &Prepared,
+        vars: &str,
+        mode: PlanMode,
+        targets: &[String],
+    ) -> Result<Changes, TfError> {
+        let mut attempt = 1;
+        loop {
+            let (changes, file) = self.plan(spec, prepared, vars, mode, targets)?;
+            if !changes.any() {
+                return Ok(Changes {
+                    drift: changes.drift,
+                    ..Changes::default()
+                });
+            }
+            let exec = self.exec(
+                spec,
+                &prepared.dir,
+                &command::apply(&file.0.display().to_string(), self.lock),
+                None,
+            )?;
+            drop(file);
+            if exec.code == 0 {
+                return Ok(changes);
+            }
+            let text = format!("{}\n{}", exec.stdout, exec.stderr);
+            if attempt < self.retry.attempts && self.retry.is_transient(&text) {
+                std::thread::sleep(self.retry.delay(attempt));
+                attempt += 1;
+                continue;
+            }
+            return Err(self.failed(
+                (spec.phase, &spec.workspace),
+                &modules(spec),
+                "apply",
+                attempt,
+                &exec,
+                &secrets(spec),
+            ));
+        }
+    }
+
+    fn read_outputs(&self, spec: &PhaseSpec, dir: &Path) -> Result<Outputs, TfError> {
+        let exec = self.run_retrying(spec, dir, &command::output_json(), None, "output")?;
+        Outputs::parse(&exec.stdout).map_err(|message| TfError::Prepare {
+            phase: spec.phase,
+            workspace: spec.workspace.clone(),
+            message,
+        })
+    }
+
+    /// Runs a command; exit codes 0 and 2 count as success (2: plan has changes).
+    fn run_retrying(
+        &self,
+        spec: &PhaseSpec,
+        dir: &Path,
+        args: &[String],
+        stdin: Option<&str>,
+        name: &str,
+    ) -> Result<Exec, TfError> {
+        let mut attempt = 1;
+        loop {
+            let exec = self.exec(spec, dir, args, stdin)?;
+            if exec.code == 0 || (exec.code == 2 && name == "plan") {
+                return Ok(exec);
+            }
+            let text = format!("{}\n{}", exec.stdout, exec.stderr);
+            if attempt < self.retry.attempts && self.retry.is_transient(&text) {
+                std::thread::sleep(self.retry.delay(attempt));
+                attempt += 1;
+                continue;
+            }
+            return Err(self.failed(
+                (spec.phase, &spec.workspace),
+                &modules(spec),
+                name,
+                attempt,
+                &exec,
+                &secrets(spec),
+            ));
+        }
+    }
+
+    fn exec(
+        &self,
+        spec: &PhaseSpec,
+        dir: &Path,
+        args: &[String],
+        stdin: Option<&str>,
+    ) -> Result<Exec, TfError> {
+        self.exec_plain((spec.phase, &spec.workspace), dir, args, stdin)
+    }
+
+    fn exec_plain(
+        &self,
+        (phase, workspace): (Phase, &str),
+        dir: &Path,
+        args: &[String],
+        stdin: Option<&str>,
+    ) -> Result<Exec, TfError> {
+        let mut cmd = Command::new(&self.binary);
+        cmd.args(args).current_dir(dir).envs(command::environment());
+        cmd.stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+        // A CLI configuration named but missing only earns a warning on every command.
+        if std::env::var_os("TF_CLI_CONFIG_FILE").is_some_and(|p| !Path::new(&p).exists()) {
+            cmd.env_remove("TF_CLI_CONFIG_FILE");
+        }
+        let spawn_err = |message: String| TfError::Spawn {
+            phase,
+            workspace: workspace.into(),
+            binary: self.binary.clone(),
+            message,
+        };
+        let mut child = cmd.spawn().map_err(|e| spawn_err(e.to_string()))?;
+        if let (Some(text), Some(mut pipe)) = (stdin, child.stdin.take()) {
+            // Terraform reads the whole var-file before planning; a closed pipe means it failed early.
+            let _ = pipe.write_all(text.as_bytes());
+        }
+        let out = child
+            .wait_with_output()
+            .map_err(|e| spawn_err(e.to_string()))?;
+        Ok(Exec {
+            code: out.status.code().unwrap_or(1),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        })
+    }
+
+    fn failed(
+        &self,
+        (phase, workspace): (Phase, &str),
+        modules: &str,
+        command: &str,
+        attempts: u32,
+        exec: &Exec,
+        secrets: &[String],
+    ) -> TfError {
+        let mut lines: Vec<String> = report::diagnostics(&exec.stdout)
+            .into_iter()
+            .filter(|d| d.severity == "error")
+            .map(|d| {
+                if d.detail.is_empty() {
+                    format!("  Error: {}", d.summary)
+                } else {
+                    format!("  Error: {}: {}", d.summary, d.detail)
+                }
+            })
+            .collect();
+        let stderr = exec.stderr.trim();
+        if !stderr.is_empty() {
+            lines.push(format!("  {}", stderr.replace('\n', "\n  ")));
+        }
+        if lines.is_empty() {
+            lines.push(format!(
+                "  (exit status {}, no diagnostic printed)",
+                exec.code
+            ));
+        }
+        TfError::Failed {
+            phase,
+            workspace: workspace.to_string(),
+            modules: modules.to_string(),
+            command: command.to_string(),
+            attempts: if attempts > 1 {
+                format!(" after {attempts} attempts")
+            } else {
+                String::new()
+            },
+            diagnostics: scrub(&lines.join("\n"), secrets),
+        }
+    }
+}
+
+fn add(total: &mut Changes, c: &Changes) {
+    total.add += c.add;
+    total.change += c.change;
+    total.destroy += c.destroy;
+    total.replace += c.replace;
+    for o in &c.outputs {
+        if !total.outputs.contains(o) {
+            total.outputs.push(o.clone());
+        }
+    }
+    for d in &c.drift {
+        if !total.drift.contains(d) {
+            total.drift.push(d.clone());
+        }
+    }
+}
+
+fn modules(spec: &PhaseSpec) -> String {
+    spec.config.modules.join(", ")
+}
+
+fn secrets(spec: &PhaseSpec) -> Vec<String> {
+    spec.upstream
+        .values()
+        .flat_map(Outputs::secret_texts)
+        .collect()
+}
+
+/// The var-file for a phase: derived inputs, then the manifest's `variables`
+/// (which win), then the upstream outputs; only what the configuration declares.
+fn variables(spec: &PhaseSpec, prepared: &Prepared) -> (String, Vec<String>) {
+    let mut all: BTreeMap<String, Value> = spec
+        .derived
+        .iter()
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    for (k, v) in &spec.config.variables {
+        all.insert(k.clone(), v.clone());
+    }
+    let upstream: Map<String, Value> = spec
+        .upstream
+        .iter()
+        .map(|(ws, o)| (ws.clone(), Value::Object(o.values())))
+        .collect();
+    all.insert(UPSTREAM_VARIABLE.into(), Value::Object(upstream));
+    let mut notes = Vec::new();
+    for k in spec.config.variables.keys() {
+        if !prepared.declared.contains(k) {
+            notes.push(format!("variable {k} from the manifest is not declared by the modules of {}; it is not passed", spec.workspace));
+        }
+    }
+    all.retain(|k, _| prepared.declared.contains(k));
+    (hcl::var_file(&all), notes)
+}

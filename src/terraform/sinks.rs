@@ -1,0 +1,150 @@
+//! Where outputs go after a phase, besides the variables of later phases:
+//! environment values for the NixOS phase and health commands, a JSON file of
+//! the non-sensitive values for Nix to import, and a SOPS-encrypted file.
+
+use super::outputs::Outputs;
+use serde_json::{Map, Value};
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+/// `NIXMOX_TF_<WORKSPACE>_<OUTPUT>`, upper-cased, anything but letters and digits as `_`.
+pub fn env_name(workspace: &str, output: &str) -> String {
+    let clean = |s: &str| -> String {
+        s.chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() {
+                    c.to_ascii_uppercase()
+                } else {
+                    '_'
+                }
+            })
+            .collect()
+    };
+    format!("NIXMOX_TF_{}_{}", clean(workspace), clean(output))
+}
+
+/// Every output as an environment value (strings as they are, the rest as JSON).
+/// Sensitive values are included: these go only to a host's 0600 env file on
+/// tmpfs or a child process's environment, never to a log.
+pub fn env_values(by_workspace: &BTreeMap<String, Outputs>) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    for (ws, outputs) in by_workspace {
+        for (name, o) in &outputs.0 {
+            let text = match &o.value {
+                Value::String(s) => s.clone(),
+                other => other.to_string(),
+            };
+            out.push((env_name(ws, name), text));
+        }
+    }
+    out
+}
+
+/// `{ "<workspace>": { "<output>": value } }` with the non-sensitive values only.
+pub fn public_json(by_workspace: &BTreeMap<String, Outputs>) -> Value {
+    Value::Object(
+        by_workspace
+            .iter()
+            .map(|(ws, o)| (ws.clone(), Value::Object(o.public())))
+            .collect(),
+    )
+}
+
+/// Writes a file atomically (a temporary file in the same directory, then a rename).
+pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> Result<(), String> {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    let mut tmp = tempfile::NamedTempFile::new_in(dir)
+        .map_err(|e| format!("cannot write in {}: {e}", dir.display()))?;
+    tmp.as_file()
+        .set_permissions(std::fs::Permissions::from_mode(mode))
+        .map_err(|e| format!("cannot set permissions: {e}"))?;
+    tmp.write_all(bytes)
+        .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+    tmp.persist(path)
+        .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+    Ok(())
+}
+
+/// Encrypts every output (keys `<workspace>/<output>`) into `target` with the
+/// real `sops`, under the creation rules of the `.sops.yaml` found from
+/// `project_dir`. The plaintext goes through a pipe and never touches the disk.
+pub fn write_sops(
+    sops: &str,
+    project_dir: &Path,
+    target: &Path,
+    by_workspace: &BTreeMap<String, Outputs>,
+) -> Result<(), String> {
+    let mut flat = Map::new();
+    for (ws, outputs) in by_workspace {
+        for (name, o) in &outputs.0 {
+            flat.insert(format!("{ws}/{name}"), o.value.clone());
+        }
+    }
+    let plaintext = Value::Object(flat).to_string();
+    let target_abs: PathBuf = if target.is_absolute() {
+        target.to_path_buf()
+    } else {
+        project_dir.join(target)
+    };
+    let mut child = Command::new(sops)
+        .args(["--encrypt", "--input-type", "json", "--output-type", "json", "--filename-override"])
+        .arg(&target_abs)
+        .arg("/dev/stdin")
+        .current_dir(project_dir)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("cannot run {sops}: {e}. Install SOPS (scripts/setup.sh puts one in /opt/nixmox/bin) or set NIXMOX_SOPS"))?;
+    if let Some(mut stdin) = child.stdin.take() {
+        let _ = stdin.write_all(plaintext.as_bytes());
+    }
+    let out = child
+        .wait_with_output()
+        .map_err(|e| format!("{sops} failed: {e}"))?;
+    if !out.status.success() {
+        // sops never echoes the plaintext in its errors; its message says what is missing (.sops.yaml, a recipient, …).
+        return Err(format!(
+            "sops could not encrypt the outputs for {}: {}",
+            target_abs.display(),
+            String::from_utf8_lossy(&out.stderr).trim()
+        ));
+    }
+    write_atomic(&target_abs, &out.stdout, 0o600)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn env_names_are_shell_safe() {
+        assert_eq!(
+            env_name("wiki-infra", "client.id"),
+            "NIXMOX_TF_WIKI_INFRA_CLIENT_ID"
+        );
+        assert_eq!(
+            env_name("auth-core", "wiki_secret"),
+            "NIXMOX_TF_AUTH_CORE_WIKI_SECRET"
+        );
+    }
+
+    #[test]
+    fn public_json_leaves_secrets_out() {
+        let o = Outputs::parse(
+            r#"{"id":{"sensitive":false,"value":"x"},"s":{"sensitive":true,"value":"hunter22"}}"#,
+        )
+        .expect("parse");
+        let by: BTreeMap<String, Outputs> = [("auth-core".to_string(), o)].into_iter().collect();
+        assert_eq!(public_json(&by).to_string(), r#"{"auth-core":{"id":"x"}}"#);
+        let env = env_values(&by);
+        assert!(env.contains(&("NIXMOX_TF_AUTH_CORE_S".to_string(), "hunter22".to_string())));
+    }
+}
