@@ -474,7 +474,11 @@ fn concurrent_phases_never_share_a_working_directory() {
             .map(|(i, c)| {
                 let spec = p.spec(&format!("s{i}-infra"), c);
                 let tf = &p.tf;
-                scope.spawn(move || tf.apply_phase(&spec).map(|r| r.status))
+                scope.spawn(move || {
+                    tf.apply_phase(&spec)
+                        .map(|r| r.status)
+                        .map_err(|e| e.to_string())
+                })
             })
             .collect();
         for h in handles {
