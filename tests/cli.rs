@@ -215,9 +215,13 @@ fn exit_codes() {
     assert_eq!(code(&nixmox(&["--version"])), 0);
     let o = nixmox(&["frobnicate"]);
     assert_eq!(code(&o), 1, "usage errors exit 1 (2 means changes pending)");
+    // Online plan of a stack without Terraform modules: nothing to change.
     let o = nixmox(&["plan", "-m", &f]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    assert!(stdout(&o).contains("No changes."), "{}", stdout(&o));
+    let o = nixmox(&["apply", "-m", &f]);
     assert_eq!(code(&o), 1);
-    assert!(stderr(&o).contains("--offline"), "{}", stderr(&o));
+    assert!(stderr(&o).contains("--terraform-only"), "{}", stderr(&o));
     let o = nixmox(&["validate", "-m", "/nonexistent/manifest.json"]);
     assert_eq!(code(&o), 1);
     assert!(

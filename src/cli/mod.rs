@@ -1,7 +1,9 @@
 //! The command line: argument definitions and one handler per command.
 
+mod apply;
 mod common;
 mod graph;
+mod outputs;
 mod plan;
 mod validate;
 
@@ -34,8 +36,12 @@ pub struct Cli {
 pub enum Command {
     /// Check the manifest and report every problem at once; runs nothing.
     Validate(ValidateArgs),
-    /// Show the deployment plan: every phase and step, in order.
+    /// Show the deployment plan; without --offline, also what Terraform would change.
     Plan(PlanArgs),
+    /// Deploy the stack (today: its Terraform phases, with --terraform-only).
+    Apply(ApplyArgs),
+    /// Show the Terraform outputs of every workspace (sensitive values redacted).
+    Outputs(OutputsArgs),
     /// Draw the service dependency graph.
     Graph(GraphArgs),
     /// Print a shell completion script.
@@ -51,7 +57,9 @@ pub struct ValidateArgs {
 
 #[derive(Args, Debug)]
 pub struct PlanArgs {
-    /// Build the plan from the manifest alone, without asking Terraform or the hosts.
+    /// Build the plan from the manifest alone, without running Terraform. Without
+    /// it, every Terraform phase whose inputs are known is planned; exit status
+    /// 2 when something would change.
     #[arg(long)]
     pub offline: bool,
     /// Only these services and what they depend on (repeat or separate with commas).
@@ -60,6 +68,30 @@ pub struct PlanArgs {
     /// Print the plan as JSON (see docs/plan-json.md).
     #[arg(long)]
     pub json: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct ApplyArgs {
+    /// Run only the Terraform phases (tf:infra, tf:auth-core, tf:service-infra,
+    /// tf:service-config) in plan order; required until the NixOS executor lands.
+    #[arg(long)]
+    pub terraform_only: bool,
+    /// Only these services and what they depend on (repeat or separate with commas).
+    #[arg(long, value_name = "SERVICE", value_delimiter = ',')]
+    pub only: Vec<String>,
+    /// One JSON event per line instead of text (see docs/plan-json.md).
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct OutputsArgs {
+    /// Print as JSON (see docs/plan-json.md).
+    #[arg(long)]
+    pub json: bool,
+    /// Show sensitive values instead of "(sensitive)".
+    #[arg(long)]
+    pub show_sensitive: bool,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum, PartialEq, Eq)]
@@ -110,6 +142,8 @@ pub fn main() -> ExitCode {
         Command::Validate(args) => validate::run(&cli, args),
         Command::Plan(args) => plan::run(&cli, args),
         Command::Graph(args) => graph::run(&cli, args),
+        Command::Apply(args) => apply::run(&cli, args),
+        Command::Outputs(args) => outputs::run(&cli, args),
         Command::Completions(args) => {
             use clap::CommandFactory;
             let mut cmd = Cli::command();

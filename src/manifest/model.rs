@@ -25,6 +25,15 @@ pub struct Manifest {
     pub options: Options,
     pub deployment_phases: Option<DeploymentPhases>,
     pub terraform: TerraformSettings,
+    pub secrets: SecretsSettings,
+}
+
+/// Where Terraform outputs are kept encrypted (`secrets = { sops_file; }`).
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct SecretsSettings {
+    /// Relative to the manifest's directory; encrypted with the creation rules
+    /// of the `.sops.yaml` found from there. `None`: outputs are not written to SOPS.
+    pub sops_file: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]

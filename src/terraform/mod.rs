@@ -11,6 +11,7 @@ pub mod report;
 pub mod retry;
 pub mod runner;
 pub mod sinks;
+pub mod stack;
 pub mod workdir;
 
 pub use outputs::{Output, Outputs};

@@ -9,7 +9,8 @@ mod service;
 use super::decode::Obj;
 use super::diag::{Diagnostics, Path};
 use super::model::{
-    DeploymentPhases, Manifest, Options, ServiceKind, TerraformRetry, TerraformSettings,
+    DeploymentPhases, Manifest, Options, SecretsSettings, ServiceKind, TerraformRetry,
+    TerraformSettings,
 };
 use serde_json::Value;
 use std::path::Path as FsPath;
@@ -29,6 +30,7 @@ const TOP_LEVEL_KEYS: &[&str] = &[
     "enable_dependency_graphing",
     "enable_deployment_logging",
     "terraform",
+    "secrets",
 ];
 
 /// Reads the whole manifest. Returns a model even when there were errors
@@ -89,6 +91,11 @@ pub fn manifest(diags: &mut Diagnostics, source: &FsPath, root: &Value) -> Optio
         .and_then(|v| terraform_settings(diags, top.at("terraform"), v))
         .unwrap_or_else(default_terraform);
 
+    let secrets = top
+        .raw("secrets")
+        .and_then(|v| secrets(diags, top.at("secrets"), v))
+        .unwrap_or_default();
+
     Some(Manifest {
         source: source.to_path_buf(),
         network,
@@ -96,6 +103,7 @@ pub fn manifest(diags: &mut Diagnostics, source: &FsPath, root: &Value) -> Optio
         options,
         deployment_phases,
         terraform,
+        secrets,
     })
 }
 
@@ -155,6 +163,15 @@ fn deployment_phases(
         tf_auth_core: obj.or(diags, "tf_auth_core", Vec::new()),
         services: obj.or(diags, "services", Vec::new()),
     })
+}
+
+fn secrets(diags: &mut Diagnostics, path: Path, value: &Value) -> Option<SecretsSettings> {
+    let obj = Obj::open(diags, path, value, &["sops_file"])?;
+    let sops_file: Option<String> = obj.opt(diags, "sops_file");
+    if sops_file.as_deref().is_some_and(|f| f.trim().is_empty()) {
+        diags.error(&obj.at("sops_file"), "empty file name");
+    }
+    Some(SecretsSettings { sops_file })
 }
 
 fn default_terraform() -> TerraformSettings {

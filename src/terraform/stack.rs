@@ -1,0 +1,209 @@
+//! All the Terraform phases of a stack together: the online plan (what each
+//! workspace would change, what waits on unapplied outputs), applying them in
+//! plan order with outputs flowing onward, and reading every workspace's outputs.
+
+use super::command::{Locking, PlanMode};
+use super::outputs::Outputs;
+use super::phases::{self, TfStep};
+use super::report::Changes;
+use super::retry::{RetryPolicy, DEFAULT_TRANSIENT};
+use super::runner::{PhaseResult, Status, Terraform, TfError};
+use super::sinks;
+use crate::manifest::Manifest;
+use crate::plan::{Phase, Plan};
+use serde::Serialize;
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// Where nixmox keeps its files for a manifest: `NIXMOX_STATE_DIR`, else `.nixmox` beside the manifest.
+pub fn state_dir(m: &Manifest) -> PathBuf {
+    match std::env::var_os("NIXMOX_STATE_DIR").filter(|v| !v.is_empty()) {
+        Some(dir) => PathBuf::from(dir),
+        None => base_dir(m).join(".nixmox"),
+    }
+}
+
+/// The manifest's directory: module paths and the SOPS file are relative to it.
+pub fn base_dir(m: &Manifest) -> PathBuf {
+    let dir = m
+        .source
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    std::fs::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf())
+}
+
+/// The Terraform runner the manifest asks for.
+pub fn terraform_for(m: &Manifest) -> Result<Terraform, String> {
+    let t = &m.terraform;
+    let patterns: Vec<String> = match &t.retry.patterns {
+        Some(p) => p.clone(),
+        None => DEFAULT_TRANSIENT.iter().map(|s| s.to_string()).collect(),
+    };
+    let retry = RetryPolicy::new(
+        t.retry.attempts,
+        Duration::from_secs(t.retry.backoff_seconds),
+        &patterns,
+    )?;
+    Ok(Terraform::new(
+        &t.binary,
+        state_dir(m).join("terraform"),
+        Locking {
+            lock_timeout_secs: t.lock_timeout,
+        },
+        retry,
+    ))
+}
+
+/// What the online plan found for one Terraform phase.
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "state", rename_all = "snake_case")]
+pub enum PhasePlan {
+    NoModules,
+    /// Its inputs wait on workspaces not applied yet (or about to change): never mocked.
+    Pending {
+        waits_on: Vec<String>,
+    },
+    Planned {
+        changes: Changes,
+    },
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct PlannedPhase {
+    pub step: String,
+    pub phase: Phase,
+    pub workspace: String,
+    #[serde(flatten)]
+    pub plan: PhasePlan,
+}
+
+impl PlannedPhase {
+    /// True when an apply would do something here (or cannot be known yet).
+    pub fn pending_changes(&self) -> bool {
+        match &self.plan {
+            PhasePlan::NoModules => false,
+            PhasePlan::Pending { .. } => true,
+            PhasePlan::Planned { changes } => changes.any(),
+        }
+    }
+}
+
+/// Plans every Terraform phase whose inputs are known.
+pub fn plan_all(m: &Manifest, plan: &Plan, tf: &Terraform) -> Result<Vec<PlannedPhase>, TfError> {
+    let steps = phases::steps(m, plan);
+    let with_modules: BTreeSet<&str> = steps
+        .iter()
+        .filter(|s| !s.config.is_empty())
+        .map(|s| s.workspace.as_str())
+        .collect();
+    let base = base_dir(m);
+    let mut changing: BTreeSet<String> = BTreeSet::new();
+    let mut known: BTreeMap<String, Outputs> = BTreeMap::new();
+    let mut out = Vec::new();
+    for step in &steps {
+        let planned = if step.config.is_empty() {
+            PhasePlan::NoModules
+        } else {
+            let waits_on: Vec<String> = step
+                .upstream
+                .iter()
+                .filter(|ws| {
+                    with_modules.contains(ws.as_str())
+                        && (changing.contains(*ws) || !tf.has_state(ws))
+                })
+                .cloned()
+                .collect();
+            if !waits_on.is_empty() {
+                changing.insert(step.workspace.clone());
+                PhasePlan::Pending { waits_on }
+            } else {
+                for ws in &step.upstream {
+                    if with_modules.contains(ws.as_str()) && !known.contains_key(ws) {
+                        known.insert(ws.clone(), tf.outputs(step.phase, ws)?);
+                    }
+                }
+                let spec = step.spec(m, &base, &known);
+                let changes = tf.plan_phase(&spec, PlanMode::Normal)?.unwrap_or_default();
+                if changes.any() || !tf.has_state(&step.workspace) {
+                    changing.insert(step.workspace.clone());
+                }
+                PhasePlan::Planned { changes }
+            }
+        };
+        out.push(PlannedPhase {
+            step: step.step_id.clone(),
+            phase: step.phase,
+            workspace: step.workspace.clone(),
+            plan: planned,
+        });
+    }
+    Ok(out)
+}
+
+/// Applies every Terraform phase in plan order, each receiving the outputs of
+/// those before it. `each` hears about every phase as it finishes. Stops at
+/// the first failure. Afterwards the non-sensitive outputs are written to
+/// `<state dir>/outputs.json` and, when the manifest names one, every output
+/// to its SOPS file.
+pub fn apply_all(
+    m: &Manifest,
+    plan: &Plan,
+    tf: &Terraform,
+    mut each: impl FnMut(&TfStep, &PhaseResult),
+) -> Result<BTreeMap<String, Outputs>, ApplyError> {
+    let base = base_dir(m);
+    let mut known: BTreeMap<String, Outputs> = BTreeMap::new();
+    for step in phases::steps(m, plan) {
+        let spec = step.spec(m, &base, &known);
+        let result = tf
+            .apply_phase(&spec)
+            .map_err(|e| ApplyError::Terraform(Box::new(e)))?;
+        each(&step, &result);
+        if result.status != Status::NoModules {
+            known.insert(step.workspace.clone(), result.outputs);
+        }
+    }
+    write_sinks(m, &known)?;
+    Ok(known)
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApplyError {
+    #[error(transparent)]
+    Terraform(Box<TfError>),
+    #[error("writing the outputs: {0}")]
+    Sink(String),
+}
+
+/// The JSON file of non-sensitive outputs, and the SOPS file if configured.
+pub fn write_sinks(m: &Manifest, known: &BTreeMap<String, Outputs>) -> Result<(), ApplyError> {
+    let json_path = state_dir(m).join("outputs.json");
+    let text = serde_json::to_string_pretty(&sinks::public_json(known))
+        .map_err(|e| ApplyError::Sink(e.to_string()))?;
+    sinks::write_atomic(&json_path, text.as_bytes(), 0o644).map_err(ApplyError::Sink)?;
+    if let Some(file) = &m.secrets.sops_file {
+        let sops = std::env::var("NIXMOX_SOPS").unwrap_or_else(|_| "sops".into());
+        sinks::write_sops(&sops, &base_dir(m), Path::new(file), known).map_err(ApplyError::Sink)?;
+    }
+    Ok(())
+}
+
+/// The outputs of every Terraform workspace of the plan that has run.
+pub fn outputs_all(
+    m: &Manifest,
+    plan: &Plan,
+    tf: &Terraform,
+) -> Result<BTreeMap<String, Outputs>, TfError> {
+    let mut out = BTreeMap::new();
+    for step in phases::steps(m, plan) {
+        if !step.config.is_empty() && tf.has_state(&step.workspace) {
+            out.insert(
+                step.workspace.clone(),
+                tf.outputs(step.phase, &step.workspace)?,
+            );
+        }
+    }
+    Ok(out)
+}
