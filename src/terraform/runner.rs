@@ -16,6 +16,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 
+/// Left in a working directory's `.terraform` after a successful apply.
+const APPLIED_MARKER: &str = "nixmox-applied";
+
 /// The variable through which a phase receives the outputs of the phases before it.
 pub const UPSTREAM_VARIABLE: &str = "upstream_outputs";
 
@@ -169,6 +172,7 @@ impl Terraform {
         let applied = self.plan_and_apply(spec, &prepared, &vars, PlanMode::Normal, &[])?;
         add(&mut total, &applied);
         let outputs = self.read_outputs(spec, &prepared.dir)?;
+        let _ = std::fs::write(prepared.dir.join(".terraform").join(APPLIED_MARKER), "");
         let status = if total.any() {
             Status::Applied {
                 outputs_only: total.resources() == 0,
@@ -223,14 +227,17 @@ impl Terraform {
         })
     }
 
-    /// True when the workspace has state (it was applied at least once).
+    /// True when the workspace was applied at least once: nixmox marks every
+    /// successful apply (a remote backend's state cannot be seen from here),
+    /// and local state counts too.
     pub fn has_state(&self, workspace: &str) -> bool {
         let dir = self.workdir(workspace);
-        dir.join("terraform.tfstate.d")
-            .join(workspace)
-            .join("terraform.tfstate")
-            .exists()
-            || dir.join(".terraform").join("terraform.tfstate").exists()
+        dir.join(".terraform").join(APPLIED_MARKER).exists()
+            || dir
+                .join("terraform.tfstate.d")
+                .join(workspace)
+                .join("terraform.tfstate")
+                .exists()
     }
 
     fn ready(&self, spec: &PhaseSpec) -> Result<(Prepared, String, Vec<String>), TfError> {
