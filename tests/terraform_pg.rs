@@ -69,7 +69,12 @@ fn pg_backend_keeps_state_and_secrets_off_the_disk() {
     };
     // Before any apply the remote state is empty: auth-core waits on infra.
     let o = nixmox(&["plan"]);
-    assert_eq!(o.status.code(), Some(2), "{}", String::from_utf8_lossy(&o.stdout));
+    assert_eq!(
+        o.status.code(),
+        Some(2),
+        "{}",
+        String::from_utf8_lossy(&o.stdout)
+    );
     assert!(String::from_utf8_lossy(&o.stdout).contains("pending: its inputs wait on infra"));
 
     let o = nixmox(&["apply", "--terraform-only"]);
