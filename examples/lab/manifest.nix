@@ -1,0 +1,139 @@
+# The lab stack: the whole NixMox stack on one machine. Every address is a lab
+# host: a network namespace `nixmox lab up` creates on the lab bridge
+# (10.213.0.0/24, never routed off the machine).
+{
+  network = {
+    domain = "nixmox.test";
+    dns_server = "10.213.0.2";
+    gateway = "10.213.0.1";
+    network_cidr = "10.213.0.0/24";
+    outposts.ldap.base_dn = "dc=nixmox,dc=test";
+  };
+
+  core_services = {
+    dns = {
+      ip = "10.213.0.2";
+      hostname = "dns.nixmox.test";
+      vmid = 9002;
+      ports = [ 53 ];
+      interface.health = {
+        startup = "test -e /run/current-system";
+        readiness = "tcp://10.213.0.2:53";
+      };
+    };
+    postgresql = {
+      ip = "10.213.0.3";
+      hostname = "postgresql.nixmox.test";
+      vmid = 9003;
+      depends_on = [ "dns" ];
+      ports = [ 5432 ];
+      interface.health.readiness = "tcp://10.213.0.3:5432";
+    };
+    caddy = {
+      ip = "10.213.0.4";
+      hostname = "caddy.nixmox.test";
+      vmid = 9004;
+      depends_on = [ "dns" ];
+      ports = [ 80 443 ];
+      interface.health.readiness = "tcp://10.213.0.4:443";
+    };
+    authentik = {
+      ip = "10.213.0.5";
+      hostname = "authentik.nixmox.test";
+      vmid = 9005;
+      depends_on = [ "postgresql" "caddy" ];
+      ports = [ 9000 ];
+      interface = {
+        db = { host = "10.213.0.3"; name = "authentik"; owner = "authentik"; };
+        proxy = { domain = "auth.nixmox.test"; upstream = "10.213.0.5:9000"; };
+        health.readiness = "http://10.213.0.5:9000/-/health/ready/";
+      };
+    };
+  };
+
+  services = {
+    # Confidential OIDC client, its own database, one proxy.
+    wiki = {
+      ip = "10.213.0.10";
+      hostname = "wiki.nixmox.test";
+      vmid = 9010;
+      depends_on = [ "postgresql" "caddy" "authentik" ];
+      ports = [ 8080 ];
+      interface = {
+        db = { host = "10.213.0.3"; name = "wiki"; owner = "wiki"; mode = "native-migration"; };
+        auth = {
+          type = "oidc";
+          provider = "authentik";
+          oidc.redirect_uris = [ "https://docs.nixmox.test/oauth/callback" ];
+        };
+        proxy = { domain = "docs.nixmox.test"; upstream = "10.213.0.10:8080"; };
+        health = {
+          startup = "test -e /run/current-system";
+          readiness = "http://10.213.0.10:8080/healthz";
+          interval = 1;
+          timeout = 60;
+        };
+      };
+    };
+
+    # Public OIDC client; depends on another application.
+    notes = {
+      ip = "10.213.0.11";
+      hostname = "notes.nixmox.test";
+      vmid = 9011;
+      depends_on = [ "postgresql" "caddy" "authentik" "wiki" ];
+      ports = [ 8080 ];
+      interface = {
+        dbs.notes = { host = "10.213.0.3"; name = "notes"; owner = "notes"; additionaldbs = [ "notes_search" ]; };
+        auth = {
+          type = "oidc";
+          provider = "authentik";
+          oidc = {
+            client_type = "public";
+            redirect_uris = [ "https://jot.nixmox.test/callback" ];
+          };
+        };
+        proxy = { domain = "jot.nixmox.test"; upstream = "10.213.0.11:8080"; };
+        health = {
+          readiness = "http://10.213.0.11:8080/healthz";
+          interval = 1;
+          timeout = 60;
+        };
+      };
+    };
+
+    # Several routes: one behind forward auth, one with its own headers and Caddy snippet.
+    dash = {
+      ip = "10.213.0.12";
+      hostname = "dash.nixmox.test";
+      vmid = 9012;
+      depends_on = [ "caddy" "authentik" ];
+      ports = [ 8080 8081 ];
+      interface = {
+        proxy = {
+          board = {
+            domain = "board.nixmox.test";
+            upstream = "10.213.0.12:8080";
+            auth = { type = "forward_auth"; provider = "authentik"; };
+          };
+          metrics = {
+            domain = "metrics.nixmox.test";
+            path = "/metrics";
+            upstream = "10.213.0.12:8081";
+            headers = { "X-Lab" = "nixmox"; };
+            extra_config = "encode gzip";
+          };
+        };
+        health = {
+          readiness = "http://10.213.0.12:8080/healthz";
+          interval = 1;
+          timeout = 60;
+        };
+      };
+    };
+  };
+
+  health_check_timeout = 120;
+  retry_attempts = 30;
+  retry_delay = 1;
+}
