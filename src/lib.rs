@@ -6,6 +6,7 @@
 
 pub mod cli;
 pub mod graph;
+pub mod lab;
 pub mod manifest;
 pub mod plan;
 pub mod report;

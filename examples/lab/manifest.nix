@@ -133,6 +133,11 @@
     };
   };
 
+  terraform = {
+    infra.modules = [ "terraform/infra" ];
+    auth_core.modules = [ "terraform/auth-core" ];
+  };
+
   health_check_timeout = 120;
   retry_attempts = 30;
   retry_delay = 1;

@@ -3,6 +3,7 @@
 mod apply;
 mod common;
 mod graph;
+mod lab;
 mod outputs;
 mod plan;
 mod validate;
@@ -44,6 +45,9 @@ pub enum Command {
     Outputs(OutputsArgs),
     /// Draw the service dependency graph.
     Graph(GraphArgs),
+    /// The lab: the whole stack on this machine, in network namespaces (needs root).
+    #[command(subcommand)]
+    Lab(LabCommand),
     /// Print a shell completion script.
     Completions(CompletionsArgs),
 }
@@ -118,6 +122,36 @@ pub struct GraphArgs {
     pub output: Option<PathBuf>,
 }
 
+#[derive(Subcommand, Debug)]
+pub enum LabCommand {
+    /// Create the lab network, CA and keys, the manifest's hosts (through its
+    /// tf:infra module) and, unless --no-systems, activate every host's system.
+    Up {
+        /// Only the network and the hosts; no systems.
+        #[arg(long)]
+        no_systems: bool,
+    },
+    /// Remove everything the lab made: hosts, namespaces, processes, bridge, route, files.
+    Down,
+    /// Show the lab's network and every host (namespace, sshd, processes).
+    Status {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Create one host (called by the lab's tf:infra module).
+    #[command(hide = true)]
+    HostUp {
+        name: String,
+        ip: std::net::Ipv4Addr,
+    },
+    /// Remove one host (called by the lab's tf:infra module on destroy).
+    #[command(hide = true)]
+    HostDown {
+        name: String,
+        ip: std::net::Ipv4Addr,
+    },
+}
+
 #[derive(Args, Debug)]
 pub struct CompletionsArgs {
     #[arg(value_enum)]
@@ -144,6 +178,7 @@ pub fn main() -> ExitCode {
         Command::Graph(args) => graph::run(&cli, args),
         Command::Apply(args) => apply::run(&cli, args),
         Command::Outputs(args) => outputs::run(&cli, args),
+        Command::Lab(cmd) => lab::run(&cli, cmd),
         Command::Completions(args) => {
             use clap::CommandFactory;
             let mut cmd = Cli::command();

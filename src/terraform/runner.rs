@@ -93,6 +93,8 @@ pub struct Terraform {
     pub root: PathBuf,
     pub lock: Locking,
     pub retry: RetryPolicy,
+    /// Extra environment for every Terraform command (and so for `local-exec`).
+    pub env: Vec<(String, String)>,
     plan_dir: PathBuf,
     counter: AtomicU64,
 }
@@ -126,11 +128,16 @@ impl Terraform {
         } else {
             root.join(".plans")
         };
+        // Modules may call nixmox itself from local-exec (the lab's hosts do).
+        let env = std::env::current_exe()
+            .map(|p| vec![("NIXMOX_BIN".to_string(), p.display().to_string())])
+            .unwrap_or_default();
         Terraform {
             binary,
             root,
             lock,
             retry,
+            env,
             plan_dir,
             counter: AtomicU64::new(0),
         }
@@ -448,7 +455,10 @@ impl Terraform {
         stdin: Option<&str>,
     ) -> Result<Exec, TfError> {
         let mut cmd = Command::new(&self.binary);
-        cmd.args(args).current_dir(dir).envs(command::environment());
+        cmd.args(args)
+            .current_dir(dir)
+            .envs(command::environment())
+            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
         cmd.stdin(if stdin.is_some() {
             Stdio::piped()
         } else {

@@ -1,0 +1,249 @@
+//! One lab host: a network namespace on the lab bridge, a private mount
+//! namespace (tmpfs `/run`, its own `/nix/var/nix/profiles` and
+//! `/var/lib/lab`) and an sshd, the process that holds both namespaces.
+
+use super::net::{self, ip};
+use super::{LabConfig, LabError};
+use serde::Serialize;
+use std::net::{Ipv4Addr, SocketAddr, TcpStream};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// Everything inside the host's mount namespace, run by `sh -c` with the
+/// paths passed as environment values (never spliced into the script).
+const HOST_INIT: &str = r#"set -eu
+mount -t tmpfs -o mode=0755 nixmox-run /run
+mkdir -p /run/sshd /run/nixmox
+chmod 0700 /run/nixmox
+mount --bind "$NIXMOX_PROFILES" /nix/var/nix/profiles
+mount --bind "$NIXMOX_STATE" /var/lib/lab
+hostname "$NIXMOX_HOST"
+exec /usr/sbin/sshd -D -e -f "$NIXMOX_SSHD_CONFIG"
+"#;
+
+fn sshd_config(cfg: &LabConfig, name: &str, ip: Ipv4Addr) -> String {
+    let host = cfg.host_dir(name);
+    format!(
+        "# sshd of lab host {name}\n\
+         ListenAddress {ip}:22\n\
+         HostKey {hostkey}\n\
+         PermitRootLogin prohibit-password\n\
+         PasswordAuthentication no\n\
+         KbdInteractiveAuthentication no\n\
+         UsePAM no\n\
+         AuthorizedKeysFile {keys}\n\
+         StrictModes no\n\
+         PidFile /run/sshd.pid\n\
+         MaxStartups 100:30:200\n\
+         MaxSessions 100\n\
+         Subsystem sftp internal-sftp\n",
+        hostkey = host.join("ssh_host_ed25519_key").display(),
+        keys = cfg.dir.join("ssh").join("authorized_keys").display(),
+    )
+}
+
+/// Creates the host (idempotent: an existing, answering host is left alone).
+pub fn up(cfg: &LabConfig, name: &str, addr: Ipv4Addr) -> Result<(), LabError> {
+    crate::manifest::syntax::service_name(name).map_err(LabError::new)?;
+    if net::netns_exists(name) && ssh_answers(addr, Duration::from_millis(300)) {
+        return Ok(());
+    }
+    // A half-made host from an interrupted run is removed first.
+    down(cfg, name, addr)?;
+    let dir = cfg.host_dir(name);
+    for sub in ["profiles", "state"] {
+        std::fs::create_dir_all(dir.join(sub)).map_err(|e| {
+            LabError::new(format!("cannot create {}: {e}", dir.join(sub).display()))
+        })?;
+    }
+    std::fs::create_dir_all("/var/lib/lab")
+        .map_err(|e| LabError::new(format!("cannot create the mount point /var/lib/lab: {e}")))?;
+    let key = dir.join("ssh_host_ed25519_key");
+    if !key.exists() {
+        net::run(
+            "ssh-keygen",
+            &[
+                "-q".into(),
+                "-t".into(),
+                "ed25519".into(),
+                "-N".into(),
+                String::new(),
+                "-C".into(),
+                format!("root@{name}"),
+                "-f".into(),
+                key.display().to_string(),
+            ],
+        )?;
+    }
+    let config = dir.join("sshd_config");
+    std::fs::write(&config, sshd_config(cfg, name, addr))
+        .map_err(|e| LabError::new(format!("cannot write {}: {e}", config.display())))?;
+
+    ip(&net::add_netns(name))?;
+    ip(&net::add_veth(addr))?;
+    ip(&net::move_peer(addr, name))?;
+    ip(&net::attach(addr))?;
+    let peer = net::peer(addr);
+    ip(&net::inside(name, &["link", "set", &peer, "name", "eth0"]))?;
+    ip(&net::inside(
+        name,
+        &[
+            "addr",
+            "add",
+            &format!("{addr}/{}", cfg.prefix),
+            "dev",
+            "eth0",
+        ],
+    ))?;
+    ip(&net::inside(name, &["link", "set", "eth0", "up"]))?;
+    ip(&net::inside(name, &["link", "set", "lo", "up"]))?;
+
+    let log = std::fs::File::create(dir.join("sshd.log"))
+        .map_err(|e| LabError::new(format!("cannot create the sshd log: {e}")))?;
+    let log2 = log.try_clone().map_err(|e| LabError::new(e.to_string()))?;
+    Command::new("setsid")
+        .args([
+            "-f",
+            "ip",
+            "netns",
+            "exec",
+            &net::netns(name),
+            "unshare",
+            "--mount",
+            "--uts",
+            "--propagation",
+            "private",
+            "/bin/sh",
+            "-c",
+            HOST_INIT,
+        ])
+        .env("NIXMOX_PROFILES", dir.join("profiles"))
+        .env("NIXMOX_STATE", dir.join("state"))
+        .env("NIXMOX_HOST", name)
+        .env("NIXMOX_SSHD_CONFIG", &config)
+        .stdin(Stdio::null())
+        .stdout(log)
+        .stderr(log2)
+        .status()
+        .map_err(|e| LabError::new(format!("cannot start the sshd of {name}: {e}")))?;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while Instant::now() < deadline {
+        if ssh_answers(addr, Duration::from_millis(200)) {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let log = std::fs::read_to_string(dir.join("sshd.log")).unwrap_or_default();
+    Err(LabError::new(format!(
+        "host {name} ({addr}): sshd did not answer within 20 s; its log says: {}",
+        log.trim()
+    )))
+}
+
+/// Removes the host: its processes, namespace, link and directory.
+pub fn down(cfg: &LabConfig, name: &str, addr: Ipv4Addr) -> Result<(), LabError> {
+    kill_all(name);
+    if net::netns_exists(name) {
+        ip(&net::delete_netns(name))?;
+    }
+    // Deleting the namespace takes the veth pair with it, a moment later.
+    let veth = net::veth(addr);
+    if net::link_exists(&veth) {
+        if let Err(e) = ip(&net::delete_link(&veth)) {
+            if net::link_exists(&veth) {
+                return Err(e);
+            }
+        }
+    }
+    let dir = cfg.host_dir(name);
+    if dir.exists() {
+        std::fs::remove_dir_all(&dir)
+            .map_err(|e| LabError::new(format!("cannot remove {}: {e}", dir.display())))?;
+    }
+    Ok(())
+}
+
+/// Every process in the host's network namespace gets SIGTERM, then SIGKILL.
+fn kill_all(name: &str) {
+    let pids = |_: ()| -> Vec<String> {
+        Command::new("ip")
+            .args(["netns", "pids", &net::netns(name)])
+            .output()
+            .map(|o| {
+                String::from_utf8_lossy(&o.stdout)
+                    .split_whitespace()
+                    .map(str::to_string)
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    for signal in ["-TERM", "-KILL"] {
+        let list = pids(());
+        if list.is_empty() {
+            return;
+        }
+        let _ = Command::new("kill").arg(signal).args(&list).output();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline && !pids(()).is_empty() {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+pub fn ssh_answers(addr: Ipv4Addr, timeout: Duration) -> bool {
+    TcpStream::connect_timeout(&SocketAddr::from((addr, 22)), timeout).is_ok()
+}
+
+#[derive(Debug, Serialize)]
+pub struct HostStatus {
+    pub name: String,
+    pub ip: String,
+    pub namespace: bool,
+    pub ssh: bool,
+    pub processes: usize,
+}
+
+pub fn status(name: &str, addr: Ipv4Addr) -> HostStatus {
+    let processes = Command::new("ip")
+        .args(["netns", "pids", &net::netns(name)])
+        .output()
+        .map(|o| {
+            String::from_utf8_lossy(&o.stdout)
+                .split_whitespace()
+                .count()
+        })
+        .unwrap_or(0);
+    HostStatus {
+        name: name.to_string(),
+        ip: addr.to_string(),
+        namespace: net::netns_exists(name),
+        ssh: ssh_answers(addr, Duration::from_millis(300)),
+        processes,
+    }
+}
+
+/// `ssh` options for reaching lab hosts as root with the lab's key.
+pub fn ssh_options(cfg: &LabConfig) -> Vec<String> {
+    vec![
+        "-i".into(),
+        cfg.ssh_key().display().to_string(),
+        "-o".into(),
+        "BatchMode=yes".into(),
+        "-o".into(),
+        "StrictHostKeyChecking=accept-new".into(),
+        "-o".into(),
+        format!("UserKnownHostsFile={}", cfg.known_hosts().display()),
+        "-o".into(),
+        "ConnectTimeout=5".into(),
+        "-o".into(),
+        "LogLevel=ERROR".into(),
+    ]
+}
+
+/// Runs a command on a lab host over SSH.
+pub fn ssh(cfg: &LabConfig, addr: Ipv4Addr, command: &str) -> Result<String, LabError> {
+    let mut args = ssh_options(cfg);
+    args.push(format!("root@{addr}"));
+    args.push(command.to_string());
+    net::run("ssh", &args)
+}
