@@ -8,6 +8,7 @@ pub mod cli;
 pub mod graph;
 pub mod lab;
 pub mod manifest;
+pub mod nixos;
 pub mod plan;
 pub mod report;
 pub mod synth;

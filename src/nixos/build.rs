@@ -1,0 +1,133 @@
+//! Building systems locally with Nix (2.8 and newer: `nix build --json`, no
+//! `--print-out-paths`) and copying closures to hosts.
+
+use super::ssh::SshTarget;
+use std::process::Command;
+
+/// What to build and how.
+#[derive(Debug, Clone)]
+pub struct NixSettings {
+    /// A flake reference (`path:/srv/stack`, `.`, `github:me/stack`).
+    pub flake: String,
+    /// Appended to `NIX_CONFIG` for every Nix command.
+    pub nix_config: Option<String>,
+}
+
+/// `<flake>#nixosConfigurations.<name>.config.system.build.toplevel` unless the service names another attribute.
+pub fn installable(flake: &str, attribute: &str) -> String {
+    format!("{flake}#{attribute}")
+}
+
+pub fn default_attribute(service: &str) -> String {
+    format!("nixosConfigurations.{service}.config.system.build.toplevel")
+}
+
+pub fn build_argv(installables: &[String]) -> Vec<String> {
+    let mut a: Vec<String> = ["build", "--json", "--no-link"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    a.extend(installables.iter().cloned());
+    a
+}
+
+pub fn copy_argv(t: &SshTarget, path: &str) -> Vec<String> {
+    vec![
+        "copy".into(),
+        "--to".into(),
+        format!("ssh://{}", t.destination()),
+        path.into(),
+    ]
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct NixError(pub String);
+
+fn nix(settings: &NixSettings) -> Command {
+    let mut c = Command::new("nix");
+    let mut config = std::env::var("NIX_CONFIG").unwrap_or_default();
+    if let Some(extra) = &settings.nix_config {
+        config.push('\n');
+        config.push_str(extra);
+    }
+    c.env("NIX_CONFIG", config);
+    c
+}
+
+/// Builds every installable in one Nix invocation (one evaluation, parallel
+/// builds) and returns their output paths in the same order.
+pub fn build(settings: &NixSettings, installables: &[String]) -> Result<Vec<String>, NixError> {
+    if installables.is_empty() {
+        return Ok(Vec::new());
+    }
+    let out = nix(settings)
+        .args(build_argv(installables))
+        .output()
+        .map_err(|e| {
+            NixError(format!(
+                "cannot run nix (install Nix; Debian: apt-get install nix-bin): {e}"
+            ))
+        })?;
+    if !out.status.success() {
+        return Err(NixError(format!(
+            "nix build {} failed:\n{}",
+            installables.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        )));
+    }
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .map_err(|e| NixError(format!("nix build printed no JSON: {e}")))?;
+    let paths: Vec<String> = doc
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|entry| entry["outputs"]["out"].as_str().map(str::to_string))
+        .collect();
+    if paths.len() != installables.len() {
+        return Err(NixError(format!(
+            "nix build returned {} paths for {} installables",
+            paths.len(),
+            installables.len()
+        )));
+    }
+    Ok(paths)
+}
+
+/// Copies a closure to the host over SSH (reusing the multiplexed connection).
+pub fn copy(settings: &NixSettings, t: &SshTarget, path: &str) -> Result<(), NixError> {
+    let _ = std::fs::create_dir_all(&t.control_dir);
+    let out = nix(settings)
+        .args(copy_argv(t, path))
+        .env("NIX_SSHOPTS", t.nix_sshopts())
+        .output()
+        .map_err(|e| NixError(format!("cannot run nix copy: {e}")))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(NixError(format!(
+            "host {} ({}): nix copy of {path} failed: {}",
+            t.name,
+            t.address,
+            String::from_utf8_lossy(&out.stderr).trim()
+        )))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exact_nix_argv() {
+        let i = installable("path:/srv/stack", &default_attribute("wiki"));
+        assert_eq!(
+            i,
+            "path:/srv/stack#nixosConfigurations.wiki.config.system.build.toplevel"
+        );
+        assert_eq!(
+            build_argv(std::slice::from_ref(&i)),
+            ["build", "--json", "--no-link", i.as_str()]
+        );
+    }
+}

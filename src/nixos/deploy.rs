@@ -1,0 +1,332 @@
+//! Deploying one host the way nixos-rebuild `--target-host` and deploy-rs do:
+//! compare, copy, set the profile, activate (detached, so a dropped SSH
+//! connection cannot stop it), pass the health gate, and roll back to the
+//! previous generation when the gate fails.
+
+use super::build::{self, NixError, NixSettings};
+use super::health::{self, GateError};
+use super::remote;
+use super::ssh::{self, SshError, SshTarget};
+use crate::manifest::Health;
+use std::hash::{Hash, Hasher};
+use std::time::{Duration, Instant};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Goal {
+    Switch,
+    Boot,
+    Test,
+    DryActivate,
+}
+
+impl Goal {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Goal::Switch => "switch",
+            Goal::Boot => "boot",
+            Goal::Test => "test",
+            Goal::DryActivate => "dry-activate",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Goal> {
+        [Goal::Switch, Goal::Boot, Goal::Test, Goal::DryActivate]
+            .into_iter()
+            .find(|g| g.as_str() == text)
+    }
+
+    /// Goals that make the system the boot default.
+    fn sets_profile(self) -> bool {
+        matches!(self, Goal::Switch | Goal::Boot)
+    }
+
+    /// Goals after which the new system runs (and so must be healthy).
+    fn runs(self) -> bool {
+        matches!(self, Goal::Switch | Goal::Test)
+    }
+}
+
+pub struct DeployRequest<'a> {
+    pub target: &'a SshTarget,
+    pub nix: &'a NixSettings,
+    /// The built system's store path.
+    pub system: &'a str,
+    pub goal: Goal,
+    /// `KEY=VALUE` lines for `/run/nixmox/env` (0600, tmpfs), secrets included; never logged.
+    pub env: Option<&'a str>,
+    pub health: &'a Health,
+    pub ports: &'a [u16],
+    /// Bound on one activation.
+    pub activation_timeout: Duration,
+    pub rollback: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// The host already runs this system (and its environment is current).
+    Unchanged,
+    Activated {
+        from: Option<String>,
+    },
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DeployError {
+    #[error(transparent)]
+    Ssh(#[from] SshError),
+    #[error(transparent)]
+    Nix(#[from] NixError),
+    #[error("host {host}: switch-to-configuration {goal} of {system} failed (exit {status}):\n{log}{rollback}")]
+    Activation {
+        host: String,
+        goal: &'static str,
+        system: String,
+        status: String,
+        log: String,
+        rollback: String,
+    },
+    #[error("{gate}{rollback}")]
+    Health { gate: GateError, rollback: String },
+}
+
+fn remote(t: &SshTarget, cmd: &str, limit: Duration) -> Result<ssh::RemoteOutput, DeployError> {
+    Ok(ssh::run(t, cmd, None, limit)?)
+}
+
+fn host(t: &SshTarget) -> String {
+    format!("{} ({})", t.name, t.address)
+}
+
+/// A hash of the environment file, kept beside it so an unchanged host can tell.
+fn env_hash(env: &str) -> String {
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    env.hash(&mut h);
+    format!("{:016x}", h.finish())
+}
+
+pub fn deploy(r: &DeployRequest) -> Result<Outcome, DeployError> {
+    let t = r.target;
+    let quick = Duration::from_secs(30);
+    let current = remote(t, &remote::current_system(), quick)?
+        .stdout
+        .trim()
+        .to_string();
+    let env_changed = match r.env {
+        Some(env) => {
+            let seen = remote(
+                t,
+                &format!(
+                    "cat {} 2>/dev/null || true",
+                    remote::quote("/run/nixmox/env.hash")
+                ),
+                quick,
+            )?;
+            seen.stdout.trim() != env_hash(env)
+        }
+        None => false,
+    };
+    if r.goal.runs() && current == r.system && !env_changed {
+        return Ok(Outcome::Unchanged);
+    }
+    build::copy(r.nix, t, r.system)?;
+    if let Some(env) = r.env {
+        upload(t, "env", env.as_bytes())?;
+        upload(t, "env.hash", env_hash(env).as_bytes())?;
+    }
+    let previous = remote(t, &remote::profile_target(), quick)?
+        .stdout
+        .trim()
+        .to_string();
+    let previous = (!previous.is_empty() && previous != r.system).then_some(previous);
+    if r.goal.sets_profile() {
+        let out = remote(t, &remote::set_profile(r.system), quick)?;
+        if !out.ok() {
+            return Err(DeployError::Activation {
+                host: host(t),
+                goal: r.goal.as_str(),
+                system: r.system.into(),
+                status: out.code.map(|c| c.to_string()).unwrap_or_default(),
+                log: format!("nix-env --set failed: {}", out.stderr.trim()),
+                rollback: String::new(),
+            });
+        }
+    }
+    if let Err(e) = activate(t, r.system, r.goal, r.activation_timeout) {
+        let rollback = if r.rollback && r.goal.sets_profile() {
+            roll_back(r, previous.as_deref())
+        } else {
+            String::new()
+        };
+        return Err(match e {
+            DeployError::Activation {
+                host,
+                goal,
+                system,
+                status,
+                log,
+                ..
+            } => DeployError::Activation {
+                host,
+                goal,
+                system,
+                status,
+                log,
+                rollback,
+            },
+            other => other,
+        });
+    }
+    if r.goal.runs() {
+        if let Err(gate) = health::gate(r.health, r.ports, t) {
+            let rollback = if r.rollback {
+                roll_back(r, previous.as_deref())
+            } else {
+                "\nrollback is disabled (enable_rollback = false): the host stays on the failed system".into()
+            };
+            return Err(DeployError::Health { gate, rollback });
+        }
+    }
+    Ok(Outcome::Activated {
+        from: (!current.is_empty()).then_some(current),
+    })
+}
+
+fn upload(t: &SshTarget, name: &str, bytes: &[u8]) -> Result<(), DeployError> {
+    let out = ssh::run(
+        t,
+        &remote::write_secret_file(name),
+        Some(bytes),
+        Duration::from_secs(30),
+    )?;
+    if out.ok() {
+        Ok(())
+    } else {
+        // Never echo the content: it holds secrets.
+        Err(DeployError::Activation {
+            host: host(t),
+            goal: "upload",
+            system: format!("/run/nixmox/{name}"),
+            status: out.code.map(|c| c.to_string()).unwrap_or_default(),
+            log: out.stderr.trim().to_string(),
+            rollback: String::new(),
+        })
+    }
+}
+
+/// Runs switch-to-configuration detached and polls for its exit status; a
+/// lost SSH connection while polling is retried until the bound.
+pub fn activate(
+    t: &SshTarget,
+    system: &str,
+    goal: Goal,
+    limit: Duration,
+) -> Result<(), DeployError> {
+    static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let id = format!("{}-{}-{n}", std::process::id(), nanos());
+    let started = remote(
+        t,
+        &remote::activate_detached(system, goal.as_str(), &id),
+        Duration::from_secs(30),
+    )?;
+    if !started.ok() {
+        return Err(DeployError::Activation {
+            host: host(t),
+            goal: goal.as_str(),
+            system: system.into(),
+            status: "not started".into(),
+            log: started.stderr.trim().into(),
+            rollback: String::new(),
+        });
+    }
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Ok(out) = ssh::run(
+            t,
+            &remote::activation_status(&id),
+            None,
+            Duration::from_secs(10),
+        ) {
+            let status = out.stdout.trim();
+            if !status.is_empty() {
+                if status == "0" {
+                    return Ok(());
+                }
+                let log = ssh::run(
+                    t,
+                    &remote::activation_log(&id),
+                    None,
+                    Duration::from_secs(10),
+                )
+                .map(|o| o.stdout)
+                .unwrap_or_default();
+                return Err(DeployError::Activation {
+                    host: host(t),
+                    goal: goal.as_str(),
+                    system: system.into(),
+                    status: status.into(),
+                    log: log.trim().into(),
+                    rollback: String::new(),
+                });
+            }
+        }
+        if Instant::now() > deadline {
+            return Err(DeployError::Activation {
+                host: host(t),
+                goal: goal.as_str(),
+                system: system.into(),
+                status: format!("none within {} s", limit.as_secs()),
+                log: "activation is still running or the host stopped answering".into(),
+                rollback: String::new(),
+            });
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn nanos() -> u128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0)
+}
+
+/// Back to the previous generation, and its health checked again; the text says what happened.
+fn roll_back(r: &DeployRequest, previous: Option<&str>) -> String {
+    let t = r.target;
+    let Some(previous) = previous else {
+        return "\nno rollback: this was the host's first deploy, there is no previous generation"
+            .into();
+    };
+    let step = || -> Result<(), DeployError> {
+        let out = remote(t, &remote::rollback_profile(), Duration::from_secs(30))?;
+        if !out.ok() {
+            return Err(DeployError::Activation {
+                host: host(t),
+                goal: "rollback",
+                system: previous.into(),
+                status: out.code.map(|c| c.to_string()).unwrap_or_default(),
+                log: out.stderr.trim().into(),
+                rollback: String::new(),
+            });
+        }
+        activate(t, previous, Goal::Switch, r.activation_timeout)?;
+        health::gate(r.health, r.ports, t).map_err(|gate| DeployError::Health {
+            gate,
+            rollback: String::new(),
+        })
+    };
+    match step() {
+        Ok(()) => format!(
+            "\nrolled back: host {} is on the previous generation {previous} again, and healthy",
+            host(t)
+        ),
+        Err(e) => format!("\nrollback to {previous} failed too: {e}"),
+    }
+}
+
+/// The number of system generations on the host.
+pub fn generations(t: &SshTarget) -> Result<usize, DeployError> {
+    let out = remote(t, &remote::generation_count(), Duration::from_secs(30))?;
+    Ok(out.stdout.trim().parse().unwrap_or(0))
+}

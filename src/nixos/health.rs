@@ -1,0 +1,201 @@
+//! Health probes and gates: a command on the host over SSH (exit 0), an
+//! `http(s)://` URL (2xx; fetched by nixmox, or on the host when it names
+//! localhost), a TCP connect. Every wait is bounded.
+
+use super::ssh::{self, SshTarget};
+use crate::manifest::{Health, Probe};
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
+use std::time::{Duration, Instant};
+
+/// One attempt of one probe; the error says what was seen.
+pub fn check(probe: &Probe, t: &SshTarget, limit: Duration) -> Result<(), String> {
+    match probe {
+        Probe::Command(cmd) => {
+            let out = ssh::run(t, cmd, None, limit).map_err(|e| e.to_string())?;
+            if out.ok() {
+                Ok(())
+            } else {
+                let err = out.stderr.trim();
+                Err(format!(
+                    "`{cmd}` exited {}{}",
+                    out.code
+                        .map(|c| c.to_string())
+                        .unwrap_or_else(|| "on a signal".into()),
+                    if err.is_empty() {
+                        String::new()
+                    } else {
+                        format!(": {err}")
+                    }
+                ))
+            }
+        }
+        Probe::Tcp(target) => tcp(target, limit),
+        Probe::Url(url) => http(url, t, limit),
+    }
+}
+
+fn tcp(target: &str, limit: Duration) -> Result<(), String> {
+    let addrs: Vec<SocketAddr> = target
+        .to_socket_addrs()
+        .map_err(|e| format!("{target}: {e}"))?
+        .collect();
+    let addr = addrs
+        .first()
+        .ok_or_else(|| format!("{target}: no address"))?;
+    TcpStream::connect_timeout(addr, limit)
+        .map(|_| ())
+        .map_err(|e| format!("tcp://{target}: {e}"))
+}
+
+fn http(url: &str, t: &SshTarget, limit: Duration) -> Result<(), String> {
+    let parsed = url::Url::parse(url).map_err(|e| format!("{url}: {e}"))?;
+    let host = parsed.host_str().unwrap_or_default();
+    let secs = limit.as_secs().max(1);
+    if host == "localhost" || host == "127.0.0.1" || host == "::1" || parsed.scheme() == "https" {
+        // localhost means the service's host; HTTPS needs a TLS client: curl does both.
+        let cmd = format!(
+            "curl -fsS -o /dev/null --max-time {secs} {}",
+            super::remote::quote(url)
+        );
+        let out = if host == "localhost" || host == "127.0.0.1" || host == "::1" {
+            ssh::run(t, &cmd, None, limit + Duration::from_secs(2)).map_err(|e| e.to_string())?
+        } else {
+            let o = std::process::Command::new("curl")
+                .args([
+                    "-fsS",
+                    "-o",
+                    "/dev/null",
+                    "--max-time",
+                    &secs.to_string(),
+                    url,
+                ])
+                .output()
+                .map_err(|e| format!("cannot run curl: {e}"))?;
+            ssh::RemoteOutput {
+                code: o.status.code(),
+                stdout: String::new(),
+                stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
+            }
+        };
+        return if out.ok() {
+            Ok(())
+        } else {
+            Err(format!("{url}: {}", out.stderr.trim()))
+        };
+    }
+    let port = parsed.port_or_known_default().unwrap_or(80);
+    let addr = (host, port)
+        .to_socket_addrs()
+        .map_err(|e| format!("{url}: {e}"))?
+        .next()
+        .ok_or_else(|| format!("{url}: no address"))?;
+    let mut stream = TcpStream::connect_timeout(&addr, limit).map_err(|e| format!("{url}: {e}"))?;
+    let _ = stream.set_read_timeout(Some(limit));
+    let _ = stream.set_write_timeout(Some(limit));
+    let path = match parsed.query() {
+        Some(q) => format!("{}?{q}", parsed.path()),
+        None => parsed.path().to_string(),
+    };
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: nixmox\r\nConnection: close\r\n\r\n"
+    )
+    .map_err(|e| format!("{url}: {e}"))?;
+    let mut head = [0u8; 64];
+    let n = stream.read(&mut head).map_err(|e| format!("{url}: {e}"))?;
+    let line = String::from_utf8_lossy(&head[..n]);
+    let code: u16 = line
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    if (200..300).contains(&code) {
+        Ok(())
+    } else {
+        Err(format!(
+            "{url} answered {}",
+            if code == 0 {
+                "nothing readable".to_string()
+            } else {
+                code.to_string()
+            }
+        ))
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "host {host}: {gate} check {probe} failed after {attempts} attempt(s) in {seconds} s: {last}"
+)]
+pub struct GateError {
+    pub host: String,
+    pub gate: &'static str,
+    pub probe: String,
+    pub attempts: u32,
+    pub seconds: u64,
+    pub last: String,
+}
+
+/// Waits for `probe` to pass: at most `retries` attempts `interval` apart, and never past `timeout`.
+pub fn wait(gate: &'static str, probe: &Probe, h: &Health, t: &SshTarget) -> Result<(), GateError> {
+    let start = Instant::now();
+    let deadline = start + Duration::from_secs(h.timeout.max(1));
+    let attempts_max = h.retries.max(1);
+    let mut attempts = 0;
+    loop {
+        attempts += 1;
+        let left = deadline
+            .saturating_duration_since(Instant::now())
+            .max(Duration::from_millis(200));
+        let per_try = left.min(Duration::from_secs(30));
+        match check(probe, t, per_try) {
+            Ok(()) => return Ok(()),
+            Err(last) => {
+                let next = Instant::now() + Duration::from_secs(h.interval);
+                if attempts >= attempts_max || next >= deadline {
+                    return Err(GateError {
+                        host: format!("{} ({})", t.name, t.address),
+                        gate,
+                        probe: describe(probe),
+                        attempts,
+                        seconds: start.elapsed().as_secs(),
+                        last,
+                    });
+                }
+                std::thread::sleep(Duration::from_secs(h.interval));
+            }
+        }
+    }
+}
+
+pub fn describe(probe: &Probe) -> String {
+    match probe {
+        Probe::Command(c) => format!("`{c}`"),
+        Probe::Url(u) => u.clone(),
+        Probe::Tcp(t) => format!("tcp://{t}"),
+    }
+}
+
+/// The gate after a deploy: startup, then readiness (Kubernetes' order).
+/// Without probes: the host answers over SSH and its declared ports accept connections.
+pub fn gate(h: &Health, ports: &[u16], t: &SshTarget) -> Result<(), GateError> {
+    let mut any = false;
+    for (name, probe) in [("startup", &h.startup), ("readiness", &h.readiness)] {
+        if let Some(p) = probe {
+            any = true;
+            wait(name, p, h, t)?;
+        }
+    }
+    if !any {
+        wait("default", &Probe::Command("true".into()), h, t)?;
+        for port in ports {
+            let target = match t.address {
+                std::net::IpAddr::V6(v6) => format!("[{v6}]:{port}"),
+                std::net::IpAddr::V4(v4) => format!("{v4}:{port}"),
+            };
+            wait("default", &Probe::Tcp(target), h, t)?;
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,8 @@
+//! The NixOS executor: build systems with Nix, and deploy them to hosts over
+//! SSH with health gates and rollback.
+
+pub mod build;
+pub mod deploy;
+pub mod health;
+pub mod remote;
+pub mod ssh;

@@ -1,0 +1,133 @@
+//! The commands nixmox runs on a host, built by pure functions with every
+//! value single-quoted, so a path or a name can never become shell syntax.
+//! Each is unit-tested as an exact string.
+
+/// The system profile every NixOS host boots from.
+pub const PROFILE: &str = "/nix/var/nix/profiles/system";
+/// Where activation records its result, on the host's tmpfs.
+pub const RUN_DIR: &str = "/run/nixmox";
+
+/// `'text'` with embedded quotes escaped: safe as one shell word.
+pub fn quote(text: &str) -> String {
+    format!("'{}'", text.replace('\'', r"'\''"))
+}
+
+/// The store path of the running system, or nothing on a fresh host.
+pub fn current_system() -> String {
+    // readlink -f prints a path even when nothing is there: test first.
+    "if [ -e /run/current-system ]; then readlink -f /run/current-system; fi".into()
+}
+
+/// The store path the system profile points at, or nothing.
+pub fn profile_target() -> String {
+    format!("if [ -e {PROFILE} ]; then readlink -f {PROFILE}; fi")
+}
+
+/// How many generations the system profile has.
+pub fn generation_count() -> String {
+    format!(
+        "ls -1 {} 2>/dev/null | grep -c '^system-[0-9]*-link$' || true",
+        quote("/nix/var/nix/profiles")
+    )
+}
+
+pub fn set_profile(path: &str) -> String {
+    format!("nix-env -p {PROFILE} --set {}", quote(path))
+}
+
+pub fn rollback_profile() -> String {
+    format!("nix-env -p {PROFILE} --rollback")
+}
+
+/// Starts `switch-to-configuration <goal>` detached (it survives the SSH
+/// connection dropping) and records its output and exit status under `id`.
+pub fn activate_detached(path: &str, goal: &str, id: &str) -> String {
+    let log = quote(&format!("{RUN_DIR}/activation-{id}.log"));
+    let status = quote(&format!("{RUN_DIR}/activation-{id}.status"));
+    let stc = quote(&format!("{path}/bin/switch-to-configuration"));
+    let inner = format!(
+        "{stc} {} > {log} 2>&1; echo $? > {status}.tmp && mv {status}.tmp {status}",
+        quote(goal)
+    );
+    format!(
+        "mkdir -p {RUN_DIR} && rm -f {status} && setsid -f sh -c {} < /dev/null > /dev/null 2>&1",
+        quote(&inner)
+    )
+}
+
+/// Prints the exit status of activation `id` when it has finished, nothing before.
+pub fn activation_status(id: &str) -> String {
+    format!(
+        "cat {} 2>/dev/null || true",
+        quote(&format!("{RUN_DIR}/activation-{id}.status"))
+    )
+}
+
+/// The last lines of activation `id`'s output.
+pub fn activation_log(id: &str) -> String {
+    format!(
+        "tail -n 20 {} 2>/dev/null || true",
+        quote(&format!("{RUN_DIR}/activation-{id}.log"))
+    )
+}
+
+/// Replaces `/run/nixmox/<name>` atomically with standard input, readable by root only.
+pub fn write_secret_file(name: &str) -> String {
+    let path = quote(&format!("{RUN_DIR}/{name}"));
+    let tmp = quote(&format!("{RUN_DIR}/.{name}.tmp"));
+    format!("umask 077 && mkdir -p {RUN_DIR} && cat > {tmp} && mv {tmp} {path}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exact_remote_commands() {
+        assert_eq!(quote("it's"), r"'it'\''s'");
+        assert_eq!(
+            set_profile("/nix/store/abc-nixos"),
+            "nix-env -p /nix/var/nix/profiles/system --set '/nix/store/abc-nixos'"
+        );
+        assert_eq!(
+            rollback_profile(),
+            "nix-env -p /nix/var/nix/profiles/system --rollback"
+        );
+        assert_eq!(
+            current_system(),
+            "if [ -e /run/current-system ]; then readlink -f /run/current-system; fi"
+        );
+        assert_eq!(
+            activate_detached("/nix/store/x y", "switch", "42"),
+            "mkdir -p /run/nixmox && rm -f '/run/nixmox/activation-42.status' && setsid -f sh -c \
+             ''\\''/nix/store/x y/bin/switch-to-configuration'\\'' '\\''switch'\\'' > '\\''/run/nixmox/activation-42.log'\\'' 2>&1; \
+             echo $? > '\\''/run/nixmox/activation-42.status'\\''.tmp && mv '\\''/run/nixmox/activation-42.status'\\''.tmp '\\''/run/nixmox/activation-42.status'\\''' \
+             < /dev/null > /dev/null 2>&1"
+        );
+        assert_eq!(
+            activation_status("42"),
+            "cat '/run/nixmox/activation-42.status' 2>/dev/null || true"
+        );
+        assert_eq!(write_secret_file("env"), "umask 077 && mkdir -p /run/nixmox && cat > '/run/nixmox/.env.tmp' && mv '/run/nixmox/.env.tmp' '/run/nixmox/env'");
+    }
+
+    #[test]
+    fn quoting_survives_the_shell() {
+        for nasty in [
+            "a b",
+            "it's",
+            "$(reboot)",
+            "`x`",
+            "a;b",
+            "\"q\"",
+            "new\nline",
+        ] {
+            let out = std::process::Command::new("sh")
+                .arg("-c")
+                .arg(format!("printf %s {}", quote(nasty)))
+                .output()
+                .expect("sh");
+            assert_eq!(String::from_utf8_lossy(&out.stdout), nasty);
+        }
+    }
+}

@@ -1,0 +1,305 @@
+//! OpenSSH as the transport to hosts: one multiplexed connection per host,
+//! batch mode, a connect timeout and a configurable known-hosts policy. The
+//! argument vectors are built by pure functions and tested exactly.
+
+use std::io::{Read, Write};
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// What to do with a host key not seen before.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KnownHosts {
+    /// Trust on first use, refuse changes (the default).
+    AcceptNew,
+    /// Only keys already in the known-hosts file.
+    Strict,
+    /// Accept anything: only for throwaway test hosts.
+    Off,
+}
+
+impl KnownHosts {
+    pub fn parse(text: &str) -> Option<KnownHosts> {
+        match text {
+            "accept-new" => Some(KnownHosts::AcceptNew),
+            "strict" | "yes" => Some(KnownHosts::Strict),
+            "off" | "no" => Some(KnownHosts::Off),
+            _ => None,
+        }
+    }
+
+    fn option(self) -> &'static str {
+        match self {
+            KnownHosts::AcceptNew => "StrictHostKeyChecking=accept-new",
+            KnownHosts::Strict => "StrictHostKeyChecking=yes",
+            KnownHosts::Off => "StrictHostKeyChecking=no",
+        }
+    }
+}
+
+/// How to reach one host.
+#[derive(Debug, Clone)]
+pub struct SshTarget {
+    /// The service's name, for messages.
+    pub name: String,
+    pub address: IpAddr,
+    pub user: String,
+    pub port: u16,
+    pub key: Option<PathBuf>,
+    pub known_hosts: KnownHosts,
+    pub known_hosts_file: Option<PathBuf>,
+    pub connect_timeout: Duration,
+    /// Directory for the multiplexing sockets.
+    pub control_dir: PathBuf,
+}
+
+impl SshTarget {
+    pub fn destination(&self) -> String {
+        match self.address {
+            IpAddr::V6(v6) => format!("{}@{v6}", self.user),
+            IpAddr::V4(v4) => format!("{}@{v4}", self.user),
+        }
+    }
+
+    /// The options every ssh invocation for this host shares (also `NIX_SSHOPTS`).
+    pub fn options(&self) -> Vec<String> {
+        let mut o = vec![
+            "-o".into(),
+            "BatchMode=yes".into(),
+            "-o".into(),
+            format!("ConnectTimeout={}", self.connect_timeout.as_secs().max(1)),
+            "-o".into(),
+            self.known_hosts.option().into(),
+            "-o".into(),
+            "ControlMaster=auto".into(),
+            "-o".into(),
+            format!("ControlPath={}/%C", self.control_dir.display()),
+            "-o".into(),
+            "ControlPersist=60".into(),
+            "-o".into(),
+            "ServerAliveInterval=5".into(),
+            "-o".into(),
+            "ServerAliveCountMax=3".into(),
+            "-o".into(),
+            "LogLevel=ERROR".into(),
+            "-p".into(),
+            self.port.to_string(),
+        ];
+        if let Some(file) = &self.known_hosts_file {
+            o.push("-o".into());
+            o.push(format!("UserKnownHostsFile={}", file.display()));
+        }
+        if let Some(key) = &self.key {
+            o.push("-i".into());
+            o.push(key.display().to_string());
+            o.push("-o".into());
+            o.push("IdentitiesOnly=yes".into());
+        }
+        o
+    }
+
+    /// `ssh <options> <user@host> -- <command>`.
+    pub fn argv(&self, command: &str) -> Vec<String> {
+        let mut a = self.options();
+        a.push(self.destination());
+        a.push("--".into());
+        a.push(command.into());
+        a
+    }
+
+    /// `NIX_SSHOPTS` for `nix copy --to ssh://…` (Nix splits it on spaces).
+    pub fn nix_sshopts(&self) -> String {
+        self.options().join(" ")
+    }
+}
+
+#[derive(Debug)]
+pub struct RemoteOutput {
+    pub code: Option<i32>,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl RemoteOutput {
+    pub fn ok(&self) -> bool {
+        self.code == Some(0)
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SshError {
+    #[error("host {name} ({address}): cannot run ssh: {message}")]
+    Spawn {
+        name: String,
+        address: IpAddr,
+        message: String,
+    },
+    #[error("host {name} ({address}): `{command}` did not finish within {seconds} s")]
+    Timeout {
+        name: String,
+        address: IpAddr,
+        command: String,
+        seconds: u64,
+    },
+    #[error("host {name} ({address}) cannot be reached over SSH: {message}. Check that it is up and that port {port} accepts the key")]
+    Unreachable {
+        name: String,
+        address: IpAddr,
+        port: u16,
+        message: String,
+    },
+}
+
+/// Runs `command` on the host, feeding `stdin`, within `limit`. Exit code 255
+/// is ssh's own failure (the host could not be reached).
+pub fn run(
+    t: &SshTarget,
+    command: &str,
+    stdin: Option<&[u8]>,
+    limit: Duration,
+) -> Result<RemoteOutput, SshError> {
+    let _ = std::fs::create_dir_all(&t.control_dir);
+    let mut child = Command::new("ssh")
+        .args(t.argv(command))
+        .stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| SshError::Spawn {
+            name: t.name.clone(),
+            address: t.address,
+            message: e.to_string(),
+        })?;
+    if let (Some(data), Some(mut pipe)) = (stdin, child.stdin.take()) {
+        let _ = pipe.write_all(data);
+    }
+    let mut out = child.stdout.take();
+    let mut err = child.stderr.take();
+    let out_t = std::thread::spawn(move || {
+        let mut s = String::new();
+        if let Some(p) = out.as_mut() {
+            let _ = p.read_to_string(&mut s);
+        }
+        s
+    });
+    let err_t = std::thread::spawn(move || {
+        let mut s = String::new();
+        if let Some(p) = err.as_mut() {
+            let _ = p.read_to_string(&mut s);
+        }
+        s
+    });
+    let start = Instant::now();
+    let status = loop {
+        match child.try_wait() {
+            Ok(Some(s)) => break s,
+            Ok(None) if start.elapsed() > limit => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(SshError::Timeout {
+                    name: t.name.clone(),
+                    address: t.address,
+                    command: first_word(command),
+                    seconds: limit.as_secs(),
+                });
+            }
+            Ok(None) => std::thread::sleep(Duration::from_millis(10)),
+            Err(e) => {
+                return Err(SshError::Spawn {
+                    name: t.name.clone(),
+                    address: t.address,
+                    message: e.to_string(),
+                })
+            }
+        }
+    };
+    let result = RemoteOutput {
+        code: status.code(),
+        stdout: out_t.join().unwrap_or_default(),
+        stderr: err_t.join().unwrap_or_default(),
+    };
+    if result.code == Some(255) {
+        return Err(SshError::Unreachable {
+            name: t.name.clone(),
+            address: t.address,
+            port: t.port,
+            message: result.stderr.trim().to_string(),
+        });
+    }
+    Ok(result)
+}
+
+fn first_word(command: &str) -> String {
+    command
+        .split_whitespace()
+        .take(3)
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn target() -> SshTarget {
+        SshTarget {
+            name: "wiki".into(),
+            address: "10.213.0.10".parse().expect("ip"),
+            user: "root".into(),
+            port: 22,
+            key: Some("/lab/ssh/id_ed25519".into()),
+            known_hosts: KnownHosts::AcceptNew,
+            known_hosts_file: Some("/lab/ssh/known_hosts".into()),
+            connect_timeout: Duration::from_secs(5),
+            control_dir: "/tmp/nixmox-ssh".into(),
+        }
+    }
+
+    #[test]
+    fn exact_ssh_argv() {
+        assert_eq!(
+            target().argv("readlink -f /run/current-system"),
+            [
+                "-o",
+                "BatchMode=yes",
+                "-o",
+                "ConnectTimeout=5",
+                "-o",
+                "StrictHostKeyChecking=accept-new",
+                "-o",
+                "ControlMaster=auto",
+                "-o",
+                "ControlPath=/tmp/nixmox-ssh/%C",
+                "-o",
+                "ControlPersist=60",
+                "-o",
+                "ServerAliveInterval=5",
+                "-o",
+                "ServerAliveCountMax=3",
+                "-o",
+                "LogLevel=ERROR",
+                "-p",
+                "22",
+                "-o",
+                "UserKnownHostsFile=/lab/ssh/known_hosts",
+                "-i",
+                "/lab/ssh/id_ed25519",
+                "-o",
+                "IdentitiesOnly=yes",
+                "root@10.213.0.10",
+                "--",
+                "readlink -f /run/current-system"
+            ]
+        );
+        assert!(target()
+            .nix_sshopts()
+            .contains("-p 22 -o UserKnownHostsFile=/lab/ssh/known_hosts"));
+        assert_eq!(KnownHosts::parse("strict"), Some(KnownHosts::Strict));
+        assert_eq!(KnownHosts::parse("maybe"), None);
+    }
+}
