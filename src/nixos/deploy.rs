@@ -3,6 +3,10 @@
 //! connection cannot stop it), pass the health gate, and roll back to the
 //! previous generation when the gate fails.
 
+// Deploy errors carry the host, the goal, the activation log and the
+// rollback report; they are made once per failed deploy, so their size costs nothing.
+#![allow(clippy::result_large_err)]
+
 use super::build::{self, NixError, NixSettings};
 use super::health::{self, GateError};
 use super::remote;
