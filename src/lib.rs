@@ -5,6 +5,7 @@
 //! [`plan`] (phases and steps, pure data) → [`report`] (what people and programs see).
 
 pub mod cli;
+pub mod engine;
 pub mod graph;
 pub mod lab;
 pub mod manifest;

@@ -1,4 +1,5 @@
-//! `nixmox apply`: today, the Terraform phases of the plan (`--terraform-only`).
+//! `nixmox apply`: the whole plan through the engine, or with
+//! `--terraform-only` just its Terraform phases.
 
 use super::common::{self, CliError};
 use super::{ApplyArgs, Cli};
@@ -8,16 +9,16 @@ use crate::terraform::Status;
 use std::process::ExitCode;
 
 pub fn run(cli: &Cli, args: &ApplyArgs) -> Result<ExitCode, CliError> {
-    if !args.terraform_only {
-        return Err(CliError::Message(
-            "apply: the NixOS, health and verify executors are not available in this version, so a full apply \
-             cannot run; `nixmox apply --terraform-only` runs the Terraform phases in plan order"
-                .into(),
-        ));
-    }
     let v = common::load(cli)?;
     let m = &v.manifest;
     let plan = plan::build(m, &args.only)?;
+    if args.dry_run {
+        common::emit(&plan::render::human(m, &plan))?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    if !args.terraform_only {
+        return full(m, &plan, args);
+    }
     let tf = stack::terraform_for(m).map_err(CliError::Message)?;
     let json = args.json;
     let result = stack::apply_all(m, &plan, &tf, |step, r| {
@@ -80,4 +81,72 @@ pub fn run(cli: &Cli, args: &ApplyArgs) -> Result<ExitCode, CliError> {
             Err(CliError::Message(e.to_string()))
         }
     }
+}
+
+/// The whole plan through the engine.
+fn full(
+    m: &crate::manifest::Manifest,
+    plan: &plan::Plan,
+    args: &ApplyArgs,
+) -> Result<ExitCode, CliError> {
+    use crate::engine::{self, ApplyOptions, StepStatus};
+    use crate::nixos::deploy::Goal;
+    let goal = Goal::parse(&args.goal).unwrap_or(Goal::Switch);
+    let json = args.json;
+    let emit = move |e: engine::Event| {
+        let line = if json {
+            serde_json::to_string(&e).unwrap_or_default()
+        } else {
+            if e.status == StepStatus::Started {
+                return;
+            }
+            let status = match e.status {
+                StepStatus::Changed => "changed",
+                StepStatus::Unchanged => "ok",
+                StepStatus::Failed => "FAILED",
+                StepStatus::Skipped => "skipped",
+                StepStatus::Started => "started",
+            };
+            let detail = if e.detail.is_empty() {
+                String::new()
+            } else {
+                format!(" ({})", e.detail.lines().next().unwrap_or_default())
+            };
+            format!("[{:>6.1}s] {:<32} {status}{detail}", e.seconds, e.step)
+        };
+        let _ = common::emit(&format!("{line}\n"));
+    };
+    let summary = engine::apply(
+        m,
+        plan,
+        &ApplyOptions {
+            parallel: args.parallel as usize,
+            goal,
+        },
+        &emit,
+    )
+    .map_err(CliError::Message)?;
+    if json {
+        common::emit(&format!(
+            "{}\n",
+            serde_json::json!({"event": "summary", "ok": summary.ok, "services": summary.services, "failures": summary.failures})
+        ))?;
+    } else {
+        let mut out = String::from("\nSummary:\n");
+        for (name, what) in &summary.services {
+            out.push_str(&format!(
+                "  {name:<16} {}\n",
+                what.lines().next().unwrap_or_default()
+            ));
+        }
+        for f in &summary.failures {
+            out.push_str(&format!("\nfailure: {f}\n"));
+        }
+        common::emit(&out)?;
+    }
+    Ok(if summary.ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
 }

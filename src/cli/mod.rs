@@ -39,7 +39,7 @@ pub enum Command {
     Validate(ValidateArgs),
     /// Show the deployment plan; without --offline, also what Terraform would change.
     Plan(PlanArgs),
-    /// Deploy the stack (today: its Terraform phases, with --terraform-only).
+    /// Deploy the stack: every phase in order, health gates, rollback of failed services.
     Apply(ApplyArgs),
     /// Show the Terraform outputs of every workspace (sensitive values redacted).
     Outputs(OutputsArgs),
@@ -77,12 +77,21 @@ pub struct PlanArgs {
 #[derive(Args, Debug)]
 pub struct ApplyArgs {
     /// Run only the Terraform phases (tf:infra, tf:auth-core, tf:service-infra,
-    /// tf:service-config) in plan order; required until the NixOS executor lands.
+    /// tf:service-config), in plan order.
     #[arg(long)]
     pub terraform_only: bool,
     /// Only these services and what they depend on (repeat or separate with commas).
     #[arg(long, value_name = "SERVICE", value_delimiter = ',')]
     pub only: Vec<String>,
+    /// Applications deployed side by side at most.
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=64))]
+    pub parallel: u16,
+    /// switch-to-configuration goal: switch, boot, test or dry-activate.
+    #[arg(long, default_value = "switch", value_parser = ["switch", "boot", "test", "dry-activate"])]
+    pub goal: String,
+    /// Print the plan and stop.
+    #[arg(long)]
+    pub dry_run: bool,
     /// One JSON event per line instead of text (see docs/plan-json.md).
     #[arg(long)]
     pub json: bool,

@@ -26,6 +26,71 @@ pub struct Manifest {
     pub deployment_phases: Option<DeploymentPhases>,
     pub terraform: TerraformSettings,
     pub secrets: SecretsSettings,
+    pub nixos: NixosSettings,
+}
+
+/// How hosts are reached and their systems built (`nixos = { … }`).
+#[derive(Debug, Clone, Serialize)]
+pub struct NixosSettings {
+    /// A flake reference; a plain path is relative to the manifest's directory.
+    pub flake: String,
+    /// Extra `NIX_CONFIG` lines for every Nix command.
+    pub nix_config: Option<String>,
+    /// Seconds one activation may take.
+    pub activation_timeout: u64,
+    pub ssh: SshSettings,
+    /// An age key file to install on every host (for SOPS), never logged.
+    pub age_key_file: Option<String>,
+    /// Where hosts keep that key.
+    pub age_key_target: String,
+}
+
+impl Default for NixosSettings {
+    fn default() -> Self {
+        NixosSettings {
+            flake: ".".into(),
+            nix_config: None,
+            activation_timeout: 300,
+            ssh: SshSettings::default(),
+            age_key_file: None,
+            age_key_target: "/var/lib/sops-nix/key.txt".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct SshSettings {
+    pub user: String,
+    pub port: u16,
+    pub key: Option<String>,
+    /// `accept-new` (default), `strict` or `off`.
+    pub known_hosts: String,
+    pub known_hosts_file: Option<String>,
+    pub connect_timeout: u64,
+}
+
+impl Default for SshSettings {
+    fn default() -> Self {
+        SshSettings {
+            user: "root".into(),
+            port: 22,
+            key: None,
+            known_hosts: "accept-new".into(),
+            known_hosts_file: None,
+            connect_timeout: 10,
+        }
+    }
+}
+
+/// A service's own NixOS settings (`services.<n>.nixos = { … }`).
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct ServiceNixos {
+    /// The flake attribute of its system; default
+    /// `nixosConfigurations.<name>.config.system.build.toplevel`.
+    pub attribute: Option<String>,
+    pub ssh_user: Option<String>,
+    pub ssh_port: Option<u16>,
+    pub ssh_key: Option<String>,
 }
 
 /// Where Terraform outputs are kept encrypted (`secrets = { sops_file; }`).
@@ -83,6 +148,7 @@ pub struct Service {
     pub databases: Vec<Database>,
     pub health: Health,
     pub terraform: ServiceTerraform,
+    pub nixos: ServiceNixos,
 }
 
 /// The machine a service runs on (a Proxmox LXC/VM; a namespace in the lab).

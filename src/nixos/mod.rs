@@ -6,3 +6,4 @@ pub mod deploy;
 pub mod health;
 pub mod remote;
 pub mod ssh;
+pub mod targets;

@@ -9,8 +9,8 @@ mod service;
 use super::decode::Obj;
 use super::diag::{Diagnostics, Path};
 use super::model::{
-    DeploymentPhases, Manifest, Options, SecretsSettings, ServiceKind, TerraformRetry,
-    TerraformSettings,
+    DeploymentPhases, Manifest, NixosSettings, Options, SecretsSettings, ServiceKind, SshSettings,
+    TerraformRetry, TerraformSettings,
 };
 use serde_json::Value;
 use std::path::Path as FsPath;
@@ -31,6 +31,7 @@ const TOP_LEVEL_KEYS: &[&str] = &[
     "enable_deployment_logging",
     "terraform",
     "secrets",
+    "nixos",
 ];
 
 /// Reads the whole manifest. Returns a model even when there were errors
@@ -96,7 +97,13 @@ pub fn manifest(diags: &mut Diagnostics, source: &FsPath, root: &Value) -> Optio
         .and_then(|v| secrets(diags, top.at("secrets"), v))
         .unwrap_or_default();
 
+    let nixos = top
+        .raw("nixos")
+        .and_then(|v| nixos(diags, top.at("nixos"), v))
+        .unwrap_or_default();
+
     Some(Manifest {
+        nixos,
         source: source.to_path_buf(),
         network,
         services,
@@ -163,6 +170,78 @@ fn deployment_phases(
         tf_auth_core: obj.or(diags, "tf_auth_core", Vec::new()),
         services: obj.or(diags, "services", Vec::new()),
     })
+}
+
+fn nixos(diags: &mut Diagnostics, path: Path, value: &Value) -> Option<NixosSettings> {
+    let obj = Obj::open(
+        diags,
+        path,
+        value,
+        &[
+            "flake",
+            "nix_config",
+            "activation_timeout",
+            "ssh",
+            "age_key_file",
+            "age_key_target",
+        ],
+    )?;
+    let d = NixosSettings::default();
+    let mut n = NixosSettings {
+        flake: obj.or(diags, "flake", d.flake),
+        nix_config: obj.opt(diags, "nix_config"),
+        activation_timeout: obj.or(diags, "activation_timeout", d.activation_timeout),
+        ssh: d.ssh,
+        age_key_file: obj.opt(diags, "age_key_file"),
+        age_key_target: obj.or(diags, "age_key_target", d.age_key_target),
+    };
+    interface::check_timing(
+        diags,
+        &obj.at("activation_timeout"),
+        n.activation_timeout,
+        true,
+    );
+    if !n.age_key_target.starts_with('/') {
+        diags.error(
+            &obj.at("age_key_target"),
+            "must be an absolute path on the hosts",
+        );
+    }
+    if let Some(v) = obj.raw("ssh") {
+        if let Some(ssh) = Obj::open(
+            diags,
+            obj.at("ssh"),
+            v,
+            &[
+                "user",
+                "port",
+                "key",
+                "known_hosts",
+                "known_hosts_file",
+                "connect_timeout",
+            ],
+        ) {
+            let ds = n.ssh.clone();
+            n.ssh = SshSettings {
+                user: ssh.or(diags, "user", ds.user),
+                port: ssh.or(diags, "port", ds.port),
+                key: ssh.opt(diags, "key"),
+                known_hosts: ssh.or(diags, "known_hosts", ds.known_hosts),
+                known_hosts_file: ssh.opt(diags, "known_hosts_file"),
+                connect_timeout: ssh.or(diags, "connect_timeout", ds.connect_timeout),
+            };
+            if !matches!(n.ssh.known_hosts.as_str(), "accept-new" | "strict" | "off") {
+                diags.error(&ssh.at("known_hosts"), format!("unknown known-hosts policy {}: expected \"accept-new\", \"strict\" or \"off\"", super::syntax::quote(&n.ssh.known_hosts)));
+            }
+            interface::check_timing(
+                diags,
+                &ssh.at("connect_timeout"),
+                n.ssh.connect_timeout,
+                true,
+            );
+        }
+    }
+    Some(n)
 }
 
 fn secrets(diags: &mut Diagnostics, path: Path, value: &Value) -> Option<SecretsSettings> {

@@ -19,6 +19,7 @@ const KEYS: &[&str] = &[
     "depends_on",
     "ports",
     "interface",
+    "nixos",
 ];
 
 pub fn service(
@@ -119,7 +120,31 @@ pub fn service(
         databases: iface.databases,
         health: iface.health,
         terraform: iface.terraform,
+        nixos: obj
+            .raw("nixos")
+            .and_then(|v| service_nixos(diags, obj.at("nixos"), v))
+            .unwrap_or_default(),
     })
+}
+
+fn service_nixos(
+    diags: &mut Diagnostics,
+    path: Path,
+    value: &Value,
+) -> Option<crate::manifest::model::ServiceNixos> {
+    let obj = Obj::open(diags, path, value, &["attribute", "ssh"])?;
+    let mut out = crate::manifest::model::ServiceNixos {
+        attribute: obj.opt(diags, "attribute"),
+        ..Default::default()
+    };
+    if let Some(v) = obj.raw("ssh") {
+        if let Some(ssh) = Obj::open(diags, obj.at("ssh"), v, &["user", "port", "key"]) {
+            out.ssh_user = ssh.opt(diags, "user");
+            out.ssh_port = ssh.opt(diags, "port");
+            out.ssh_key = ssh.opt(diags, "key");
+        }
+    }
+    Some(out)
 }
 
 fn resources(diags: &mut Diagnostics, path: Path, value: &Value) -> Option<Resources> {

@@ -1,0 +1,471 @@
+//! Executing the plan.
+
+use super::event::{Event, StepStatus};
+use crate::manifest::{Manifest, Service};
+use crate::nixos::build::{self, NixSettings};
+use crate::nixos::deploy::{self, DeployRequest, Goal, Outcome};
+use crate::nixos::{health, targets};
+use crate::plan::{Phase, Plan, Step};
+use crate::terraform::phases::{self, TfStep};
+use crate::terraform::runner::Status;
+use crate::terraform::{sinks, stack, Outputs, Terraform};
+use serde::Serialize;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::path::PathBuf;
+use std::sync::{mpsc, Mutex};
+use std::time::{Duration, Instant};
+
+pub struct ApplyOptions {
+    /// Applications deployed side by side at most.
+    pub parallel: usize,
+    pub goal: Goal,
+}
+
+/// What happened to each service, and whether the run succeeded.
+#[derive(Debug, Serialize)]
+pub struct Summary {
+    pub ok: bool,
+    pub services: BTreeMap<String, String>,
+    pub failures: Vec<String>,
+}
+
+struct Ctx<'a> {
+    m: &'a Manifest,
+    plan: &'a Plan,
+    tf: Terraform,
+    nix: NixSettings,
+    tf_steps: HashMap<String, TfStep<'a>>,
+    known: Mutex<BTreeMap<String, Outputs>>,
+    control_dir: PathBuf,
+    goal: Goal,
+    emit: &'a (dyn Fn(Event) + Sync),
+}
+
+impl Ctx<'_> {
+    fn event(&self, step: &Step, status: StepStatus, detail: String, started: Instant) {
+        (self.emit)(Event {
+            event: "step",
+            step: step.id.clone(),
+            phase: step.phase.id().to_string(),
+            service: step.service.clone(),
+            status,
+            detail,
+            seconds: (started.elapsed().as_secs_f64() * 100.0).round() / 100.0,
+        });
+    }
+
+    fn step(&self, id: &str) -> Option<&Step> {
+        self.plan.steps.iter().find(|s| s.id == id)
+    }
+
+    /// Runs one Terraform step; `Ok(changed)`.
+    fn terraform(&self, step: &Step) -> Result<bool, String> {
+        let Some(tf_step) = self.tf_steps.get(&step.id) else {
+            return Ok(false);
+        };
+        let base = stack::base_dir(self.m);
+        let known = self.known.lock().map(|k| k.clone()).unwrap_or_default();
+        let spec = tf_step.spec(self.m, &base, &known);
+        let result = self.tf.apply_phase(&spec).map_err(|e| e.to_string())?;
+        let changed = matches!(result.status, Status::Applied { .. });
+        if result.status != Status::NoModules {
+            if let Ok(mut k) = self.known.lock() {
+                k.insert(tf_step.workspace.clone(), result.outputs);
+            }
+        }
+        Ok(changed)
+    }
+
+    /// The `KEY=VALUE` env file a service's host receives: the outputs of the
+    /// workspaces its Terraform phases see.
+    fn env_for(&self, s: &Service) -> Option<String> {
+        let wanted: BTreeSet<String> = self
+            .tf_steps
+            .values()
+            .filter(|t| {
+                t.service.as_deref() == Some(s.name.as_str()) && t.phase == Phase::TfServiceConfig
+            })
+            .flat_map(|t| t.upstream.iter().cloned())
+            .chain(["infra".to_string(), "auth-core".to_string()])
+            .collect();
+        let known = self.known.lock().ok()?;
+        let picked: BTreeMap<String, Outputs> = known
+            .iter()
+            .filter(|(ws, _)| wanted.contains(*ws))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        if picked.is_empty() {
+            return None;
+        }
+        let mut text = String::new();
+        for (k, v) in sinks::env_values(&picked) {
+            let v = if v.contains('\n') {
+                serde_json::Value::String(v).to_string()
+            } else {
+                v
+            };
+            text.push_str(&format!("{k}={v}\n"));
+        }
+        Some(text)
+    }
+
+    /// Builds, deploys and gates one host; `Ok(changed)`.
+    fn deploy(&self, s: &Service, system: &str) -> Result<bool, String> {
+        let target = targets::target(self.m, s, self.control_dir.clone())?;
+        let env = self.env_for(s);
+        let req = DeployRequest {
+            target: &target,
+            nix: &self.nix,
+            system,
+            goal: self.goal,
+            env: env.as_deref(),
+            health: &s.health,
+            ports: &s.ports,
+            activation_timeout: Duration::from_secs(self.m.nixos.activation_timeout),
+            rollback: self.m.options.enable_rollback,
+        };
+        match deploy::deploy(&req) {
+            Ok(Outcome::Unchanged) => {
+                // Unchanged still must be healthy before anything builds on it.
+                health::gate(&s.health, &s.ports, &target).map_err(|e| e.to_string())?;
+                Ok(false)
+            }
+            Ok(Outcome::Activated { .. }) => Ok(true),
+            Err(e) => Err(e.to_string()),
+        }
+    }
+
+    fn build_one(&self, s: &Service) -> Result<String, String> {
+        let inst = build::installable(&self.nix.flake, &targets::attribute(s));
+        build::build(&self.nix, &[inst])
+            .map_err(|e| format!("building the system of {}: {e}", s.name))?
+            .pop()
+            .ok_or_else(|| "no output".into())
+    }
+
+    /// Phase 4 for one application: infra, deploy + gate, config, verify.
+    fn service(&self, s: &Service) -> Result<(), String> {
+        for phase in [
+            Phase::TfServiceInfra,
+            Phase::NixServiceConfig,
+            Phase::Health,
+            Phase::TfServiceConfig,
+            Phase::Verify,
+        ] {
+            let Some(step) = self.step(&format!("{}:{}", phase.id(), s.name)) else {
+                continue;
+            };
+            let started = Instant::now();
+            self.event(step, StepStatus::Started, String::new(), started);
+            let result = match phase {
+                Phase::TfServiceInfra | Phase::TfServiceConfig => {
+                    self.terraform(step).map(|c| (c, String::new()))
+                }
+                Phase::NixServiceConfig => self
+                    .build_one(s)
+                    .and_then(|system| self.deploy(s, &system).map(|c| (c, system))),
+                Phase::Health => Ok((false, "passed with the deploy".into())),
+                Phase::Verify => self.verify(s).map(|_| {
+                    (
+                        false,
+                        "health re-checked (end-to-end checks arrive with the verify work)".into(),
+                    )
+                }),
+                _ => Ok((false, String::new())),
+            };
+            match result {
+                Ok((changed, detail)) => self.event(
+                    step,
+                    if changed {
+                        StepStatus::Changed
+                    } else {
+                        StepStatus::Unchanged
+                    },
+                    detail,
+                    started,
+                ),
+                Err(e) => {
+                    self.event(step, StepStatus::Failed, e.clone(), started);
+                    return Err(format!("{}: {e}", step.id));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn verify(&self, s: &Service) -> Result<(), String> {
+        let target = targets::target(self.m, s, self.control_dir.clone())?;
+        for probe in [&s.health.readiness, &s.health.liveness]
+            .into_iter()
+            .flatten()
+        {
+            health::wait("verify", probe, &s.health, &target).map_err(|e| e.to_string())?;
+        }
+        Ok(())
+    }
+}
+
+/// Runs the plan. Events go to `emit` as they happen.
+pub fn apply(
+    m: &Manifest,
+    plan: &Plan,
+    opts: &ApplyOptions,
+    emit: &(dyn Fn(Event) + Sync),
+) -> Result<Summary, String> {
+    let tf = stack::terraform_for(m)?;
+    let tf_steps: HashMap<String, TfStep> = phases::steps(m, plan)
+        .into_iter()
+        .map(|s| (s.step_id.clone(), s))
+        .collect();
+    let control_dir = std::env::temp_dir().join(format!("nixmox-ssh-{}", std::process::id()));
+    let ctx = Ctx {
+        m,
+        plan,
+        tf,
+        nix: targets::nix_settings(m),
+        tf_steps,
+        known: Mutex::new(BTreeMap::new()),
+        control_dir: control_dir.clone(),
+        goal: opts.goal,
+        emit,
+    };
+    let mut summary = Summary {
+        ok: true,
+        services: BTreeMap::new(),
+        failures: Vec::new(),
+    };
+    let result = run_all(&ctx, opts, &mut summary);
+    // Close the multiplexed connections.
+    let _ = std::fs::remove_dir_all(&control_dir);
+    result?;
+    let known = ctx.known.lock().map(|k| k.clone()).unwrap_or_default();
+    if !known.is_empty() {
+        stack::write_sinks(m, &known).map_err(|e| e.to_string())?;
+    }
+    Ok(summary)
+}
+
+fn run_all(ctx: &Ctx, opts: &ApplyOptions, summary: &mut Summary) -> Result<(), String> {
+    let halt = |summary: &mut Summary, what: String| {
+        summary.ok = false;
+        summary.failures.push(what);
+        for name in ctx.plan.core.iter().chain(ctx.plan.waves.iter().flatten()) {
+            summary
+                .services
+                .entry(name.clone())
+                .or_insert_with(|| "skipped: the run halted".into());
+        }
+    };
+    // 1. tf:infra
+    if let Some(step) = ctx.step("tf:infra") {
+        let started = Instant::now();
+        ctx.event(step, StepStatus::Started, String::new(), started);
+        match ctx.terraform(step) {
+            Ok(c) => ctx.event(
+                step,
+                if c {
+                    StepStatus::Changed
+                } else {
+                    StepStatus::Unchanged
+                },
+                String::new(),
+                started,
+            ),
+            Err(e) => {
+                ctx.event(step, StepStatus::Failed, e.clone(), started);
+                halt(summary, format!("tf:infra: {e}"));
+                return Ok(());
+            }
+        }
+    }
+    // 2. nix:core, one host at a time; the core's systems are built in one evaluation.
+    let core: Vec<&Service> = ctx
+        .plan
+        .core
+        .iter()
+        .filter_map(|n| ctx.m.service(n))
+        .collect();
+    let installables: Vec<String> = core
+        .iter()
+        .map(|s| build::installable(&ctx.nix.flake, &targets::attribute(s)))
+        .collect();
+    let systems = match build::build(&ctx.nix, &installables) {
+        Ok(p) => p,
+        Err(e) => {
+            if let Some(step) = core
+                .first()
+                .and_then(|s| ctx.step(&format!("nix:core:{}", s.name)))
+            {
+                ctx.event(step, StepStatus::Failed, e.to_string(), Instant::now());
+            }
+            halt(summary, format!("nix:core: {e}"));
+            return Ok(());
+        }
+    };
+    for (s, system) in core.iter().zip(&systems) {
+        let Some(step) = ctx.step(&format!("nix:core:{}", s.name)) else {
+            continue;
+        };
+        let started = Instant::now();
+        ctx.event(step, StepStatus::Started, String::new(), started);
+        match ctx.deploy(s, system) {
+            Ok(c) => {
+                ctx.event(
+                    step,
+                    if c {
+                        StepStatus::Changed
+                    } else {
+                        StepStatus::Unchanged
+                    },
+                    system.clone(),
+                    started,
+                );
+                if let Some(gate) = ctx.step(&format!("health:{}", s.name)) {
+                    ctx.event(gate, StepStatus::Unchanged, "passed".into(), started);
+                }
+                summary.services.insert(
+                    s.name.clone(),
+                    if c {
+                        "deployed".into()
+                    } else {
+                        "unchanged".into()
+                    },
+                );
+            }
+            Err(e) => {
+                ctx.event(step, StepStatus::Failed, e.clone(), started);
+                summary
+                    .services
+                    .insert(s.name.clone(), format!("failed: {e}"));
+                halt(summary, format!("nix:core:{}: {e}", s.name));
+                return Ok(());
+            }
+        }
+    }
+    // 3. tf:auth-core
+    if let Some(step) = ctx.step("tf:auth-core") {
+        let started = Instant::now();
+        ctx.event(step, StepStatus::Started, String::new(), started);
+        match ctx.terraform(step) {
+            Ok(c) => ctx.event(
+                step,
+                if c {
+                    StepStatus::Changed
+                } else {
+                    StepStatus::Unchanged
+                },
+                String::new(),
+                started,
+            ),
+            Err(e) => {
+                ctx.event(step, StepStatus::Failed, e.clone(), started);
+                halt(summary, format!("tf:auth-core: {e}"));
+                return Ok(());
+            }
+        }
+    }
+    // 4. Applications: a small scheduler over the dependency graph.
+    let apps: Vec<&Service> = ctx
+        .plan
+        .waves
+        .iter()
+        .flatten()
+        .filter_map(|n| ctx.m.service(n))
+        .collect();
+    let deps: HashMap<&str, Vec<&str>> = apps
+        .iter()
+        .map(|s| {
+            (
+                s.name.as_str(),
+                s.depends_on
+                    .iter()
+                    .map(String::as_str)
+                    .filter(|d| apps.iter().any(|a| a.name == *d))
+                    .collect(),
+            )
+        })
+        .collect();
+    let mut state: HashMap<&str, Option<bool>> =
+        apps.iter().map(|s| (s.name.as_str(), None)).collect();
+    let mut started: BTreeSet<&str> = BTreeSet::new();
+    let parallel = opts.parallel.max(1);
+    std::thread::scope(|scope| {
+        let (tx, rx) = mpsc::channel::<(&str, Result<(), String>)>();
+        let mut running = 0;
+        loop {
+            // Skip whatever depends on a failure.
+            let mut changed = true;
+            while changed {
+                changed = false;
+                for s in &apps {
+                    let name = s.name.as_str();
+                    if started.contains(name) {
+                        continue;
+                    }
+                    if let Some(bad) = deps[name].iter().find(|d| state[*d] == Some(false)) {
+                        started.insert(name);
+                        state.insert(name, Some(false));
+                        summary.services.insert(
+                            name.into(),
+                            format!("skipped: depends on {bad}, which failed"),
+                        );
+                        for phase in [
+                            Phase::TfServiceInfra,
+                            Phase::NixServiceConfig,
+                            Phase::Health,
+                            Phase::TfServiceConfig,
+                            Phase::Verify,
+                        ] {
+                            if let Some(step) = ctx.step(&format!("{}:{name}", phase.id())) {
+                                ctx.event(
+                                    step,
+                                    StepStatus::Skipped,
+                                    format!("depends on {bad}, which failed"),
+                                    Instant::now(),
+                                );
+                            }
+                        }
+                        changed = true;
+                    }
+                }
+            }
+            for s in &apps {
+                let name = s.name.as_str();
+                if running >= parallel {
+                    break;
+                }
+                if started.contains(name) || !deps[name].iter().all(|d| state[*d] == Some(true)) {
+                    continue;
+                }
+                started.insert(name);
+                running += 1;
+                let tx = tx.clone();
+                let svc: &Service = s;
+                scope.spawn(move || {
+                    let r = ctx.service(svc);
+                    let _ = tx.send((svc.name.as_str(), r));
+                });
+            }
+            if running == 0 {
+                break;
+            }
+            let Ok((name, result)) = rx.recv() else { break };
+            running -= 1;
+            match result {
+                Ok(()) => {
+                    state.insert(name, Some(true));
+                    summary
+                        .services
+                        .insert(name.into(), "deployed and verified".into());
+                }
+                Err(e) => {
+                    state.insert(name, Some(false));
+                    summary.ok = false;
+                    summary.services.insert(name.into(), format!("failed: {e}"));
+                    summary.failures.push(e);
+                }
+            }
+        }
+    });
+    Ok(())
+}

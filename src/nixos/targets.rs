@@ -1,0 +1,57 @@
+//! From the manifest to SSH targets and Nix settings, with the environment
+//! overrides tests and CI use (`NIXMOX_SSH_KEY`, `NIXMOX_SSH_KNOWN_HOSTS_FILE`).
+
+use super::build::NixSettings;
+use super::ssh::{KnownHosts, SshTarget};
+use crate::manifest::{Manifest, Service};
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// How to reach the service's host, or why it cannot be reached.
+pub fn target(m: &Manifest, s: &Service, control_dir: PathBuf) -> Result<SshTarget, String> {
+    let address = s
+        .host
+        .ip
+        .ok_or_else(|| format!("service {} has no ip", s.name))?;
+    let ssh = &m.nixos.ssh;
+    let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+    let key = env("NIXMOX_SSH_KEY")
+        .or_else(|| s.nixos.ssh_key.clone())
+        .or_else(|| ssh.key.clone());
+    let known_hosts_file =
+        env("NIXMOX_SSH_KNOWN_HOSTS_FILE").or_else(|| ssh.known_hosts_file.clone());
+    Ok(SshTarget {
+        name: s.name.clone(),
+        address,
+        user: s.nixos.ssh_user.clone().unwrap_or_else(|| ssh.user.clone()),
+        port: s.nixos.ssh_port.unwrap_or(ssh.port),
+        key: key.map(PathBuf::from),
+        known_hosts: KnownHosts::parse(&ssh.known_hosts).unwrap_or(KnownHosts::AcceptNew),
+        known_hosts_file: known_hosts_file.map(PathBuf::from),
+        connect_timeout: Duration::from_secs(ssh.connect_timeout),
+        control_dir,
+    })
+}
+
+/// The flake: a reference with a scheme as given, a plain path relative to the manifest.
+pub fn nix_settings(m: &Manifest) -> NixSettings {
+    let flake = &m.nixos.flake;
+    let flake = if flake.contains(':') {
+        flake.clone()
+    } else {
+        let base = crate::terraform::stack::base_dir(m);
+        let p = base.join(flake);
+        format!("path:{}", std::fs::canonicalize(&p).unwrap_or(p).display())
+    };
+    NixSettings {
+        flake,
+        nix_config: m.nixos.nix_config.clone(),
+    }
+}
+
+pub fn attribute(s: &Service) -> String {
+    s.nixos
+        .attribute
+        .clone()
+        .unwrap_or_else(|| super::build::default_attribute(&s.name))
+}
