@@ -96,7 +96,7 @@ impl Lab {
         };
         let script = format!(
             "#!/bin/sh\nset -e\nself=$(dirname \"$(dirname \"$(readlink -f \"$0\")\")\")\n# marker {marker}\nsleep {delay}\n\
-             if [ \"$1\" = switch ] || [ \"$1\" = test ]; then\n  pkill -f 'http.server 8080' || true\n  ln -sfn \"$self\" /run/current-system\n  {serve}\nfi\n"
+             if [ \"$1\" = switch ] || [ \"$1\" = test ]; then\n  pkill -f 'http.server 8080 --bind {ip}' || true\n  ln -sfn \"$self\" /run/current-system\n  {serve}\nfi\n"
         );
         std::fs::write(flake.join("switch.sh"), script).expect("write");
         std::fs::write(

@@ -283,7 +283,20 @@ pub fn down(m: &Manifest, say: &mut dyn FnMut(&str)) -> Result<(), LabError> {
         std::fs::remove_dir_all(&cfg.dir)
             .map_err(|e| LabError::new(format!("cannot remove {}: {e}", cfg.dir.display())))?;
     }
-    let _ = std::fs::remove_dir(Path::new("/var/lib/lab"));
+    // /var/lib/lab is the mount point of every lab host's state: removing it
+    // would detach the mounts of any host still running (another lab, a
+    // self-test), so it goes only when no lab namespace is left.
+    let lab_namespaces = std::fs::read_dir("/run/netns")
+        .map(|d| {
+            d.flatten().any(|e| {
+                e.file_name().to_string_lossy().starts_with("nixmox-")
+                    || e.file_name().to_string_lossy().starts_with("nmx")
+            })
+        })
+        .unwrap_or(false);
+    if !lab_namespaces {
+        let _ = std::fs::remove_dir(Path::new("/var/lib/lab"));
+    }
     // The Terraform state of the lab's phases described hosts that are gone now.
     for ws in ["infra", "auth-core"] {
         let _ = std::fs::remove_dir_all(stack::state_dir(m).join("terraform").join(ws));

@@ -1,0 +1,238 @@
+//! `nixmox apply` end to end on lab hosts (as root): the core one at a time,
+//! applications side by side up to --parallel, a failing application rolled
+//! back (here: a first deploy, so reported as such), its dependent skipped,
+//! the independent ones finished, exit status 1; then a no-op re-run.
+//! The systems are a flake written by the test: each records when its
+//! activation starts and ends, so concurrency is observed, not timed.
+
+use serde_json::{json, Value};
+use std::path::Path;
+use std::process::{Command, Output};
+
+const NET: &str = "10.215.0";
+
+struct Stack {
+    dir: tempfile::TempDir,
+}
+
+impl Stack {
+    fn new() -> Stack {
+        let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+        assert!(
+            status
+                .lines()
+                .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0")),
+            "these tests need root: they create lab hosts"
+        );
+        let dir = tempfile::tempdir().expect("tempdir");
+        let root = dir.path();
+        let health = |ip: &str| json!({"readiness": format!("http://{ip}:8080/healthz"), "interval": 1, "timeout": 6, "retries": 6});
+        let mut core = serde_json::Map::new();
+        for (i, n) in ["dns", "postgresql", "caddy", "authentik"]
+            .iter()
+            .enumerate()
+        {
+            let ip = format!("{NET}.{}", i + 2);
+            core.insert(n.to_string(), json!({"ip": ip, "hostname": format!("{n}.engine.test"), "interface": {"health": health(&ip)}}));
+        }
+        let mut apps = serde_json::Map::new();
+        for (i, (n, deps)) in [
+            ("a", vec![]),
+            ("b", vec!["a"]),
+            ("c", vec![]),
+            ("d", vec![]),
+        ]
+        .iter()
+        .enumerate()
+        {
+            let ip = format!("{NET}.{}", i + 10);
+            apps.insert(n.to_string(), json!({"ip": ip, "hostname": format!("{n}.engine.test"), "depends_on": deps, "interface": {"health": health(&ip)}}));
+        }
+        let manifest = json!({
+            "network": {"domain": "engine.test", "gateway": format!("{NET}.1"), "network_cidr": format!("{NET}.0/24")},
+            "core_services": core,
+            "services": apps,
+            "nixos": {"nix_config": "experimental-features = nix-command flakes\nsubstituters =\nsandbox = false"},
+        });
+        std::fs::write(root.join("manifest.json"), manifest.to_string()).expect("write manifest");
+        let log = root.join("activations.log");
+        // switch-to-configuration: note start and end, serve /healthz unless this is the broken host "a".
+        let script = format!(
+            "#!/bin/sh\nset -e\nself=$(dirname \"$(dirname \"$(readlink -f \"$0\")\")\")\nname=$(hostname)\nip=$(ip -4 -o addr show eth0 | awk '{{print $4}}' | cut -d/ -f1)\n\
+             echo \"start $name\" >> {log}\nsleep 1\nln -sfn \"$self\" /run/current-system\npkill -f \"http.server 8080 --bind $ip\" || true\n\
+             if [ \"$name\" != a ]; then mkdir -p /var/lib/lab/www && echo ok > /var/lib/lab/www/healthz && setsid -f python3 -m http.server 8080 --bind \"$ip\" --directory /var/lib/lab/www > /dev/null 2>&1 < /dev/null; fi\n\
+             echo \"end $name\" >> {log}\n",
+            log = log.display()
+        );
+        std::fs::write(root.join("switch.sh"), script).expect("write switch");
+        let systems: String = ["dns", "postgresql", "caddy", "authentik", "a", "b", "c", "d"]
+            .iter()
+            .map(|n| {
+                format!(
+                    "    nixosConfigurations.{n}.config.system.build.toplevel = derivation {{ name = \"nixos-system-{n}\"; system = \"x86_64-linux\"; builder = \"/bin/sh\"; switch = ./switch.sh; args = [ \"-c\" \"/bin/mkdir -p $out/bin && /bin/cp $switch $out/bin/switch-to-configuration && /bin/chmod +x $out/bin/switch-to-configuration\" ]; }};\n"
+                )
+            })
+            .collect();
+        std::fs::write(
+            root.join("flake.nix"),
+            format!("{{\n  outputs = {{ self }}: {{\n{systems}  }};\n}}\n"),
+        )
+        .expect("write flake");
+        let s = Stack { dir };
+        let o = s.nixmox(&["lab", "up", "--no-systems"]);
+        assert!(
+            o.status.success(),
+            "lab up: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        s
+    }
+
+    fn nixmox(&self, args: &[&str]) -> Output {
+        let root = self.dir.path();
+        Command::new(env!("CARGO_BIN_EXE_nixmox"))
+            .args(args)
+            .arg("-m")
+            .arg(root.join("manifest.json"))
+            .env("NIXMOX_LAB_DIR", root.join("lab"))
+            .env("NIXMOX_STATE_DIR", root.join("state"))
+            .env("NIXMOX_SSH_KEY", root.join("lab/ssh/id_ed25519"))
+            .env(
+                "NIXMOX_SSH_KNOWN_HOSTS_FILE",
+                root.join("lab/ssh/known_hosts"),
+            )
+            .env("NO_COLOR", "1")
+            .output()
+            .expect("nixmox")
+    }
+
+    /// The most activations that were running at the same moment, among `names`.
+    fn max_overlap(&self, names: &[&str]) -> usize {
+        let text =
+            std::fs::read_to_string(self.dir.path().join("activations.log")).unwrap_or_default();
+        let (mut now, mut max) = (0usize, 0usize);
+        for line in text.lines() {
+            let mut parts = line.split_whitespace();
+            let (Some(what), Some(name)) = (parts.next(), parts.next()) else {
+                continue;
+            };
+            if !names.contains(&name) {
+                continue;
+            }
+            if what == "start" {
+                now += 1;
+                max = max.max(now);
+            } else {
+                now = now.saturating_sub(1);
+            }
+        }
+        max
+    }
+}
+
+impl Drop for Stack {
+    fn drop(&mut self) {
+        let _ = self.nixmox(&["lab", "down"]);
+    }
+}
+
+fn events(o: &Output) -> Vec<Value> {
+    String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect()
+}
+
+fn status_of<'a>(events: &'a [Value], step: &str) -> Vec<&'a str> {
+    events
+        .iter()
+        .filter(|e| e["step"] == step)
+        .filter_map(|e| e["status"].as_str())
+        .collect()
+}
+
+#[test]
+fn apply_rolls_back_skips_dependents_and_finishes_the_rest() {
+    let s = Stack::new();
+    let o = s.nixmox(&["apply", "--json", "--parallel", "4"]);
+    let ev = events(&o);
+    assert_eq!(
+        o.status.code(),
+        Some(1),
+        "a failed service must fail the run:\n{}",
+        String::from_utf8_lossy(&o.stdout)
+    );
+    for core in ["dns", "postgresql", "caddy", "authentik"] {
+        assert_eq!(
+            status_of(&ev, &format!("nix:core:{core}")),
+            ["started", "changed"],
+            "{core}"
+        );
+    }
+    assert_eq!(
+        s.max_overlap(&["dns", "postgresql", "caddy", "authentik"]),
+        1,
+        "the core deploys one host at a time"
+    );
+    assert!(
+        s.max_overlap(&["a", "c", "d"]) >= 2,
+        "independent applications ran one by one"
+    );
+    let a = status_of(&ev, "nix:service-config:a");
+    assert_eq!(a, ["started", "failed"]);
+    let failure = ev
+        .iter()
+        .find(|e| e["step"] == "nix:service-config:a" && e["status"] == "failed")
+        .expect("failure event");
+    let detail = failure["detail"].as_str().unwrap_or_default();
+    assert!(
+        detail.contains("host a (10.215.0.10)")
+            && detail.contains("readiness")
+            && detail.contains("first deploy"),
+        "{detail}"
+    );
+    assert_eq!(status_of(&ev, "tf:service-infra:b"), ["skipped"]);
+    let c_events: Vec<&Value> = ev.iter().filter(|e| e["service"] == "c").collect();
+    assert_eq!(
+        status_of(&ev, "verify:c"),
+        ["started", "unchanged"],
+        "{c_events:#?}"
+    );
+    assert_eq!(status_of(&ev, "verify:d"), ["started", "unchanged"]);
+    let summary = ev
+        .iter()
+        .find(|e| e["event"] == "summary")
+        .expect("summary");
+    assert_eq!(summary["ok"], false);
+    assert!(
+        summary["services"]["b"]
+            .as_str()
+            .unwrap_or_default()
+            .starts_with("skipped: depends on a"),
+        "{summary}"
+    );
+    assert_eq!(summary["services"]["c"], "deployed and verified");
+
+    // One at a time when asked.
+    let log = s.dir.path().join("activations.log");
+    let _ = std::fs::remove_file(&log);
+    let o = s.nixmox(&["apply", "--json", "--parallel", "1", "--only", "c,d"]);
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&o.stdout)
+    );
+    let ev = events(&o);
+    assert!(
+        ev.iter()
+            .filter(|e| e["event"] == "step" && e["status"] == "changed")
+            .count()
+            == 0,
+        "a re-run changed something: {ev:?}"
+    );
+    assert!(
+        !Path::new(&log).exists(),
+        "a no-op re-run activated a system"
+    );
+}
