@@ -133,6 +133,17 @@
     };
   };
 
+  # The lab's systems: examples/lab/flake.nix, built locally (nothing can be
+  # fetched here, and the lab's builders use the host's tools).
+  nixos = {
+    flake = ".";
+    nix_config = "experimental-features = nix-command flakes\nsubstituters =\nsandbox = false";
+    ssh = {
+      key = "/var/lib/nixmox-lab/ssh/id_ed25519";
+      known_hosts_file = "/var/lib/nixmox-lab/ssh/known_hosts";
+    };
+  };
+
   terraform = {
     infra.modules = [ "terraform/infra" ];
     auth_core.modules = [ "terraform/auth-core" ];

@@ -278,7 +278,7 @@ fn run_all(ctx: &Ctx, opts: &ApplyOptions, summary: &mut Summary) -> Result<(), 
             }
         }
     }
-    // 2. nix:core, one host at a time; the core's systems are built in one evaluation.
+    // 2. nix:core, one host at a time; the core's systems are built first.
     let core: Vec<&Service> = ctx
         .plan
         .core

@@ -15,6 +15,7 @@ const HOST_INIT: &str = r#"set -eu
 mount -t tmpfs -o mode=0755 nixmox-run /run
 mkdir -p /run/sshd /run/nixmox
 chmod 0700 /run/nixmox
+printf '%s\n' "$NIXMOX_LAB" > /run/nixmox/lab
 mount --bind "$NIXMOX_PROFILES" /nix/var/nix/profiles
 mount --bind "$NIXMOX_STATE" /var/lib/lab
 hostname "$NIXMOX_HOST"
@@ -36,7 +37,10 @@ fn sshd_config(cfg: &LabConfig, name: &str, ip: Ipv4Addr) -> String {
          PidFile /run/sshd.pid\n\
          MaxStartups 100:30:200\n\
          MaxSessions 100\n\
-         Subsystem sftp internal-sftp\n",
+         Subsystem sftp internal-sftp\n\
+         # Where the lab keeps its CA and per-host state, for the systems' activation.\n\
+         SetEnv LAB={lab}\n",
+        lab = cfg.dir.display(),
         hostkey = host.join("ssh_host_ed25519_key").display(),
         keys = cfg.dir.join("ssh").join("authorized_keys").display(),
     )
@@ -120,6 +124,7 @@ pub fn up(cfg: &LabConfig, name: &str, addr: Ipv4Addr) -> Result<(), LabError> {
         .env("NIXMOX_PROFILES", dir.join("profiles"))
         .env("NIXMOX_STATE", dir.join("state"))
         .env("NIXMOX_HOST", name)
+        .env("NIXMOX_LAB", &cfg.dir)
         .env("NIXMOX_SSHD_CONFIG", &config)
         .stdin(Stdio::null())
         .stdout(log)

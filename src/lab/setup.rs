@@ -167,8 +167,9 @@ fn terraform(
 }
 
 /// Brings the lab up: base, hosts (the manifest's `tf:infra`), and unless
-/// `systems` is false, every host's system activated in plan order with
-/// `tf:auth-core` registering the OIDC clients between core and applications.
+/// `systems` is false, the whole stack through the engine: every host's
+/// system activated in plan order behind its health gate, `tf:auth-core`
+/// registering the OIDC clients between core and applications.
 pub fn up(m: &Manifest, systems: bool, say: &mut dyn FnMut(&str)) -> Result<(), LabError> {
     let cfg = config_for(m)?;
     let hosts = hosts(m)?;
@@ -202,57 +203,43 @@ pub fn up(m: &Manifest, systems: bool, say: &mut dyn FnMut(&str)) -> Result<(), 
     if !systems {
         return Ok(());
     }
-    let order = plan::build(m, &[]).map_err(|e| LabError::new(e.to_string()))?;
-    for name in &order.core {
-        activate(m, &cfg, name, hosts[name])?;
-        say(&format!("{name}: system activated"));
+    // The engine reaches the hosts with the lab's key, wherever the lab lives.
+    if std::env::var_os("NIXMOX_SSH_KEY").is_none() {
+        std::env::set_var("NIXMOX_SSH_KEY", cfg.ssh_key());
+        std::env::set_var("NIXMOX_SSH_KNOWN_HOSTS_FILE", cfg.known_hosts());
     }
-    terraform(m, &cfg, |p| p == Phase::TfAuthCore, false)?;
-    say("tf:auth-core: OIDC clients registered");
-    for name in order.waves.iter().flatten() {
-        activate(m, &cfg, name, hosts[name])?;
-        say(&format!("{name}: system activated"));
-    }
-    Ok(())
-}
-
-/// Builds the host's system from the lab flake beside the manifest and switches to it over SSH.
-pub fn activate(m: &Manifest, cfg: &LabConfig, name: &str, addr: Ipv4Addr) -> Result<(), LabError> {
-    let flake = stack::base_dir(m);
-    let attr = format!(
-        "path:{}#nixosConfigurations.{name}.config.system.build.toplevel",
-        flake.display()
-    );
-    let out = Command::new("nix")
-        .args(["build", "--json", "--no-link", &attr])
-        .env("NIX_CONFIG", nix_config())
-        .output()
-        .map_err(|e| LabError::new(format!("cannot run nix: {e}")))?;
-    if !out.status.success() {
+    std::env::set_var("NIXMOX_LAB_DIR", &cfg.dir);
+    let plan = plan::build(m, &[]).map_err(|e| LabError::new(e.to_string()))?;
+    let opts = crate::engine::ApplyOptions {
+        parallel: 4,
+        goal: crate::nixos::deploy::Goal::Switch,
+    };
+    let report = |e: crate::engine::Event| {
+        if matches!(
+            e.status,
+            crate::engine::StepStatus::Changed | crate::engine::StepStatus::Failed
+        ) {
+            eprintln!(
+                "lab: {} {:?}{}",
+                e.step,
+                e.status,
+                if e.detail.is_empty() {
+                    String::new()
+                } else {
+                    format!(": {}", e.detail)
+                }
+            );
+        }
+    };
+    let summary = crate::engine::apply(m, &plan, &opts, &report).map_err(LabError::new)?;
+    if !summary.ok {
         return Err(LabError::new(format!(
-            "{name}: nix build {attr} failed: {}",
-            String::from_utf8_lossy(&out.stderr).trim()
+            "the stack did not come up: {}",
+            summary.failures.join("; ")
         )));
     }
-    let built: serde_json::Value = serde_json::from_slice(&out.stdout)
-        .map_err(|e| LabError::new(format!("{name}: nix build printed no JSON: {e}")))?;
-    let path = built[0]["outputs"]["out"]
-        .as_str()
-        .ok_or_else(|| LabError::new(format!("{name}: nix build named no output")))?;
-    let q = shell_quote(path);
-    host::ssh(cfg, addr, &format!("nix-env -p /nix/var/nix/profiles/system --set {q} && {q}/bin/switch-to-configuration switch"))
-        .map_err(|e| LabError::new(format!("{name} ({addr}): activation failed: {e}")))?;
+    say("every system is active and healthy");
     Ok(())
-}
-
-/// Nix settings for the lab: flakes, no binary cache (nothing can be fetched
-/// here), and builds that may use the host's tools.
-pub fn nix_config() -> String {
-    "experimental-features = nix-command flakes\nsubstituters =\nsandbox = false\n".into()
-}
-
-fn shell_quote(s: &str) -> String {
-    format!("'{}'", s.replace('\'', r"'\''"))
 }
 
 /// Takes everything down: hosts (through `tf:infra` when it has modules, and

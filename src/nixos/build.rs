@@ -55,14 +55,20 @@ fn nix(settings: &NixSettings) -> Command {
     c
 }
 
-/// Builds every installable in one Nix invocation (one evaluation, parallel
-/// builds) and returns their output paths in the same order.
+/// Builds each installable and returns its output path, in the same order.
+/// One `nix build` per installable: the JSON of a multi-installable build
+/// does not keep the order of its arguments, and a system mixed up with
+/// another host's would be deployed to the wrong host.
 pub fn build(settings: &NixSettings, installables: &[String]) -> Result<Vec<String>, NixError> {
-    if installables.is_empty() {
-        return Ok(Vec::new());
-    }
+    installables
+        .iter()
+        .map(|i| build_one(settings, i))
+        .collect()
+}
+
+fn build_one(settings: &NixSettings, installable: &str) -> Result<String, NixError> {
     let out = nix(settings)
-        .args(build_argv(installables))
+        .args(build_argv(&[installable.to_string()]))
         .output()
         .map_err(|e| {
             NixError(format!(
@@ -71,27 +77,16 @@ pub fn build(settings: &NixSettings, installables: &[String]) -> Result<Vec<Stri
         })?;
     if !out.status.success() {
         return Err(NixError(format!(
-            "nix build {} failed:\n{}",
-            installables.join(" "),
+            "nix build {installable} failed:\n{}",
             String::from_utf8_lossy(&out.stderr).trim()
         )));
     }
     let doc: serde_json::Value = serde_json::from_slice(&out.stdout)
         .map_err(|e| NixError(format!("nix build printed no JSON: {e}")))?;
-    let paths: Vec<String> = doc
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|entry| entry["outputs"]["out"].as_str().map(str::to_string))
-        .collect();
-    if paths.len() != installables.len() {
-        return Err(NixError(format!(
-            "nix build returned {} paths for {} installables",
-            paths.len(),
-            installables.len()
-        )));
-    }
-    Ok(paths)
+    doc[0]["outputs"]["out"]
+        .as_str()
+        .map(str::to_string)
+        .ok_or_else(|| NixError(format!("nix build {installable} named no output path")))
 }
 
 /// Copies a closure to the host over SSH (reusing the multiplexed connection).

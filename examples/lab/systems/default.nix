@@ -1,0 +1,79 @@
+# Generates the lab's toplevels from the manifest, with plain builtins only.
+#
+# Result: { <service> = { config.system.build.toplevel = <derivation>; }; }
+# for every enabled service. A toplevel holds
+#   bin/switch-to-configuration   the generated header + runtime/lib.sh
+#   etc/<daemon>/...              that host's config, baked from the manifest
+# It is a pure function of the manifest and the runtime files it references,
+# so an unchanged host keeps a byte-identical store path.
+{ manifest, runtime }:
+let
+  inherit (builtins) attrNames concatMap concatStringsSep filter map toJSON;
+  m = import ./model.nix { inherit manifest; };
+  render = import ./render.nix { inherit m; };
+
+  # Only the files a role runs are referenced, so editing the app server does
+  # not change the dns host's toplevel.
+  src = name: path: builtins.path { inherit path; name = "nixmox-lab-${name}"; };
+  lib = src "lib.sh" (runtime + "/lib.sh");
+
+  shellQuote = s: "'" + builtins.replaceStrings [ "'" ] [ "'\\''" ] s + "'";
+
+  # What each role puts under etc/: { <relative path> = <text>; }.
+  filesFor = s:
+    if s.role == "dns" then { "unbound/unbound.conf" = render.unbound s; }
+    else if s.role == "postgresql" then {
+      "postgresql/databases" = render.databases;
+      "postgresql/settings" = render.pgSettings s;
+    }
+    else if s.role == "caddy" then {
+      "caddy/Caddyfile" = render.caddyfile s;
+      "caddy/domains" = concatStringsSep "\n" m.domains + "\n";
+    }
+    else if s.role == "authentik" then { "authentik/config.json" = toJSON (render.authentikConfig s); }
+    else {
+      "app/config.json" = toJSON (render.appConfig s);
+      "app/listen" = concatStringsSep "\n" (map (l: "${l.host} ${toString l.port}") (render.appListen s)) + "\n";
+    };
+
+  toplevel = s:
+    let
+      files = filesFor s;
+      roleSrc = src s.role (runtime + "/${s.role}");
+      header = builtins.toFile "switch-header-${s.name}" ''
+        HOST=${shellQuote s.name}
+        ROLE=${shellQuote s.role}
+        IP=${shellQuote s.ip}
+        CIDR=${shellQuote m.cidr}
+        ROLE_SRC=${roleSrc}
+      '';
+      copyFiles = concatStringsSep "\n" (map (rel: ''
+        /bin/mkdir -p "$(/usr/bin/dirname "$out/etc/${rel}")"
+        /bin/cp ${builtins.toFile (baseNameOf rel) files.${rel}} "$out/etc/${rel}"
+      '') (attrNames files));
+    in
+    derivation {
+      name = "nixos-system-${s.name}-lab";
+      system = "x86_64-linux";
+      # Builds run unsandboxed on the lab machine (DESIGN.md §6), so host
+      # tools are used by absolute path instead of a stdenv.
+      builder = "/bin/sh";
+      args = [ "-c" ''
+        set -e
+        /bin/mkdir -p "$out/bin" "$out/etc"
+        ${copyFiles}
+        { echo '#!/bin/bash'
+          echo '# switch-to-configuration for lab host ${s.name} (generated; see lab/lib.sh)'
+          echo "TOPLEVEL=$out"
+          /bin/cat ${header} ${lib}
+          echo 'main "$@"'
+        } > "$out/bin/switch-to-configuration"
+        /bin/chmod 555 "$out/bin/switch-to-configuration"
+        echo ${shellQuote s.name} > "$out/nixmox-host"
+      '' ];
+    };
+in
+builtins.listToAttrs (map (s: {
+  name = s.name;
+  value.config.system.build.toplevel = toplevel s;
+}) m.enabled)

@@ -1,0 +1,280 @@
+//! The lab from nothing, as root: `lab up` creates every host through real
+//! Terraform and activates real systems built by Nix; every host answers
+//! over SSH, each daemon answers (DNS, PostgreSQL, HTTPS through Caddy
+//! trusted by the lab CA, OIDC discovery, the applications' health), lab
+//! hosts have no route off the lab subnet, and `lab down` leaves nothing.
+
+use serde_json::Value;
+use std::net::UdpSocket;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::Duration;
+
+const MANIFEST: &str = "examples/lab/manifest.nix";
+
+fn root_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+struct Lab {
+    lab_dir: tempfile::TempDir,
+    state_dir: tempfile::TempDir,
+}
+
+impl Lab {
+    fn nixmox(&self, args: &[&str]) -> Output {
+        Command::new(env!("CARGO_BIN_EXE_nixmox"))
+            .args(args)
+            .arg("-m")
+            .arg(root_dir().join(MANIFEST))
+            .env("NIXMOX_LAB_DIR", self.lab_dir.path())
+            .env("NIXMOX_STATE_DIR", self.state_dir.path())
+            .env(
+                "NIXMOX_TERRAFORM",
+                std::env::var("NIXMOX_TERRAFORM")
+                    .unwrap_or_else(|_| "/opt/nixmox/bin/terraform".into()),
+            )
+            .env("NO_COLOR", "1")
+            .output()
+            .expect("run nixmox")
+    }
+
+    fn ssh(&self, ip: &str, command: &str) -> Output {
+        let dir = self.lab_dir.path();
+        Command::new("ssh")
+            .args(["-i", &dir.join("ssh/id_ed25519").display().to_string()])
+            .args([
+                "-o",
+                "BatchMode=yes",
+                "-o",
+                "StrictHostKeyChecking=accept-new",
+                "-o",
+                "LogLevel=ERROR",
+                "-o",
+                "ConnectTimeout=5",
+            ])
+            .arg("-o")
+            .arg(format!(
+                "UserKnownHostsFile={}",
+                dir.join("ssh/known_hosts").display()
+            ))
+            .arg(format!("root@{ip}"))
+            .arg(command)
+            .output()
+            .expect("ssh")
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        // Whatever happened, take the lab down.
+        let _ = self.nixmox(&["lab", "down"]);
+    }
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+/// A DNS A query over UDP, answered addresses in order.
+fn resolve(server: &str, name: &str) -> Vec<String> {
+    let mut q = vec![0x12, 0x34, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0];
+    for label in name.split('.') {
+        q.push(label.len() as u8);
+        q.extend(label.as_bytes());
+    }
+    q.extend([0, 0, 1, 0, 1]);
+    let sock = UdpSocket::bind("0.0.0.0:0").expect("udp");
+    sock.set_read_timeout(Some(Duration::from_secs(3)))
+        .expect("timeout");
+    sock.send_to(&q, (server, 53)).expect("send");
+    let mut buf = [0u8; 512];
+    let n = sock.recv(&mut buf).expect("DNS answer");
+    let answers = u16::from_be_bytes([buf[6], buf[7]]) as usize;
+    let mut pos = q.len();
+    let mut out = Vec::new();
+    for _ in 0..answers {
+        // name (a pointer here), type, class, ttl, length
+        pos += if buf[pos] & 0xc0 == 0xc0 {
+            2
+        } else {
+            buf[pos..].iter().position(|b| *b == 0).unwrap_or(0) + 1
+        };
+        let kind = u16::from_be_bytes([buf[pos], buf[pos + 1]]);
+        let len = u16::from_be_bytes([buf[pos + 8], buf[pos + 9]]) as usize;
+        pos += 10;
+        if kind == 1 && len == 4 && pos + 4 <= n {
+            out.push(format!(
+                "{}.{}.{}.{}",
+                buf[pos],
+                buf[pos + 1],
+                buf[pos + 2],
+                buf[pos + 3]
+            ));
+        }
+        pos += len;
+    }
+    out
+}
+
+fn curl(args: &[&str]) -> Output {
+    Command::new("curl")
+        .args(["-sS", "--max-time", "10"])
+        .args(args)
+        .output()
+        .expect("curl (run scripts/setup.sh)")
+}
+
+#[test]
+fn the_lab_from_nothing_to_nothing() {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    assert!(
+        status
+            .lines()
+            .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0")),
+        "the lab test needs root (it creates network namespaces): run the tests as root"
+    );
+    let lab = Lab {
+        lab_dir: tempfile::tempdir().expect("tempdir"),
+        state_dir: tempfile::tempdir().expect("tempdir"),
+    };
+
+    let up = lab.nixmox(&["lab", "up"]);
+    assert_eq!(up.status.code(), Some(0), "lab up failed:\n{}", text(&up));
+
+    let st = lab.nixmox(&["lab", "status", "--json"]);
+    let st: Value = serde_json::from_slice(&st.stdout).expect("status JSON");
+    assert_eq!(st["up"], true, "{st}");
+    let hosts = st["hosts"].as_array().expect("hosts");
+    assert_eq!(hosts.len(), 7);
+
+    for h in hosts {
+        let ip = h["ip"].as_str().expect("ip");
+        let name = h["name"].as_str().expect("name");
+        let o = lab.ssh(
+            ip,
+            "hostname; readlink /run/current-system; ip route get 192.0.2.1 2>&1 || true",
+        );
+        let out = text(&o);
+        assert!(o.status.success(), "ssh to {name}: {out}");
+        assert!(
+            out.starts_with(&format!("{name}\n/nix/store/")),
+            "{name}: {out}"
+        );
+        assert!(
+            out.contains("unreachable"),
+            "{name} has a route off the lab subnet: {out}"
+        );
+    }
+
+    assert_eq!(resolve("10.213.0.2", "wiki.nixmox.test"), ["10.213.0.10"]);
+    assert_eq!(
+        resolve("10.213.0.2", "docs.nixmox.test"),
+        ["10.213.0.4"],
+        "a proxy domain points at caddy"
+    );
+
+    let psql = Command::new("psql")
+        .args([
+            "-h",
+            "10.213.0.3",
+            "-U",
+            "wiki",
+            "-d",
+            "wiki",
+            "-tAc",
+            "select 1",
+        ])
+        .env("PGCONNECT_TIMEOUT", "5")
+        .output()
+        .expect("psql");
+    assert_eq!(
+        String::from_utf8_lossy(&psql.stdout).trim(),
+        "1",
+        "{}",
+        text(&psql)
+    );
+
+    let ca = lab.lab_dir.path().join("ca/ca.crt").display().to_string();
+    let o = curl(&[
+        "--cacert",
+        &ca,
+        "--resolve",
+        "docs.nixmox.test:443:10.213.0.4",
+        "https://docs.nixmox.test/",
+    ]);
+    assert!(text(&o).contains("hello from wiki"), "{}", text(&o));
+
+    let o = curl(&["http://10.213.0.5:9000/application/o/wiki/.well-known/openid-configuration"]);
+    let doc: Value = serde_json::from_slice(&o.stdout).unwrap_or(Value::Null);
+    assert_eq!(
+        doc["issuer"],
+        "https://auth.nixmox.test/application/o/wiki/",
+        "{}",
+        text(&o)
+    );
+
+    for ip in ["10.213.0.10", "10.213.0.11", "10.213.0.12"] {
+        let o = curl(&["-f", &format!("http://{ip}:8080/healthz")]);
+        assert!(o.status.success(), "{ip} unhealthy: {}", text(&o));
+    }
+
+    let down = lab.nixmox(&["lab", "down"]);
+    assert_eq!(down.status.code(), Some(0), "{}", text(&down));
+    let netns = Command::new("ip")
+        .args(["netns", "list"])
+        .output()
+        .expect("ip");
+    assert!(
+        !String::from_utf8_lossy(&netns.stdout).contains("nixmox-"),
+        "namespaces left"
+    );
+    assert!(
+        !Command::new("ip")
+            .args(["link", "show", "nmxlab0"])
+            .output()
+            .expect("ip")
+            .status
+            .success(),
+        "bridge left"
+    );
+    let routes = Command::new("ip")
+        .args(["route", "show", "table", "all"])
+        .output()
+        .expect("ip");
+    assert!(
+        !String::from_utf8_lossy(&routes.stdout).contains("10.213.0."),
+        "routes left"
+    );
+    assert!(
+        !lab.lab_dir.path().exists()
+            || std::fs::read_dir(lab.lab_dir.path())
+                .map(|d| d.count())
+                .unwrap_or(0)
+                == 0,
+        "lab files left"
+    );
+    let ps = Command::new("ps")
+        .args(["-eo", "args"])
+        .output()
+        .expect("ps");
+    let left: Vec<String> = String::from_utf8_lossy(&ps.stdout)
+        .lines()
+        .filter(|l| {
+            l.contains(&*lab.lab_dir.path().display().to_string()) || l.contains("10.213.0.")
+        })
+        .map(str::to_string)
+        .collect();
+    assert!(left.is_empty(), "processes left: {left:?}");
+    assert!(
+        !Path::new("/var/lib/lab").exists()
+            || std::fs::read_dir("/var/lib/lab")
+                .map(|d| d.count())
+                .unwrap_or(0)
+                == 0
+    );
+}
