@@ -1,17 +1,26 @@
 #!/usr/bin/env bash
-# The main job as far as it reaches today: build nixmox, then validate, plan
-# and graph the homelab example. (The full deploy of the lab stack arrives
-# with the lab, NixOS and engine work; see README.)
+# The main job: on a fresh machine (as root), install what is missing, build
+# nixmox, and deploy the whole lab stack — hosts made by real Terraform in
+# network namespaces, DNS, PostgreSQL, Caddy, an OIDC provider standing in
+# for Authentik, and three applications — then apply again to show that
+# nothing changes. `nixmox lab down -m examples/lab/manifest.nix` removes it all.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 scripts/setup.sh
 cargo build --release
-bin=target/release/nixmox
-manifest=examples/homelab/manifest.nix
+bin=$PWD/target/release/nixmox
+manifest=examples/lab/manifest.nix
+export PATH=/opt/nixmox/bin:$PATH
 
 "$bin" validate -m "$manifest"
 "$bin" plan --offline -m "$manifest"
+echo "demo: nixmox lab up (network, hosts through tf:infra, then every phase of the stack)"
+time "$bin" lab up -m "$manifest"
+echo "demo: nixmox apply again: nothing changes"
+time "$bin" apply -m "$manifest"
+"$bin" outputs -m "$manifest"
+"$bin" lab status -m "$manifest"
 mkdir -p target/demo
-"$bin" graph -m "$manifest" --format svg -o target/demo/homelab.svg
-echo "demo: dependency graph written to target/demo/homelab.svg"
+"$bin" graph -m "$manifest" --format svg -o target/demo/lab.svg
+echo "demo: the stack is up; graph in target/demo/lab.svg; take it down with: $bin lab down -m $manifest"
