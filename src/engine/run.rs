@@ -144,7 +144,9 @@ impl Ctx<'_> {
     }
 
     /// Phase 4 for one application: infra, deploy + gate, config, verify.
-    fn service(&self, s: &Service) -> Result<(), String> {
+    /// `Ok(true)` when any of its steps changed something.
+    fn service(&self, s: &Service) -> Result<bool, String> {
+        let mut any = false;
         for phase in [
             Phase::TfServiceInfra,
             Phase::NixServiceConfig,
@@ -174,23 +176,22 @@ impl Ctx<'_> {
                 _ => Ok((false, String::new())),
             };
             match result {
-                Ok((changed, detail)) => self.event(
-                    step,
-                    if changed {
+                Ok((changed, detail)) => {
+                    any |= changed;
+                    let status = if changed {
                         StepStatus::Changed
                     } else {
                         StepStatus::Unchanged
-                    },
-                    detail,
-                    started,
-                ),
+                    };
+                    self.event(step, status, detail, started)
+                }
                 Err(e) => {
                     self.event(step, StepStatus::Failed, e.clone(), started);
                     return Err(format!("{}: {e}", step.id));
                 }
             }
         }
-        Ok(())
+        Ok(any)
     }
 
     fn verify(&self, s: &Service) -> Result<(), String> {
@@ -390,7 +391,7 @@ fn run_all(ctx: &Ctx, opts: &ApplyOptions, summary: &mut Summary) -> Result<(), 
     let mut started: BTreeSet<&str> = BTreeSet::new();
     let parallel = opts.parallel.max(1);
     std::thread::scope(|scope| {
-        let (tx, rx) = mpsc::channel::<(&str, Result<(), String>)>();
+        let (tx, rx) = mpsc::channel::<(&str, Result<bool, String>)>();
         let mut running = 0;
         loop {
             // Skip whatever depends on a failure.
@@ -452,11 +453,14 @@ fn run_all(ctx: &Ctx, opts: &ApplyOptions, summary: &mut Summary) -> Result<(), 
             let Ok((name, result)) = rx.recv() else { break };
             running -= 1;
             match result {
-                Ok(()) => {
+                Ok(changed) => {
                     state.insert(name, Some(true));
-                    summary
-                        .services
-                        .insert(name.into(), "deployed and verified".into());
+                    let what = if changed {
+                        "deployed and verified"
+                    } else {
+                        "unchanged, verified"
+                    };
+                    summary.services.insert(name.into(), what.into());
                 }
                 Err(e) => {
                     state.insert(name, Some(false));
