@@ -12,5 +12,6 @@ pub mod manifest;
 pub mod nixos;
 pub mod plan;
 pub mod report;
+pub mod state;
 pub mod synth;
 pub mod terraform;
