@@ -106,6 +106,25 @@ impl Stack {
             .expect("nixmox")
     }
 
+    fn spawn(&self, args: &[&str]) -> std::process::Child {
+        let root = self.dir.path();
+        Command::new(env!("CARGO_BIN_EXE_nixmox"))
+            .args(args)
+            .arg("-m")
+            .arg(root.join("manifest.json"))
+            .env("NIXMOX_LAB_DIR", root.join("lab"))
+            .env("NIXMOX_STATE_DIR", root.join("state"))
+            .env("NIXMOX_SSH_KEY", root.join("lab/ssh/id_ed25519"))
+            .env(
+                "NIXMOX_SSH_KNOWN_HOSTS_FILE",
+                root.join("lab/ssh/known_hosts"),
+            )
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("nixmox")
+    }
+
     /// The most activations that were running at the same moment, among `names`.
     fn max_overlap(&self, names: &[&str]) -> usize {
         let text =
@@ -134,6 +153,17 @@ impl Drop for Stack {
     fn drop(&mut self) {
         let _ = self.nixmox(&["lab", "down"]);
     }
+}
+
+fn sqlite_count(db: &Path, query: &str) -> i64 {
+    let o = Command::new("python3")
+        .args(["-c", "import sqlite3,sys; print(sqlite3.connect(sys.argv[1], timeout=5).execute(sys.argv[2]).fetchone()[0])", &db.display().to_string(), query])
+        .output()
+        .expect("python3");
+    String::from_utf8_lossy(&o.stdout)
+        .trim()
+        .parse()
+        .unwrap_or(0)
 }
 
 fn events(o: &Output) -> Vec<Value> {
@@ -234,5 +264,87 @@ fn apply_rolls_back_skips_dependents_and_finishes_the_rest() {
     assert!(
         !Path::new(&log).exists(),
         "a no-op re-run activated a system"
+    );
+    let summary = ev
+        .iter()
+        .find(|e| e["event"] == "summary")
+        .expect("summary");
+    assert_eq!(summary["services"]["c"], "unchanged, verified");
+    assert_eq!(summary["services"]["dns"], "unchanged");
+
+    // The journal: status shows the last run step by step.
+    let o = s.nixmox(&["status", "--json"]);
+    let st: Value = serde_json::from_slice(&o.stdout).expect("status JSON");
+    assert_eq!(st["run"]["status"], "ok", "{st}");
+    assert!(
+        st["steps"]
+            .as_array()
+            .expect("steps")
+            .iter()
+            .any(|x| x["step"] == "verify:d" && x["status"] == "unchanged"),
+        "{st}"
+    );
+
+    // A second apply while one runs: it fails at once, naming the holder.
+    let first = s.spawn(&["apply", "--json", "--only", "c,d"]);
+    let db = s.dir.path().join("state/state.db");
+    let held = (0..300).any(|_| {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        sqlite_count(&db, "select count(*) from run_lock") == 1
+    });
+    assert!(held, "the first apply never took the lock");
+    let o = s.nixmox(&["apply", "--only", "c,d"]);
+    let err = String::from_utf8_lossy(&o.stderr).into_owned();
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("holds the lock") && err.contains("nixmox apply") && err.contains("pid"),
+        "{err}"
+    );
+    let out = first.wait_with_output().expect("first apply");
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+
+    // Killed in the middle of the core's deploy, the next apply resumes and converges.
+    let switch = s.dir.path().join("switch.sh");
+    std::fs::write(
+        &switch,
+        std::fs::read_to_string(&switch).expect("read") + "# v2\n",
+    )
+    .expect("write");
+    let mut victim = s.spawn(&["apply", "--json", "--only", "c,d", "--parallel", "1"]);
+    let in_flight = (0..1000).any(|_| {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        sqlite_count(&db, "select count(*) from journal where step like 'nix:core:%' and status = 'started' and run = (select max(id) from runs)") >= 2
+    });
+    assert!(in_flight, "never saw the core being deployed");
+    victim.kill().expect("SIGKILL");
+    let _ = victim.wait();
+    let o = s.nixmox(&["apply", "--json", "--only", "c,d"]);
+    let ev = events(&o);
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&o.stdout)
+    );
+    let resume = ev
+        .iter()
+        .find(|e| e["event"] == "resume")
+        .expect("the interrupted run is reported");
+    assert!(
+        resume["in_flight"]
+            .as_str()
+            .unwrap_or_default()
+            .starts_with("nix:core:"),
+        "{resume}"
+    );
+    let again = s.nixmox(&["apply", "--json", "--only", "c,d"]);
+    assert!(
+        events(&again).iter().all(|e| e["status"] != "changed"),
+        "not converged: a further apply changed something"
     );
 }

@@ -17,7 +17,7 @@ pub fn run(cli: &Cli, args: &ApplyArgs) -> Result<ExitCode, CliError> {
         return Ok(ExitCode::SUCCESS);
     }
     if !args.terraform_only {
-        return full(m, &plan, args);
+        return full(cli, m, &plan, args);
     }
     let tf = stack::terraform_for(m).map_err(CliError::Message)?;
     let json = args.json;
@@ -85,6 +85,7 @@ pub fn run(cli: &Cli, args: &ApplyArgs) -> Result<ExitCode, CliError> {
 
 /// The whole plan through the engine.
 fn full(
+    cli: &Cli,
     m: &crate::manifest::Manifest,
     plan: &plan::Plan,
     args: &ApplyArgs,
@@ -116,16 +117,34 @@ fn full(
         };
         let _ = common::emit(&format!("{line}\n"));
     };
-    let summary = engine::apply(
-        m,
-        plan,
-        &ApplyOptions {
-            parallel: args.parallel as usize,
-            goal,
-        },
-        &emit,
+    let store = std::sync::Mutex::new(common::open_store(cli, m)?);
+    let (run, resumed) = engine::record::start(
+        &store,
+        "apply",
+        std::time::Duration::from_secs(args.lock_timeout),
     )
     .map_err(CliError::Message)?;
+    for r in &resumed {
+        let at = r
+            .in_flight
+            .as_deref()
+            .map(|s| format!(" during {s}"))
+            .unwrap_or_default();
+        if json {
+            common::emit(&format!(
+                "{}\n",
+                serde_json::json!({"event": "resume", "interrupted_run": r.run, "in_flight": r.in_flight})
+            ))?;
+        } else {
+            eprintln!("nixmox: run {} was interrupted{at}; every step is re-checked and only what is not done yet is done", r.run);
+        }
+    }
+    let opts = ApplyOptions {
+        parallel: args.parallel as usize,
+        goal,
+    };
+    let summary =
+        engine::record::apply(m, plan, &opts, &store, run, &emit).map_err(CliError::Message)?;
     if json {
         common::emit(&format!(
             "{}\n",

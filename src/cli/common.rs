@@ -111,3 +111,12 @@ pub fn to_json<T: serde::Serialize>(value: &T) -> Result<String, CliError> {
         })
         .map_err(|e| CliError::Message(format!("cannot encode JSON: {e}")))
 }
+
+/// The state store for this manifest: `--state`/`NIXMOX_STATE`, else `.nixmox/state.db` beside it.
+pub fn open_store(
+    cli: &Cli,
+    m: &crate::manifest::Manifest,
+) -> Result<Box<dyn crate::state::Store>, CliError> {
+    crate::state::open(cli.state.as_deref(), &crate::terraform::stack::state_dir(m))
+        .map_err(|e| CliError::Message(e.to_string()))
+}

@@ -2,10 +2,12 @@
 
 mod apply;
 mod common;
+mod destroy;
 mod graph;
 mod lab;
 mod outputs;
 mod plan;
+mod status;
 mod validate;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
@@ -29,6 +31,17 @@ pub struct Cli {
     #[arg(short, long, global = true, value_name = "FILE")]
     pub manifest: Option<PathBuf>,
 
+    /// The state store: a postgres:// URL shared by a team, or a SQLite file
+    /// (default: .nixmox/state.db beside the manifest).
+    #[arg(
+        long,
+        global = true,
+        env = "NIXMOX_STATE",
+        value_name = "URL|FILE",
+        hide_env_values = true
+    )]
+    pub state: Option<String>,
+
     #[command(subcommand)]
     pub command: Command,
 }
@@ -43,6 +56,14 @@ pub enum Command {
     Apply(ApplyArgs),
     /// Show the Terraform outputs of every workspace (sensitive values redacted).
     Outputs(OutputsArgs),
+    /// Take the stack down in reverse order: services (dependents first), auth-core, infra.
+    Destroy(DestroyArgs),
+    /// Switch a service's host back to its previous NixOS generation.
+    Rollback(RollbackArgs),
+    /// Show the last run of this stack and what happened to each step.
+    Status(StatusArgs),
+    /// Remove a run lock whose holder is gone for good.
+    Unlock,
     /// Draw the service dependency graph.
     Graph(GraphArgs),
     /// The lab: the whole stack on this machine, in network namespaces (needs root).
@@ -92,7 +113,35 @@ pub struct ApplyArgs {
     /// Print the plan and stop.
     #[arg(long)]
     pub dry_run: bool,
+    /// Seconds to wait for another run of this stack to finish (0: fail at once, naming it).
+    #[arg(long, default_value_t = 0)]
+    pub lock_timeout: u64,
     /// One JSON event per line instead of text (see docs/plan-json.md).
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct DestroyArgs {
+    /// Only these services (their Terraform workspaces); the core stays.
+    #[arg(long, value_name = "SERVICE", value_delimiter = ',')]
+    pub only: Vec<String>,
+    /// Do not ask: destroy without confirmation (required without a terminal).
+    #[arg(long)]
+    pub yes: bool,
+    /// Seconds to wait for another run of this stack to finish.
+    #[arg(long, default_value_t = 0)]
+    pub lock_timeout: u64,
+}
+
+#[derive(Args, Debug)]
+pub struct RollbackArgs {
+    /// The service whose host goes back one generation.
+    pub service: String,
+}
+
+#[derive(Args, Debug)]
+pub struct StatusArgs {
     #[arg(long)]
     pub json: bool,
 }
@@ -188,6 +237,10 @@ pub fn main() -> ExitCode {
         Command::Apply(args) => apply::run(&cli, args),
         Command::Outputs(args) => outputs::run(&cli, args),
         Command::Lab(cmd) => lab::run(&cli, cmd),
+        Command::Destroy(args) => destroy::run(&cli, args),
+        Command::Rollback(args) => destroy::rollback(&cli, args),
+        Command::Status(args) => status::run(&cli, args),
+        Command::Unlock => status::unlock(&cli),
         Command::Completions(args) => {
             use clap::CommandFactory;
             let mut cmd = Cli::command();

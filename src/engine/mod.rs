@@ -5,10 +5,14 @@
 //! NixOS executor, its dependents are skipped, independent ones finish, and
 //! the run ends non-zero.
 //!
-//! Not yet here (see the engine issue): the state store, the step journal and
-//! resume, the run lock, and Terraform rollback to last good inputs.
+//! [`record`] wraps a run with the state store: the run lock, the journal,
+//! interrupted runs, last good systems and outputs. Resuming after a kill
+//! relies on every step being idempotent and cheap to re-check: a Terraform
+//! plan with no changes applies nothing, a host already on its system is
+//! not switched again.
 
 mod event;
+pub mod record;
 mod run;
 
 pub use event::{Event, StepStatus};

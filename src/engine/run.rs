@@ -27,6 +27,12 @@ pub struct Summary {
     pub ok: bool,
     pub services: BTreeMap<String, String>,
     pub failures: Vec<String>,
+    /// The system each healthy host runs now, by service.
+    #[serde(skip)]
+    pub systems: BTreeMap<String, String>,
+    /// The outputs of every Terraform workspace that ran (sensitive values inside: never shown).
+    #[serde(skip)]
+    pub outputs: BTreeMap<String, Outputs>,
 }
 
 struct Ctx<'a> {
@@ -36,6 +42,7 @@ struct Ctx<'a> {
     nix: NixSettings,
     tf_steps: HashMap<String, TfStep<'a>>,
     known: Mutex<BTreeMap<String, Outputs>>,
+    systems: Mutex<BTreeMap<String, String>>,
     control_dir: PathBuf,
     goal: Goal,
     emit: &'a (dyn Fn(Event) + Sync),
@@ -124,7 +131,13 @@ impl Ctx<'_> {
             activation_timeout: Duration::from_secs(self.m.nixos.activation_timeout),
             rollback: self.m.options.enable_rollback,
         };
-        match deploy::deploy(&req) {
+        let result = deploy::deploy(&req);
+        if result.is_ok() {
+            if let Ok(mut systems) = self.systems.lock() {
+                systems.insert(s.name.clone(), system.to_string());
+            }
+        }
+        match result {
             Ok(Outcome::Unchanged) => {
                 // Unchanged still must be healthy before anything builds on it.
                 health::gate(&s.health, &s.ports, &target).map_err(|e| e.to_string())?;
@@ -226,6 +239,7 @@ pub fn apply(
         nix: targets::nix_settings(m),
         tf_steps,
         known: Mutex::new(BTreeMap::new()),
+        systems: Mutex::new(BTreeMap::new()),
         control_dir: control_dir.clone(),
         goal: opts.goal,
         emit,
@@ -234,6 +248,8 @@ pub fn apply(
         ok: true,
         services: BTreeMap::new(),
         failures: Vec::new(),
+        systems: BTreeMap::new(),
+        outputs: BTreeMap::new(),
     };
     let result = run_all(&ctx, opts, &mut summary);
     // Close the multiplexed connections.
@@ -243,6 +259,8 @@ pub fn apply(
     if !known.is_empty() {
         stack::write_sinks(m, &known).map_err(|e| e.to_string())?;
     }
+    summary.outputs = known;
+    summary.systems = ctx.systems.lock().map(|s| s.clone()).unwrap_or_default();
     Ok(summary)
 }
 

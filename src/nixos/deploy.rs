@@ -334,3 +334,39 @@ pub fn generations(t: &SshTarget) -> Result<usize, DeployError> {
     let out = remote(t, &remote::generation_count(), Duration::from_secs(30))?;
     Ok(out.stdout.trim().parse().unwrap_or(0))
 }
+
+/// `nixmox rollback <svc>`: the host's profile back one generation, that
+/// system activated and its health checked; returns the system it is on now.
+pub fn roll_back_by_hand(
+    t: &SshTarget,
+    h: &Health,
+    ports: &[u16],
+    limit: Duration,
+) -> Result<String, DeployError> {
+    let quick = Duration::from_secs(30);
+    let before = remote(t, &remote::profile_target(), quick)?
+        .stdout
+        .trim()
+        .to_string();
+    let out = remote(t, &remote::rollback_profile(), quick)?;
+    if !out.ok() {
+        return Err(DeployError::Activation {
+            host: host(t),
+            goal: "rollback",
+            system: before,
+            status: out.code.map(|c| c.to_string()).unwrap_or_default(),
+            log: format!("{} (there may be no earlier generation)", out.stderr.trim()),
+            rollback: String::new(),
+        });
+    }
+    let previous = remote(t, &remote::profile_target(), quick)?
+        .stdout
+        .trim()
+        .to_string();
+    activate(t, &previous, Goal::Switch, limit)?;
+    health::gate(h, ports, t).map_err(|gate| DeployError::Health {
+        gate,
+        rollback: String::new(),
+    })?;
+    Ok(previous)
+}
