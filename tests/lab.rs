@@ -29,6 +29,11 @@ impl Lab {
             .arg(root_dir().join(MANIFEST))
             .env("NIXMOX_LAB_DIR", self.lab_dir.path())
             .env("NIXMOX_STATE_DIR", self.state_dir.path())
+            .env("NIXMOX_SSH_KEY", self.lab_dir.path().join("ssh/id_ed25519"))
+            .env(
+                "NIXMOX_SSH_KNOWN_HOSTS_FILE",
+                self.lab_dir.path().join("ssh/known_hosts"),
+            )
             .env(
                 "NIXMOX_TERRAFORM",
                 std::env::var("NIXMOX_TERRAFORM")
@@ -197,6 +202,37 @@ fn the_lab_from_nothing_to_nothing() {
         "1",
         "{}",
         text(&psql)
+    );
+
+    // The wiki's migration ran once, as its owner.
+    let q = |sql: &str| {
+        let o = Command::new("psql")
+            .args(["-h", "10.213.0.3", "-U", "wiki", "-d", "wiki", "-tAc", sql])
+            .env("PGCONNECT_TIMEOUT", "5")
+            .output()
+            .expect("psql");
+        String::from_utf8_lossy(&o.stdout).trim().to_string()
+    };
+    assert_eq!(q("select count(*) from pages"), "1");
+    assert_eq!(
+        q("select name from nixmox_migrations"),
+        "migrations/wiki/001-pages.sql"
+    );
+    assert_eq!(
+        q("select tableowner from pg_tables where tablename = 'pages'"),
+        "wiki"
+    );
+    let again = lab.nixmox(&["apply"]);
+    assert_eq!(again.status.code(), Some(0), "{}", text(&again));
+    assert!(
+        text(&again).contains("0 migration(s) applied"),
+        "{}",
+        text(&again)
+    );
+    assert_eq!(
+        q("select count(*) from pages"),
+        "1",
+        "the migration ran twice"
     );
 
     let ca = lab.lab_dir.path().join("ca/ca.crt").display().to_string();

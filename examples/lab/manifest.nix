@@ -60,7 +60,13 @@
       depends_on = [ "postgresql" "caddy" "authentik" ];
       ports = [ 8080 ];
       interface = {
-        db = { host = "10.213.0.3"; name = "wiki"; owner = "wiki"; mode = "native-migration"; };
+        db = {
+          host = "10.213.0.3";
+          name = "wiki";
+          owner = "wiki";
+          mode = "native-migration";
+          migrations = [ "migrations/wiki/001-pages.sql" ];
+        };
         auth = {
           type = "oidc";
           provider = "authentik";
@@ -138,6 +144,8 @@
   nixos = {
     flake = ".";
     nix_config = "experimental-features = nix-command flakes\nsubstituters =\nsandbox = false";
+    # SQL as the superuser on the postgresql host, over its socket (peer auth).
+    psql = "runuser -u postgres -- psql -h /var/lib/lab/pg-run";
     ssh = {
       key = "/var/lib/nixmox-lab/ssh/id_ed25519";
       known_hosts_file = "/var/lib/nixmox-lab/ssh/known_hosts";

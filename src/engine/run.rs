@@ -173,9 +173,10 @@ impl Ctx<'_> {
             let started = Instant::now();
             self.event(step, StepStatus::Started, String::new(), started);
             let result = match phase {
-                Phase::TfServiceInfra | Phase::TfServiceConfig => {
-                    self.terraform(step).map(|c| (c, String::new()))
-                }
+                Phase::TfServiceInfra => self
+                    .databases(s)
+                    .and_then(|(n, detail)| self.terraform(step).map(|c| (c || n > 0, detail))),
+                Phase::TfServiceConfig => self.terraform(step).map(|c| (c, String::new())),
                 Phase::NixServiceConfig => self
                     .build_one(s)
                     .and_then(|system| self.deploy(s, &system).map(|c| (c, system))),
@@ -205,6 +206,32 @@ impl Ctx<'_> {
             }
         }
         Ok(any)
+    }
+
+    /// The native-migration databases of a service: role, databases, migrations.
+    fn databases(&self, s: &Service) -> Result<(usize, String), String> {
+        let native: Vec<_> = s
+            .databases
+            .iter()
+            .filter(|d| d.mode == Some(crate::manifest::DbMode::NativeMigration))
+            .collect();
+        if native.is_empty() {
+            return Ok((0, String::new()));
+        }
+        let pg = self
+            .m
+            .service("postgresql")
+            .ok_or("no postgresql service")?;
+        let target = targets::target(self.m, pg, self.control_dir.clone())?;
+        let base = stack::base_dir(self.m);
+        let mut applied = 0;
+        for db in native {
+            applied += crate::nixos::database::ensure(&target, &self.m.nixos.psql, &base, db)?;
+        }
+        Ok((
+            applied,
+            format!("databases ensured, {applied} migration(s) applied"),
+        ))
     }
 
     fn verify(&self, s: &Service) -> Result<(), String> {

@@ -43,6 +43,8 @@ pub struct NixosSettings {
     pub age_key_file: Option<String>,
     /// Where hosts keep that key.
     pub age_key_target: String,
+    /// How to run SQL as the superuser on the PostgreSQL host (for native migrations).
+    pub psql: String,
 }
 
 impl Default for NixosSettings {
@@ -54,6 +56,7 @@ impl Default for NixosSettings {
             ssh: SshSettings::default(),
             age_key_file: None,
             age_key_target: "/var/lib/sops-nix/key.txt".into(),
+            psql: "runuser -u postgres -- psql".into(),
         }
     }
 }

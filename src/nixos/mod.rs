@@ -2,6 +2,7 @@
 //! SSH with health gates and rollback.
 
 pub mod build;
+pub mod database;
 pub mod deploy;
 pub mod health;
 pub mod remote;

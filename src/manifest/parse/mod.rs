@@ -184,6 +184,7 @@ fn nixos(diags: &mut Diagnostics, path: Path, value: &Value) -> Option<NixosSett
             "ssh",
             "age_key_file",
             "age_key_target",
+            "psql",
         ],
     )?;
     let d = NixosSettings::default();
@@ -194,6 +195,7 @@ fn nixos(diags: &mut Diagnostics, path: Path, value: &Value) -> Option<NixosSett
         ssh: d.ssh,
         age_key_file: obj.opt(diags, "age_key_file"),
         age_key_target: obj.or(diags, "age_key_target", d.age_key_target),
+        psql: obj.or(diags, "psql", d.psql),
     };
     interface::check_timing(
         diags,
