@@ -15,3 +15,4 @@ pub mod report;
 pub mod state;
 pub mod synth;
 pub mod terraform;
+pub mod verify;

@@ -29,6 +29,7 @@ impl Lab {
             .arg(root_dir().join(MANIFEST))
             .env("NIXMOX_LAB_DIR", self.lab_dir.path())
             .env("NIXMOX_STATE_DIR", self.state_dir.path())
+            .env("NIXMOX_CA_FILE", self.lab_dir.path().join("ca/ca.crt"))
             .env("NIXMOX_SSH_KEY", self.lab_dir.path().join("ssh/id_ed25519"))
             .env(
                 "NIXMOX_SSH_KNOWN_HOSTS_FILE",
@@ -258,6 +259,102 @@ fn the_lab_from_nothing_to_nothing() {
         let o = curl(&["-f", &format!("http://{ip}:8080/healthz")]);
         assert!(o.status.success(), "{ip} unhealthy: {}", text(&o));
     }
+
+    // End to end: every check passes on the good stack.
+    let o = lab.nixmox(&["verify", "--json"]);
+    let v: Value = serde_json::from_slice(&o.stdout).expect("verify JSON");
+    assert_eq!(v["ok"], true, "{v:#}");
+    let kinds: std::collections::BTreeSet<&str> = v["checks"]
+        .as_array()
+        .expect("checks")
+        .iter()
+        .filter_map(|c| c["check"].as_str())
+        .collect();
+    for k in [
+        "dns",
+        "tls",
+        "proxy",
+        "forward-auth",
+        "oidc-discovery",
+        "oidc-redirect",
+        "oidc-foreign-redirect",
+        "database",
+    ] {
+        assert!(kinds.contains(k), "no {k} check in {kinds:?}");
+    }
+
+    // Certificates from another CA: TLS fails with a reason.
+    let other = lab.state_dir.path().join("other-ca.crt");
+    let key = lab.state_dir.path().join("other-ca.key");
+    let gen = Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=someone else",
+        ])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&other)
+        .output()
+        .expect("openssl");
+    assert!(gen.status.success());
+    let o = Command::new(env!("CARGO_BIN_EXE_nixmox"))
+        .args(["verify", "--json", "--only", "wiki", "-m"])
+        .arg(root_dir().join(MANIFEST))
+        .env("NIXMOX_STATE_DIR", lab.state_dir.path())
+        .env("NIXMOX_CA_FILE", &other)
+        .output()
+        .expect("verify");
+    assert_eq!(o.status.code(), Some(1));
+    let v: Value = serde_json::from_slice(&o.stdout).expect("verify JSON");
+    let tls = v["checks"]
+        .as_array()
+        .expect("checks")
+        .iter()
+        .find(|c| c["check"] == "tls" && c["target"] == "docs.nixmox.test")
+        .expect("tls check");
+    assert_eq!(tls["ok"], false);
+    assert!(
+        tls["reason"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("verify"),
+        "{tls}"
+    );
+
+    // A stopped service: verify names it; apply restarts it (its system is current, but it is not healthy).
+    let stop = lab.ssh("10.213.0.4", "pkill -x caddy; sleep 0.5; true");
+    assert!(stop.status.success(), "{}", text(&stop));
+    let o = lab.nixmox(&["verify", "--json", "--only", "wiki"]);
+    let v: Value = serde_json::from_slice(&o.stdout).expect("verify JSON");
+    let proxy = v["checks"]
+        .as_array()
+        .expect("checks")
+        .iter()
+        .find(|c| c["check"] == "proxy" && c["target"] == "https://docs.nixmox.test/")
+        .expect("proxy check");
+    assert_eq!(proxy["ok"], false, "{proxy}");
+    assert!(
+        proxy["reason"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("docs.nixmox.test"),
+        "{proxy}"
+    );
+    let o = lab.nixmox(&["apply"]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let o = lab.nixmox(&["verify", "--json"]);
+    let v: Value = serde_json::from_slice(&o.stdout).expect("verify JSON");
+    assert_eq!(v["ok"], true, "not healed: {v:#}");
 
     let down = lab.nixmox(&["lab", "down"]);
     assert_eq!(down.status.code(), Some(0), "{}", text(&down));

@@ -152,6 +152,9 @@
     };
   };
 
+  # Proxy certificates chain to the lab's CA.
+  verify.ca_file = "/var/lib/nixmox-lab/ca/ca.crt";
+
   terraform = {
     infra.modules = [ "terraform/infra" ];
     auth_core.modules = [ "terraform/auth-core" ];

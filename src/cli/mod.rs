@@ -9,6 +9,7 @@ mod outputs;
 mod plan;
 mod status;
 mod validate;
+mod verify;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use std::path::PathBuf;
@@ -62,6 +63,9 @@ pub enum Command {
     Rollback(RollbackArgs),
     /// Show the last run of this stack and what happened to each step.
     Status(StatusArgs),
+    /// Prove the stack works end to end: DNS, TLS, proxy routes and headers,
+    /// forward auth, OIDC clients, database logins.
+    Verify(VerifyArgs),
     /// Remove a run lock whose holder is gone for good.
     Unlock,
     /// Draw the service dependency graph.
@@ -138,6 +142,15 @@ pub struct DestroyArgs {
 pub struct RollbackArgs {
     /// The service whose host goes back one generation.
     pub service: String,
+}
+
+#[derive(Args, Debug)]
+pub struct VerifyArgs {
+    /// Only these services and what they depend on (repeat or separate with commas).
+    #[arg(long, value_name = "SERVICE", value_delimiter = ',')]
+    pub only: Vec<String>,
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Args, Debug)]
@@ -240,6 +253,7 @@ pub fn main() -> ExitCode {
         Command::Destroy(args) => destroy::run(&cli, args),
         Command::Rollback(args) => destroy::rollback(&cli, args),
         Command::Status(args) => status::run(&cli, args),
+        Command::Verify(args) => verify::run(&cli, args),
         Command::Unlock => status::unlock(&cli),
         Command::Completions(args) => {
             use clap::CommandFactory;

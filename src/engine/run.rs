@@ -139,8 +139,27 @@ impl Ctx<'_> {
         }
         match result {
             Ok(Outcome::Unchanged) => {
-                // Unchanged still must be healthy before anything builds on it.
-                health::gate(&s.health, &s.ports, &target).map_err(|e| e.to_string())?;
+                // Unchanged still must be healthy before anything builds on it. A
+                // current but unhealthy host (a daemon that died) is activated
+                // again, as switch-to-configuration restarts what is down.
+                // One quick look first: a healthy host answers at once.
+                let quick = crate::manifest::Health {
+                    retries: 1,
+                    timeout: s.health.timeout.min(10),
+                    ..s.health.clone()
+                };
+                if let Err(first) = health::gate(&quick, &s.ports, &target) {
+                    deploy::activate(
+                        &target,
+                        system,
+                        self.goal,
+                        Duration::from_secs(self.m.nixos.activation_timeout),
+                    )
+                    .map_err(|e| format!("{first}; activating it again failed: {e}"))?;
+                    health::gate(&s.health, &s.ports, &target)
+                        .map_err(|e| format!("{e} (also after activating it again)"))?;
+                    return Ok(true);
+                }
                 Ok(false)
             }
             Ok(Outcome::Activated { .. }) => Ok(true),
@@ -160,6 +179,7 @@ impl Ctx<'_> {
     /// `Ok(true)` when any of its steps changed something.
     fn service(&self, s: &Service) -> Result<bool, String> {
         let mut any = false;
+        let mut activated = false;
         for phase in [
             Phase::TfServiceInfra,
             Phase::NixServiceConfig,
@@ -181,17 +201,13 @@ impl Ctx<'_> {
                     .build_one(s)
                     .and_then(|system| self.deploy(s, &system).map(|c| (c, system))),
                 Phase::Health => Ok((false, "passed with the deploy".into())),
-                Phase::Verify => self.verify(s).map(|_| {
-                    (
-                        false,
-                        "health re-checked (end-to-end checks arrive with the verify work)".into(),
-                    )
-                }),
+                Phase::Verify => self.verify(s).map(|detail| (false, detail)),
                 _ => Ok((false, String::new())),
             };
             match result {
                 Ok((changed, detail)) => {
                     any |= changed;
+                    activated |= changed && phase == Phase::NixServiceConfig;
                     let status = if changed {
                         StepStatus::Changed
                     } else {
@@ -200,6 +216,15 @@ impl Ctx<'_> {
                     self.event(step, status, detail, started)
                 }
                 Err(e) => {
+                    // A failure after the host was switched rolls the host back too.
+                    let e = if activated
+                        && phase != Phase::NixServiceConfig
+                        && self.m.options.enable_rollback
+                    {
+                        format!("{e}\n{}", self.roll_back(s))
+                    } else {
+                        e
+                    };
                     self.event(step, StepStatus::Failed, e.clone(), started);
                     return Err(format!("{}: {e}", step.id));
                 }
@@ -234,7 +259,32 @@ impl Ctx<'_> {
         ))
     }
 
-    fn verify(&self, s: &Service) -> Result<(), String> {
+    fn roll_back(&self, s: &Service) -> String {
+        let result = targets::target(self.m, s, self.control_dir.clone()).and_then(|t| {
+            deploy::roll_back_by_hand(
+                &t,
+                &s.health,
+                &s.ports,
+                Duration::from_secs(self.m.nixos.activation_timeout),
+            )
+            .map_err(|e| e.to_string())
+        });
+        match result {
+            Ok(path) => {
+                if let Ok(mut systems) = self.systems.lock() {
+                    systems.insert(s.name.clone(), path.clone());
+                }
+                format!(
+                    "rolled back: host {} is on the previous generation {path} again, and healthy",
+                    s.name
+                )
+            }
+            Err(e) => format!("rollback failed too: {e}"),
+        }
+    }
+
+    /// Phase 4d: health (liveness, readiness) and the end-to-end checks.
+    fn verify(&self, s: &Service) -> Result<String, String> {
         let target = targets::target(self.m, s, self.control_dir.clone())?;
         for probe in [&s.health.readiness, &s.health.liveness]
             .into_iter()
@@ -242,7 +292,22 @@ impl Ctx<'_> {
         {
             health::wait("verify", probe, &s.health, &target).map_err(|e| e.to_string())?;
         }
-        Ok(())
+        let known = self.known.lock().map(|k| k.clone()).unwrap_or_default();
+        let ctx = crate::verify::Context::new(self.m, &known);
+        let checks = crate::verify::service(self.m, s, &ctx);
+        let failed: Vec<String> = checks
+            .iter()
+            .filter(|c| !c.ok)
+            .map(|c| format!("{} {}: {}", c.check, c.target, c.reason))
+            .collect();
+        if failed.is_empty() {
+            Ok(format!(
+                "health and {} end-to-end check(s) passed",
+                checks.len()
+            ))
+        } else {
+            Err(format!("verify failed: {}", failed.join("; ")))
+        }
     }
 }
 

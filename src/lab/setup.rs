@@ -209,6 +209,9 @@ pub fn up(m: &Manifest, systems: bool, say: &mut dyn FnMut(&str)) -> Result<(), 
         std::env::set_var("NIXMOX_SSH_KNOWN_HOSTS_FILE", cfg.known_hosts());
     }
     std::env::set_var("NIXMOX_LAB_DIR", &cfg.dir);
+    if std::env::var_os("NIXMOX_CA_FILE").is_none() {
+        std::env::set_var("NIXMOX_CA_FILE", cfg.dir.join("ca/ca.crt"));
+    }
     let plan = plan::build(m, &[]).map_err(|e| LabError::new(e.to_string()))?;
     let opts = crate::engine::ApplyOptions {
         parallel: 4,

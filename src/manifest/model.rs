@@ -27,6 +27,25 @@ pub struct Manifest {
     pub terraform: TerraformSettings,
     pub secrets: SecretsSettings,
     pub nixos: NixosSettings,
+    pub verify: VerifySettings,
+}
+
+/// End-to-end verification (`verify = { ca_file; tls_min_days; }`).
+#[derive(Debug, Clone, Serialize)]
+pub struct VerifySettings {
+    /// The CA bundle proxy certificates must chain to; `NIXMOX_CA_FILE` overrides.
+    pub ca_file: Option<String>,
+    /// Certificates must stay valid at least this many more days.
+    pub tls_min_days: u64,
+}
+
+impl Default for VerifySettings {
+    fn default() -> Self {
+        VerifySettings {
+            ca_file: None,
+            tls_min_days: 7,
+        }
+    }
 }
 
 /// How hosts are reached and their systems built (`nixos = { … }`).

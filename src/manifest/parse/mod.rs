@@ -10,7 +10,7 @@ use super::decode::Obj;
 use super::diag::{Diagnostics, Path};
 use super::model::{
     DeploymentPhases, Manifest, NixosSettings, Options, SecretsSettings, ServiceKind, SshSettings,
-    TerraformRetry, TerraformSettings,
+    TerraformRetry, TerraformSettings, VerifySettings,
 };
 use serde_json::Value;
 use std::path::Path as FsPath;
@@ -32,6 +32,7 @@ const TOP_LEVEL_KEYS: &[&str] = &[
     "terraform",
     "secrets",
     "nixos",
+    "verify",
 ];
 
 /// Reads the whole manifest. Returns a model even when there were errors
@@ -102,7 +103,13 @@ pub fn manifest(diags: &mut Diagnostics, source: &FsPath, root: &Value) -> Optio
         .and_then(|v| nixos(diags, top.at("nixos"), v))
         .unwrap_or_default();
 
+    let verify = top
+        .raw("verify")
+        .and_then(|v| verify(diags, top.at("verify"), v))
+        .unwrap_or_default();
+
     Some(Manifest {
+        verify,
         nixos,
         source: source.to_path_buf(),
         network,
@@ -244,6 +251,15 @@ fn nixos(diags: &mut Diagnostics, path: Path, value: &Value) -> Option<NixosSett
         }
     }
     Some(n)
+}
+
+fn verify(diags: &mut Diagnostics, path: Path, value: &Value) -> Option<VerifySettings> {
+    let obj = Obj::open(diags, path, value, &["ca_file", "tls_min_days"])?;
+    let d = VerifySettings::default();
+    Some(VerifySettings {
+        ca_file: obj.opt(diags, "ca_file"),
+        tls_min_days: obj.or(diags, "tls_min_days", d.tls_min_days),
+    })
 }
 
 fn secrets(diags: &mut Diagnostics, path: Path, value: &Value) -> Option<SecretsSettings> {

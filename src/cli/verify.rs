@@ -1,0 +1,56 @@
+//! `nixmox verify`: the end-to-end checks, as a table or JSON.
+
+use super::common::{self, CliError};
+use super::{Cli, VerifyArgs};
+use crate::plan;
+use crate::terraform::stack;
+use crate::verify;
+use std::fmt::Write;
+use std::process::ExitCode;
+
+pub fn run(cli: &Cli, args: &VerifyArgs) -> Result<ExitCode, CliError> {
+    let v = common::load(cli)?;
+    let m = &v.manifest;
+    let p = plan::build(m, &args.only)?;
+    let tf = stack::terraform_for(m).map_err(CliError::Message)?;
+    let outputs = stack::outputs_all(m, &p, &tf).map_err(|e| CliError::Message(e.to_string()))?;
+    let ctx = verify::Context::new(m, &outputs);
+    let services: Vec<String> = p
+        .core
+        .iter()
+        .chain(p.waves.iter().flatten())
+        .cloned()
+        .collect();
+    let checks = verify::all(m, &services, &ctx);
+    let ok = checks.iter().all(|c| c.ok);
+    if args.json {
+        common::emit(&common::to_json(
+            &serde_json::json!({"ok": ok, "checks": checks}),
+        )?)?;
+    } else {
+        let mut out = String::new();
+        for c in &checks {
+            let mark = if c.ok { "ok  " } else { "FAIL" };
+            let _ = writeln!(
+                out,
+                "{mark} {:<12} {:<22} {}{}",
+                c.service,
+                c.check,
+                c.target,
+                if c.reason.is_empty() {
+                    String::new()
+                } else {
+                    format!(": {}", c.reason)
+                }
+            );
+        }
+        let failed = checks.iter().filter(|c| !c.ok).count();
+        let _ = writeln!(out, "{} checks, {} failed", checks.len(), failed);
+        common::emit(&out)?;
+    }
+    Ok(if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}

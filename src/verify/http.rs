@@ -1,0 +1,130 @@
+//! HTTPS requests through the stack's proxy, by curl: it verifies the chain
+//! against the lab's or the user's CA bundle and the name, and is pinned to
+//! the proxy's address (`--resolve`) so the check does not depend on the
+//! machine's resolver. Every request is bounded by `--max-time`.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::process::Command;
+use std::time::Duration;
+
+#[derive(Debug, Clone)]
+pub struct Response {
+    pub status: u16,
+    /// Header names lower-cased.
+    pub headers: BTreeMap<String, String>,
+    pub body: String,
+}
+
+pub struct Request<'a> {
+    pub url: &'a str,
+    /// Connect here instead of resolving the URL's host.
+    pub pin: Option<IpAddr>,
+    pub ca_file: Option<&'a str>,
+    pub timeout: Duration,
+    pub cookie: Option<&'a str>,
+}
+
+/// The curl argument vector: headers to stdout, body to a temp file is not
+/// needed (the bodies checked are small), redirects never followed.
+pub fn argv(r: &Request) -> Vec<String> {
+    let mut a: Vec<String> = vec![
+        "-sS".into(),
+        "-i".into(),
+        "--max-time".into(),
+        r.timeout.as_secs().max(1).to_string(),
+    ];
+    if let Some(ca) = r.ca_file {
+        a.push("--cacert".into());
+        a.push(ca.into());
+    }
+    if let (Some(ip), Ok(u)) = (r.pin, url::Url::parse(r.url)) {
+        if let Some(host) = u.host_str() {
+            let port = u.port_or_known_default().unwrap_or(443);
+            let ip = match ip {
+                IpAddr::V6(v6) => format!("[{v6}]"),
+                IpAddr::V4(v4) => v4.to_string(),
+            };
+            a.push("--resolve".into());
+            a.push(format!("{host}:{port}:{ip}"));
+        }
+    }
+    if let Some(c) = r.cookie {
+        a.push("--cookie".into());
+        a.push(c.into());
+    }
+    a.push("--".into());
+    a.push(r.url.into());
+    a
+}
+
+pub fn get(r: &Request) -> Result<Response, String> {
+    let out = Command::new("curl")
+        .args(argv(r))
+        .output()
+        .map_err(|e| format!("cannot run curl (install curl): {e}"))?;
+    if !out.status.success() {
+        return Err(format!(
+            "{}: {}",
+            r.url,
+            String::from_utf8_lossy(&out.stderr).trim()
+        ));
+    }
+    parse(&String::from_utf8_lossy(&out.stdout))
+        .ok_or_else(|| format!("{}: an answer that is not HTTP", r.url))
+}
+
+/// Splits curl's `-i` output into status, headers and body.
+pub fn parse(text: &str) -> Option<Response> {
+    let (head, body) = text
+        .split_once("\r\n\r\n")
+        .or_else(|| text.split_once("\n\n"))?;
+    let mut lines = head.lines();
+    let status = lines.next()?.split_whitespace().nth(1)?.parse().ok()?;
+    let headers = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
+        .collect();
+    Some(Response {
+        status,
+        headers,
+        body: body.to_string(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exact_curl_argv_and_parsing() {
+        let r = Request {
+            url: "https://docs.lab.test/a?b=c",
+            pin: Some("10.213.0.4".parse().expect("ip")),
+            ca_file: Some("/lab/ca.crt"),
+            timeout: Duration::from_secs(5),
+            cookie: None,
+        };
+        assert_eq!(
+            argv(&r),
+            [
+                "-sS",
+                "-i",
+                "--max-time",
+                "5",
+                "--cacert",
+                "/lab/ca.crt",
+                "--resolve",
+                "docs.lab.test:443:10.213.0.4",
+                "--",
+                "https://docs.lab.test/a?b=c"
+            ]
+        );
+        let resp =
+            parse("HTTP/2 302\r\nLocation: https://auth.lab.test/x\r\nX-Lab: nixmox\r\n\r\nbody")
+                .expect("parse");
+        assert_eq!(resp.status, 302);
+        assert_eq!(resp.headers["location"], "https://auth.lab.test/x");
+        assert_eq!(resp.body, "body");
+    }
+}

@@ -1,0 +1,395 @@
+//! End-to-end verification (phase 4d and `nixmox verify`), per service, from
+//! its manifest interfaces: names resolve through the stack's DNS, TLS
+//! validates, the proxy routes (with its headers, and forward auth sending
+//! strangers to the SSO domain), OIDC clients accept their redirect URIs and
+//! reject others, and databases accept their owners. Every check is bounded
+//! and says what it saw.
+//!
+//! Not yet: the full authorization-code flow with a verification user.
+
+pub mod dns;
+pub mod http;
+pub mod tls;
+
+use crate::manifest::{Auth, Manifest, Service};
+use serde::Serialize;
+use std::net::IpAddr;
+use std::time::Duration;
+
+/// Where verification gets what it cannot find in the manifest.
+#[derive(Debug, Clone, Default)]
+pub struct Context {
+    /// The CA bundle proxy certificates must chain to (`verify.ca_file`, `NIXMOX_CA_FILE`).
+    pub ca_file: Option<String>,
+    pub tls_min_days: u64,
+    /// Database passwords by role, from outputs or the environment.
+    pub db_passwords: std::collections::BTreeMap<String, String>,
+    pub timeout: Duration,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Check {
+    pub service: String,
+    pub check: &'static str,
+    pub target: String,
+    pub ok: bool,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub reason: String,
+}
+
+fn result(service: &str, check: &'static str, target: String, r: Result<(), String>) -> Check {
+    match r {
+        Ok(()) => Check {
+            service: service.into(),
+            check,
+            target,
+            ok: true,
+            reason: String::new(),
+        },
+        Err(reason) => Check {
+            service: service.into(),
+            check,
+            target,
+            ok: false,
+            reason,
+        },
+    }
+}
+
+fn caddy(m: &Manifest) -> Option<IpAddr> {
+    m.service("caddy").and_then(|c| c.host.ip)
+}
+
+/// The domain in front of the identity provider: authentik's proxy.
+fn auth_domain(m: &Manifest) -> Option<String> {
+    m.service("authentik")
+        .and_then(|a| a.proxies.first())
+        .map(|p| p.domain.clone())
+}
+
+fn expect_ip(m: &Manifest, name: &str, want: IpAddr, t: Duration) -> Result<(), String> {
+    let server = m
+        .network
+        .dns_server
+        .ok_or("no dns_server in the manifest")?;
+    let got = dns::resolve(server, name, t)?;
+    if got.iter().any(|ip| IpAddr::V4(*ip) == want) {
+        Ok(())
+    } else if got.is_empty() {
+        Err(format!("{name} has no A record at {server}"))
+    } else {
+        Err(format!(
+            "{name} resolves to {} at {server}, expected {want}",
+            got.iter()
+                .map(|i| i.to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ))
+    }
+}
+
+/// Every check of one service.
+pub fn service(m: &Manifest, s: &Service, ctx: &Context) -> Vec<Check> {
+    let t = ctx.timeout;
+    let mut out = Vec::new();
+    // Names are checked through the manifest's own DNS server, when it names one.
+    let dns = m.network.dns_server.is_some();
+    if let (Some(h), Some(ip), true) = (&s.host.hostname, s.host.ip, dns) {
+        out.push(result(
+            &s.name,
+            "dns",
+            format!("{h} -> {ip}"),
+            expect_ip(m, h, ip, t),
+        ));
+    }
+    let proxy_ip = caddy(m);
+    for p in &s.proxies {
+        let Some(cip) = proxy_ip else { break };
+        if dns {
+            out.push(result(
+                &s.name,
+                "dns",
+                format!("{} -> {cip}", p.domain),
+                expect_ip(m, &p.domain, cip, t),
+            ));
+        }
+        match &ctx.ca_file {
+            Some(ca) => out.push(result(
+                &s.name,
+                "tls",
+                p.domain.clone(),
+                tls::check(cip, &p.domain, ca, ctx.tls_min_days, t),
+            )),
+            None => out.push(result(
+                &s.name,
+                "tls",
+                p.domain.clone(),
+                Err("no CA bundle to verify against: set verify.ca_file or NIXMOX_CA_FILE".into()),
+            )),
+        }
+        let url = format!("https://{}{}", p.domain, p.path);
+        let req = http::Request {
+            url: &url,
+            pin: Some(cip),
+            ca_file: ctx.ca_file.as_deref(),
+            timeout: t,
+            cookie: None,
+        };
+        let forward = matches!(p.auth, Some(Auth::ForwardAuth { .. }));
+        let r = http::get(&req).and_then(|resp| {
+            if forward {
+                let to = resp.headers.get("location").cloned().unwrap_or_default();
+                let sso = auth_domain(m).unwrap_or_default();
+                return if (300..400).contains(&resp.status) && !sso.is_empty() && to.contains(&sso) {
+                    Ok(())
+                } else {
+                    Err(format!("an unauthenticated request got {} (location {to:?}), expected a redirect to {sso}", resp.status))
+                };
+            }
+            if resp.status >= 500 {
+                return Err(format!("{url} answered {}: the upstream {} is not reached", resp.status, p.upstream));
+            }
+            for name in p.headers.keys() {
+                if !resp.headers.contains_key(&name.to_ascii_lowercase()) {
+                    return Err(format!("{url}: header {name} is missing"));
+                }
+            }
+            Ok(())
+        });
+        out.push(result(
+            &s.name,
+            if forward { "forward-auth" } else { "proxy" },
+            url.clone(),
+            r,
+        ));
+    }
+    for o in s.oidc_clients() {
+        out.extend(oidc(m, s, o, ctx));
+    }
+    for db in &s.databases {
+        for name in std::iter::once(&db.name).chain(&db.additional) {
+            let host = db
+                .host
+                .clone()
+                .or_else(|| {
+                    m.service("postgresql")
+                        .and_then(|p| p.host.ip.map(|i| i.to_string()))
+                })
+                .unwrap_or_default();
+            let target = format!("{}@{host}:{}/{name}", db.owner, db.port);
+            out.push(result(
+                &s.name,
+                "database",
+                target,
+                database(
+                    &host,
+                    db.port,
+                    name,
+                    &db.owner,
+                    ctx.db_passwords.get(&db.owner),
+                    t,
+                ),
+            ));
+        }
+    }
+    out
+}
+
+fn database(
+    host: &str,
+    port: u16,
+    db: &str,
+    user: &str,
+    password: Option<&String>,
+    t: Duration,
+) -> Result<(), String> {
+    let mut config = postgres::Config::new();
+    config
+        .host(host)
+        .port(port)
+        .dbname(db)
+        .user(user)
+        .connect_timeout(t)
+        .application_name("nixmox-verify");
+    if let Some(p) = password {
+        config.password(p);
+    }
+    let mut client = config.connect(postgres::NoTls).map_err(|e| {
+        // Never the password, only what went wrong.
+        let msg = e
+            .as_db_error()
+            .map(|d| d.message().to_string())
+            .unwrap_or_else(|| e.to_string());
+        format!("cannot log in as {user}: {msg}")
+    })?;
+    let row = client
+        .query_one("SELECT 1", &[])
+        .map_err(|e| format!("SELECT 1 failed: {e}"))?;
+    if row.get::<_, i32>(0) == 1 {
+        Ok(())
+    } else {
+        Err("SELECT 1 did not return 1".into())
+    }
+}
+
+/// PKCE for the authorization requests (public clients must send it).
+const CHALLENGE: &str = "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM";
+
+fn oidc(m: &Manifest, s: &Service, o: &crate::manifest::Oidc, ctx: &Context) -> Vec<Check> {
+    let t = ctx.timeout;
+    let mut out = Vec::new();
+    let (Some(domain), Some(cip)) = (auth_domain(m), caddy(m)) else {
+        out.push(result(
+            &s.name,
+            "oidc",
+            o.client_id.clone(),
+            Err("no proxy domain in front of authentik to reach the issuer".into()),
+        ));
+        return out;
+    };
+    let issuer = format!("https://{domain}/application/o/{}/", s.name);
+    let discovery_url = format!("{issuer}.well-known/openid-configuration");
+    let req = http::Request {
+        url: &discovery_url,
+        pin: Some(cip),
+        ca_file: ctx.ca_file.as_deref(),
+        timeout: t,
+        cookie: None,
+    };
+    let doc = http::get(&req).and_then(|r| {
+        if r.status != 200 {
+            return Err(format!("{discovery_url} answered {}", r.status));
+        }
+        let v: serde_json::Value = serde_json::from_str(&r.body)
+            .map_err(|e| format!("the discovery document is not JSON: {e}"))?;
+        if v["issuer"] != issuer.as_str() {
+            return Err(format!(
+                "the discovery document names issuer {}, expected {issuer}",
+                v["issuer"]
+            ));
+        }
+        v["authorization_endpoint"]
+            .as_str()
+            .map(str::to_string)
+            .ok_or_else(|| "the discovery document has no authorization_endpoint".into())
+    });
+    let endpoint = match doc {
+        Ok(e) => {
+            out.push(result(&s.name, "oidc-discovery", issuer.clone(), Ok(())));
+            e
+        }
+        Err(e) => {
+            out.push(result(&s.name, "oidc-discovery", issuer, Err(e)));
+            return out;
+        }
+    };
+    let authorize = |redirect: &str| -> Result<http::Response, String> {
+        let mut u = url::Url::parse(&endpoint)
+            .map_err(|e| format!("authorization_endpoint {endpoint}: {e}"))?;
+        u.query_pairs_mut()
+            .append_pair("client_id", &o.client_id)
+            .append_pair("redirect_uri", redirect)
+            .append_pair("response_type", "code")
+            .append_pair("scope", &o.scopes.join(" "))
+            .append_pair("state", "nixmox-verify")
+            .append_pair("nonce", "nixmox-verify")
+            .append_pair("code_challenge", CHALLENGE)
+            .append_pair("code_challenge_method", "S256");
+        let url = u.to_string();
+        http::get(&http::Request {
+            url: &url,
+            pin: Some(cip),
+            ca_file: ctx.ca_file.as_deref(),
+            timeout: t,
+            cookie: None,
+        })
+    };
+    for uri in &o.redirect_uris {
+        let r = authorize(uri).and_then(|resp| {
+            let location = resp.headers.get("location").cloned().unwrap_or_default();
+            if (300..400).contains(&resp.status) && !location.contains("error=") {
+                Ok(())
+            } else {
+                Err(format!(
+                    "client {} with redirect URI {uri}: answered {} {location}",
+                    o.client_id, resp.status
+                ))
+            }
+        });
+        out.push(result(
+            &s.name,
+            "oidc-redirect",
+            format!("{} {uri}", o.client_id),
+            r,
+        ));
+    }
+    let foreign = "https://attacker.invalid/callback";
+    let r = authorize(foreign).and_then(|resp| {
+        if resp.status == 400 || resp.body.contains("invalid_redirect_uri") {
+            Ok(())
+        } else {
+            Err(format!(
+                "client {} accepted the foreign redirect URI {foreign} (answered {})",
+                o.client_id, resp.status
+            ))
+        }
+    });
+    out.push(result(
+        &s.name,
+        "oidc-foreign-redirect",
+        format!("{} {foreign}", o.client_id),
+        r,
+    ));
+    out
+}
+
+impl Context {
+    /// From the manifest, the environment (`NIXMOX_CA_FILE`,
+    /// `NIXMOX_DB_PASSWORD_<ROLE>`) and the Terraform outputs (any output
+    /// named `db_passwords`: an object of role → password).
+    pub fn new(
+        m: &Manifest,
+        outputs: &std::collections::BTreeMap<String, crate::terraform::Outputs>,
+    ) -> Context {
+        let mut db_passwords = std::collections::BTreeMap::new();
+        for o in outputs.values() {
+            if let Some(serde_json::Value::Object(map)) = o.0.get("db_passwords").map(|x| &x.value)
+            {
+                for (role, pw) in map {
+                    if let Some(pw) = pw.as_str() {
+                        db_passwords.insert(role.clone(), pw.to_string());
+                    }
+                }
+            }
+        }
+        for (_, db) in m.databases() {
+            let var = format!(
+                "NIXMOX_DB_PASSWORD_{}",
+                db.owner
+                    .to_ascii_uppercase()
+                    .replace(|c: char| !c.is_ascii_alphanumeric(), "_")
+            );
+            if let Ok(pw) = std::env::var(&var) {
+                db_passwords.insert(db.owner.clone(), pw);
+            }
+        }
+        Context {
+            ca_file: std::env::var("NIXMOX_CA_FILE")
+                .ok()
+                .filter(|v| !v.is_empty())
+                .or_else(|| m.verify.ca_file.clone()),
+            tls_min_days: m.verify.tls_min_days,
+            db_passwords,
+            timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// The checks of every selected service, in plan order.
+pub fn all(m: &Manifest, services: &[String], ctx: &Context) -> Vec<Check> {
+    services
+        .iter()
+        .filter_map(|n| m.service(n))
+        .flat_map(|s| service(m, s, ctx))
+        .collect()
+}
