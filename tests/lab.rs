@@ -356,6 +356,21 @@ fn the_lab_from_nothing_to_nothing() {
     let v: Value = serde_json::from_slice(&o.stdout).expect("verify JSON");
     assert_eq!(v["ok"], true, "not healed: {v:#}");
 
+    // Status: every service live on its last good system, no Terraform drift.
+    let o = lab.nixmox(&["status", "--json"]);
+    let st: Value = serde_json::from_slice(&o.stdout).expect("status JSON");
+    assert_eq!(o.status.code(), Some(0), "{st:#}");
+    assert_eq!(st["ok"], true, "{st:#}");
+    assert_eq!(st["services"].as_array().expect("services").len(), 7);
+    assert!(
+        st["services"]
+            .as_array()
+            .expect("services")
+            .iter()
+            .all(|s| s["live"] == true && s["drifted"] == false && s["last_good"].is_string()),
+        "{st:#}"
+    );
+
     let down = lab.nixmox(&["lab", "down"]);
     assert_eq!(down.status.code(), Some(0), "{}", text(&down));
     let netns = Command::new("ip")

@@ -61,7 +61,7 @@ pub enum Command {
     Destroy(DestroyArgs),
     /// Switch a service's host back to its previous NixOS generation.
     Rollback(RollbackArgs),
-    /// Show the last run of this stack and what happened to each step.
+    /// The last run, each service's liveness and drift from its last good system, Terraform drift (exit 0 / 2 drift or degraded / 1).
     Status(StatusArgs),
     /// Prove the stack works end to end: DNS, TLS, proxy routes and headers,
     /// forward auth, OIDC clients, database logins.

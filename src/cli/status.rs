@@ -1,21 +1,39 @@
-//! `nixmox status` (the last run, step by step) and `nixmox unlock`.
+//! `nixmox status`: the last run step by step, each service's liveness and
+//! whether its host still runs the last good system, and Terraform drift.
+//! Exit 0 all good, 2 drift or degraded, 1 failure.
 
 use super::common::{self, CliError};
 use super::{Cli, StatusArgs};
+use crate::manifest::Health;
+use crate::nixos::{health, remote, ssh, targets};
+use crate::plan;
+use crate::terraform::stack::{self, PhasePlan};
+use serde::Serialize;
 use std::collections::BTreeMap;
 use std::fmt::Write;
 use std::process::ExitCode;
+use std::time::Duration;
+
+#[derive(Serialize)]
+struct ServiceStatus {
+    service: String,
+    live: bool,
+    liveness: String,
+    system: Option<String>,
+    last_good: Option<String>,
+    drifted: bool,
+}
 
 pub fn run(cli: &Cli, args: &StatusArgs) -> Result<ExitCode, CliError> {
     let v = common::load(cli)?;
-    let mut store = common::open_store(cli, &v.manifest)?;
+    let m = &v.manifest;
+    let mut store = common::open_store(cli, m)?;
     let err = |e: crate::state::StateError| CliError::Message(e.to_string());
-    let Some(last) = store.last_run().map_err(err)? else {
-        common::emit("No run recorded yet for this stack.\n")?;
-        return Ok(ExitCode::SUCCESS);
+    let last = store.last_run().map_err(err)?;
+    let journal = match &last {
+        Some(r) => store.journal_of(r.id).map_err(err)?,
+        None => Vec::new(),
     };
-    let journal = store.journal_of(last.id).map_err(err)?;
-    // The final word on each step, in the order steps first appeared.
     let mut order: Vec<String> = Vec::new();
     let mut fin: BTreeMap<String, (String, String)> = BTreeMap::new();
     for e in &journal {
@@ -24,38 +42,158 @@ pub fn run(cli: &Cli, args: &StatusArgs) -> Result<ExitCode, CliError> {
         }
         fin.insert(e.step.clone(), (e.status.clone(), e.detail.clone()));
     }
+
+    // Liveness and the running system, one quick look per host.
+    let p = plan::build(m, &[])?;
+    let control = std::env::temp_dir().join(format!("nixmox-ssh-{}", std::process::id()));
+    let mut services = Vec::new();
+    for name in p.core.iter().chain(p.waves.iter().flatten()) {
+        let Some(s) = m.service(name) else { continue };
+        let last_good = store.last_good(name).map_err(err)?.map(|l| l.system);
+        let t = targets::target(m, s, control.clone()).map_err(CliError::Message)?;
+        let probe = s
+            .health
+            .liveness
+            .clone()
+            .or_else(|| s.health.readiness.clone());
+        let quick = Health {
+            retries: 1,
+            timeout: s.health.timeout.min(10),
+            interval: 1,
+            ..s.health.clone()
+        };
+        let live = match &probe {
+            Some(p) => health::wait("liveness", p, &quick, &t)
+                .map(|_| ())
+                .map_err(|e| e.to_string()),
+            None => health::gate(
+                &Health {
+                    startup: None,
+                    readiness: None,
+                    ..quick.clone()
+                },
+                &s.ports,
+                &t,
+            )
+            .map_err(|e| e.to_string()),
+        };
+        let system = ssh::run(&t, &remote::current_system(), None, Duration::from_secs(10))
+            .ok()
+            .map(|o| o.stdout.trim().to_string())
+            .filter(|s| !s.is_empty());
+        let drifted = matches!((&system, &last_good), (Some(a), Some(b)) if a != b);
+        services.push(ServiceStatus {
+            service: name.clone(),
+            live: live.is_ok(),
+            liveness: match (&live, &probe) {
+                (Ok(()), Some(p)) => format!("ok ({})", health::describe(p)),
+                (Ok(()), None) => "ok (ssh and ports)".into(),
+                (Err(e), _) => e.clone(),
+            },
+            system,
+            last_good,
+            drifted,
+        });
+    }
+    let _ = std::fs::remove_dir_all(&control);
+
+    // Terraform: anything a plan would change is drift here.
+    let tf = stack::terraform_for(m).map_err(CliError::Message)?;
+    let phases = stack::plan_all(m, &p, &tf).map_err(|e| CliError::Message(e.to_string()))?;
+    let tf_drift: Vec<(String, String)> = phases
+        .iter()
+        .filter_map(|ph| match &ph.plan {
+            PhasePlan::Planned { changes } if changes.any() || !changes.drift.is_empty() => {
+                Some((ph.workspace.clone(), changes.short()))
+            }
+            PhasePlan::Pending { waits_on } => Some((
+                ph.workspace.clone(),
+                format!("pending on {}", waits_on.join(", ")),
+            )),
+            _ => None,
+        })
+        .collect();
+
+    let degraded = services.iter().any(|s| !s.live || s.drifted) || !tf_drift.is_empty();
     if args.json {
         let steps: Vec<_> = order
             .iter()
             .map(|s| serde_json::json!({"step": s, "status": fin[s].0, "detail": fin[s].1}))
             .collect();
-        common::emit(&common::to_json(
-            &serde_json::json!({"run": last, "steps": steps, "store": store.name()}),
-        )?)?;
-        return Ok(ExitCode::SUCCESS);
+        let tf: BTreeMap<_, _> = tf_drift.iter().cloned().collect();
+        common::emit(&common::to_json(&serde_json::json!({
+            "ok": !degraded, "run": last, "steps": steps, "services": services, "terraform_drift": tf, "store": store.name()
+        }))?)?;
+    } else {
+        let mut out = String::new();
+        match &last {
+            Some(r) => {
+                let took = r
+                    .finished
+                    .map(|f| format!(", took {:.1} s", f - r.started))
+                    .unwrap_or_default();
+                let _ = writeln!(
+                    out,
+                    "Last run: #{} `nixmox {}` {}{took} (pid {} on {}; store {})",
+                    r.id,
+                    r.command,
+                    r.status,
+                    r.pid,
+                    r.host,
+                    store.name()
+                );
+                for step in order.iter().filter(|s| fin[*s].0 == "failed") {
+                    let _ = writeln!(
+                        out,
+                        "  failed: {step}: {}",
+                        fin[step].1.lines().next().unwrap_or_default()
+                    );
+                }
+            }
+            None => {
+                let _ = writeln!(out, "No run recorded yet for this stack.");
+            }
+        }
+        let _ = writeln!(
+            out,
+            "\n{:<12} {:<6} {:<10} LIVENESS",
+            "SERVICE", "LIVE", "SYSTEM"
+        );
+        for s in &services {
+            let sys = match (&s.system, &s.last_good) {
+                (None, _) => "none",
+                (Some(_), None) => "unknown",
+                (Some(_), Some(_)) if s.drifted => "drifted",
+                _ => "last good",
+            };
+            let _ = writeln!(
+                out,
+                "{:<12} {:<6} {:<10} {}",
+                s.service,
+                if s.live { "yes" } else { "NO" },
+                sys,
+                s.liveness.lines().next().unwrap_or_default()
+            );
+        }
+        for (ws, what) in &tf_drift {
+            let _ = writeln!(out, "terraform {ws}: {what}");
+        }
+        let _ = writeln!(
+            out,
+            "{}",
+            if degraded {
+                "Degraded or drifted."
+            } else {
+                "All live, no drift."
+            }
+        );
+        common::emit(&out)?;
     }
-    let mut out = String::new();
-    let took = last
-        .finished
-        .map(|f| format!(", took {:.1} s", f - last.started))
-        .unwrap_or_default();
-    let _ = writeln!(
-        out,
-        "Last run: #{} `nixmox {}` {}{took} (pid {} on {}; store {})",
-        last.id,
-        last.command,
-        last.status,
-        last.pid,
-        last.host,
-        store.name()
-    );
-    for step in &order {
-        let (status, detail) = &fin[step];
-        let detail = detail.lines().next().unwrap_or_default();
-        let _ = writeln!(out, "  {step:<32} {status:<10} {detail}");
-    }
-    common::emit(&out)?;
-    Ok(ExitCode::SUCCESS)
+    Ok(if degraded {
+        ExitCode::from(2)
+    } else {
+        ExitCode::SUCCESS
+    })
 }
 
 pub fn unlock(cli: &Cli) -> Result<ExitCode, CliError> {
