@@ -10,8 +10,6 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::Duration;
 
-const MANIFEST: &str = "examples/lab/manifest.nix";
-
 fn root_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
@@ -19,14 +17,36 @@ fn root_dir() -> PathBuf {
 struct Lab {
     lab_dir: tempfile::TempDir,
     state_dir: tempfile::TempDir,
+    /// A copy of examples/lab, so the test can change its manifest.
+    copy: tempfile::TempDir,
+}
+
+fn copy_tree(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).expect("mkdir");
+    for e in std::fs::read_dir(from).expect("read dir").flatten() {
+        let name = e.file_name();
+        if name == ".nixmox" {
+            continue;
+        }
+        let (src, dst) = (e.path(), to.join(&name));
+        if src.is_dir() {
+            copy_tree(&src, &dst);
+        } else {
+            std::fs::copy(&src, &dst).expect("copy");
+        }
+    }
 }
 
 impl Lab {
+    fn manifest(&self) -> PathBuf {
+        self.copy.path().join("manifest.nix")
+    }
+
     fn nixmox(&self, args: &[&str]) -> Output {
         Command::new(env!("CARGO_BIN_EXE_nixmox"))
             .args(args)
             .arg("-m")
-            .arg(root_dir().join(MANIFEST))
+            .arg(self.manifest())
             .env("NIXMOX_LAB_DIR", self.lab_dir.path())
             .env("NIXMOX_STATE_DIR", self.state_dir.path())
             .env("NIXMOX_CA_FILE", self.lab_dir.path().join("ca/ca.crt"))
@@ -144,9 +164,12 @@ fn the_lab_from_nothing_to_nothing() {
             .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0")),
         "the lab test needs root (it creates network namespaces): run the tests as root"
     );
+    let copy = tempfile::tempdir().expect("tempdir");
+    copy_tree(&root_dir().join("examples/lab"), copy.path());
     let lab = Lab {
         lab_dir: tempfile::tempdir().expect("tempdir"),
         state_dir: tempfile::tempdir().expect("tempdir"),
+        copy,
     };
 
     let up = lab.nixmox(&["lab", "up"]);
@@ -309,7 +332,7 @@ fn the_lab_from_nothing_to_nothing() {
     assert!(gen.status.success());
     let o = Command::new(env!("CARGO_BIN_EXE_nixmox"))
         .args(["verify", "--json", "--only", "wiki", "-m"])
-        .arg(root_dir().join(MANIFEST))
+        .arg(lab.manifest())
         .env("NIXMOX_STATE_DIR", lab.state_dir.path())
         .env("NIXMOX_CA_FILE", &other)
         .output()
@@ -369,6 +392,37 @@ fn the_lab_from_nothing_to_nothing() {
             .iter()
             .all(|s| s["live"] == true && s["drifted"] == false && s["last_good"].is_string()),
         "{st:#}"
+    );
+
+    // One application's new version redeploys exactly that service.
+    let manifest = std::fs::read_to_string(lab.manifest()).expect("read manifest");
+    std::fs::write(
+        lab.manifest(),
+        manifest.replacen("version = \"2.0\";", "version = \"2.1\";", 1),
+    )
+    .expect("write manifest");
+    let o = lab.nixmox(&["apply", "--json"]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let changed: Vec<String> = String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|e| {
+            e["status"] == "changed" && e["phase"].as_str().is_some_and(|p| p.starts_with("nix:"))
+        })
+        .filter_map(|e| e["step"].as_str().map(str::to_string))
+        .collect();
+    assert_eq!(changed, ["nix:service-config:notes"]);
+
+    // destroy --yes takes the stack down through Terraform: no host is left.
+    let o = lab.nixmox(&["destroy", "--yes"]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let netns = Command::new("ip")
+        .args(["netns", "list"])
+        .output()
+        .expect("ip");
+    assert!(
+        !String::from_utf8_lossy(&netns.stdout).contains("nixmox-"),
+        "hosts left after destroy"
     );
 
     let down = lab.nixmox(&["lab", "down"]);

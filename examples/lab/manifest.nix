@@ -54,6 +54,7 @@
   services = {
     # Confidential OIDC client, its own database, one proxy.
     wiki = {
+      version = "1.4";
       ip = "10.213.0.10";
       hostname = "wiki.nixmox.test";
       vmid = 9010;
@@ -84,6 +85,7 @@
 
     # Public OIDC client; depends on another application.
     notes = {
+      version = "2.0";
       ip = "10.213.0.11";
       hostname = "notes.nixmox.test";
       vmid = 9011;
@@ -110,6 +112,7 @@
 
     # Several routes: one behind forward auth, one with its own headers and Caddy snippet.
     dash = {
+      version = "0.9";
       ip = "10.213.0.12";
       hostname = "dash.nixmox.test";
       vmid = 9012;

@@ -122,6 +122,8 @@ rec {
   appConfig = s:
     let c = if s.clients == [ ] then null else head s.clients; in {
       service = s.name;
+      # The application's version: a new one is a new system for its host only.
+      version = s.version or null;
       listen = appListen s;
       prefixes = filter (p: p != "/" && p != "") (map (r: r.path) s.routes);
       databases = concatMap (d: map (name: { inherit name; inherit (d) owner host port; })
