@@ -60,9 +60,10 @@ impl Stack {
         let script = format!(
             "#!/bin/sh\nset -e\nself=$(dirname \"$(dirname \"$(readlink -f \"$0\")\")\")\nname=$(hostname)\nip=$(ip -4 -o addr show eth0 | awk '{{print $4}}' | cut -d/ -f1)\n\
              echo \"start $name\" >> {log}\nsleep 1\nln -sfn \"$self\" /run/current-system\npkill -f \"http.server 8080 --bind $ip\" || true\n\
-             if [ \"$name\" != a ]; then mkdir -p /var/lib/lab/www && echo ok > /var/lib/lab/www/healthz && setsid -f python3 -m http.server 8080 --bind \"$ip\" --directory /var/lib/lab/www > /dev/null 2>&1 < /dev/null; fi\n\
+             if [ \"$name\" != a ] && [ \"$name\" != \"$(cat {broken} 2>/dev/null)\" ]; then mkdir -p /var/lib/lab/www && echo ok > /var/lib/lab/www/healthz && setsid -f python3 -m http.server 8080 --bind \"$ip\" --directory /var/lib/lab/www > /dev/null 2>&1 < /dev/null; fi\n\
              echo \"end $name\" >> {log}\n",
-            log = log.display()
+            log = log.display(),
+            broken = root.join("broken").display()
         );
         std::fs::write(root.join("switch.sh"), script).expect("write switch");
         let systems: String = ["dns", "postgresql", "caddy", "authentik", "a", "b", "c", "d"]
@@ -347,4 +348,39 @@ fn apply_rolls_back_skips_dependents_and_finishes_the_rest() {
         events(&again).iter().all(|e| e["status"] != "changed"),
         "not converged: a further apply changed something"
     );
+
+    // A core service failing its gate halts the run before tf:auth-core.
+    std::fs::write(s.dir.path().join("broken"), "caddy").expect("write");
+    let _ = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            "nixmox-caddy",
+            "pkill",
+            "-f",
+            "http.server 8080",
+        ])
+        .output();
+    let o = s.nixmox(&["apply", "--json", "--only", "c"]);
+    let ev = events(&o);
+    assert_eq!(
+        o.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&o.stdout)
+    );
+    assert_eq!(status_of(&ev, "nix:core:caddy").last(), Some(&"failed"));
+    assert!(
+        status_of(&ev, "tf:auth-core").is_empty(),
+        "tf:auth-core ran after a core failure"
+    );
+    assert!(
+        status_of(&ev, "nix:core:authentik").is_empty(),
+        "the core went on after a failure"
+    );
+    let summary = ev
+        .iter()
+        .find(|e| e["event"] == "summary")
+        .expect("summary");
+    assert_eq!(summary["services"]["c"], "skipped: the run halted");
 }
