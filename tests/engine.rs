@@ -349,6 +349,39 @@ fn apply_rolls_back_skips_dependents_and_finishes_the_rest() {
         "not converged: a further apply changed something"
     );
 
+    // --skip-phase and --phase choose steps; the rest are reported as not selected.
+    let o = s.nixmox(&["apply", "--json", "--only", "c", "--skip-phase", "verify"]);
+    let ev = events(&o);
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&o.stdout)
+    );
+    assert_eq!(status_of(&ev, "verify:c"), ["skipped"]);
+    assert_eq!(
+        status_of(&ev, "nix:service-config:c"),
+        ["started", "unchanged"]
+    );
+    let o = s.nixmox(&[
+        "apply",
+        "--json",
+        "--only",
+        "c",
+        "--phase",
+        "tf:infra,tf:auth-core",
+    ]);
+    let ev = events(&o);
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&o.stdout)
+    );
+    assert_eq!(status_of(&ev, "nix:core:dns"), ["skipped"]);
+    assert_eq!(status_of(&ev, "nix:service-config:c"), ["skipped"]);
+    assert_eq!(status_of(&ev, "tf:infra"), ["started", "unchanged"]);
+
     // A core service failing its gate halts the run before tf:auth-core.
     std::fs::write(s.dir.path().join("broken"), "caddy").expect("write");
     let _ = Command::new("ip")

@@ -139,9 +139,15 @@ fn full(
             eprintln!("nixmox: run {} was interrupted{at}; every step is re-checked and only what is not done yet is done", r.run);
         }
     }
+    let parse = |v: &[String]| {
+        v.iter()
+            .filter_map(|p| crate::plan::Phase::parse(p))
+            .collect::<Vec<_>>()
+    };
     let opts = ApplyOptions {
-        parallel: args.parallel as usize,
-        goal,
+        phases: parse(&args.phase),
+        skip: parse(&args.skip_phase),
+        ..ApplyOptions::new(args.parallel as usize, goal)
     };
     let summary =
         engine::record::apply(m, plan, &opts, &store, run, &emit).map_err(CliError::Message)?;

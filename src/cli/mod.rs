@@ -117,6 +117,13 @@ pub struct ApplyArgs {
     /// Print the plan and stop.
     #[arg(long)]
     pub dry_run: bool,
+    /// Run only steps of these phases (tf:infra, nix:core, tf:auth-core,
+    /// tf:service-infra, nix:service-config, tf:service-config, verify).
+    #[arg(long, value_name = "PHASE", value_delimiter = ',', value_parser = phase_parser())]
+    pub phase: Vec<String>,
+    /// Skip steps of these phases.
+    #[arg(long, value_name = "PHASE", value_delimiter = ',', value_parser = phase_parser())]
+    pub skip_phase: Vec<String>,
     /// Seconds to wait for another run of this stack to finish (0: fail at once, naming it).
     #[arg(long, default_value_t = 0)]
     pub lock_timeout: u64,
@@ -227,6 +234,18 @@ pub enum LabCommand {
 pub struct CompletionsArgs {
     #[arg(value_enum)]
     pub shell: clap_complete::Shell,
+}
+
+fn phase_parser() -> clap::builder::PossibleValuesParser {
+    clap::builder::PossibleValuesParser::new([
+        "tf:infra",
+        "nix:core",
+        "tf:auth-core",
+        "tf:service-infra",
+        "nix:service-config",
+        "tf:service-config",
+        "verify",
+    ])
 }
 
 /// Parses the arguments and runs the command. Usage errors exit 1 (2 is

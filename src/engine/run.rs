@@ -19,6 +19,30 @@ pub struct ApplyOptions {
     /// Applications deployed side by side at most.
     pub parallel: usize,
     pub goal: Goal,
+    /// Only steps of these phases run (`--phase`); empty: all.
+    pub phases: Vec<Phase>,
+    /// Steps of these phases are skipped (`--skip-phase`).
+    pub skip: Vec<Phase>,
+}
+
+impl ApplyOptions {
+    pub fn new(parallel: usize, goal: Goal) -> Self {
+        ApplyOptions {
+            parallel,
+            goal,
+            phases: Vec::new(),
+            skip: Vec::new(),
+        }
+    }
+
+    /// Whether steps of `phase` run.
+    pub fn runs(&self, phase: Phase) -> bool {
+        selected(&self.phases, &self.skip, phase)
+    }
+}
+
+fn selected(phases: &[Phase], skip: &[Phase], phase: Phase) -> bool {
+    (phases.is_empty() || phases.contains(&phase)) && !skip.contains(&phase)
 }
 
 /// What happened to each service, and whether the run succeeded.
@@ -45,10 +69,26 @@ struct Ctx<'a> {
     systems: Mutex<BTreeMap<String, String>>,
     control_dir: PathBuf,
     goal: Goal,
+    phases: Vec<Phase>,
+    skip: Vec<Phase>,
     emit: &'a (dyn Fn(Event) + Sync),
 }
 
 impl Ctx<'_> {
+    fn runs(&self, phase: Phase) -> bool {
+        selected(&self.phases, &self.skip, phase)
+    }
+
+    /// Reports a step not run because of --phase/--skip-phase.
+    fn not_selected(&self, step: &Step) {
+        self.event(
+            step,
+            StepStatus::Skipped,
+            "not selected (--phase/--skip-phase)".into(),
+            Instant::now(),
+        );
+    }
+
     fn event(&self, step: &Step, status: StepStatus, detail: String, started: Instant) {
         (self.emit)(Event {
             event: "step",
@@ -190,6 +230,16 @@ impl Ctx<'_> {
             let Some(step) = self.step(&format!("{}:{}", phase.id(), s.name)) else {
                 continue;
             };
+            // Health goes with the deploy it guards.
+            let selected = if phase == Phase::Health {
+                self.runs(Phase::NixServiceConfig)
+            } else {
+                self.runs(phase)
+            };
+            if !selected {
+                self.not_selected(step);
+                continue;
+            }
             let started = Instant::now();
             self.event(step, StepStatus::Started, String::new(), started);
             let result = match phase {
@@ -334,6 +384,8 @@ pub fn apply(
         systems: Mutex::new(BTreeMap::new()),
         control_dir: control_dir.clone(),
         goal: opts.goal,
+        phases: opts.phases.clone(),
+        skip: opts.skip.clone(),
         emit,
     };
     let mut summary = Summary {
@@ -368,7 +420,13 @@ fn run_all(ctx: &Ctx, opts: &ApplyOptions, summary: &mut Summary) -> Result<(), 
         }
     };
     // 1. tf:infra
-    if let Some(step) = ctx.step("tf:infra") {
+    if let Some(step) = ctx.step("tf:infra").filter(|s| {
+        let run = ctx.runs(Phase::TfInfra);
+        if !run {
+            ctx.not_selected(s);
+        }
+        run
+    }) {
         let started = Instant::now();
         ctx.event(step, StepStatus::Started, String::new(), started);
         match ctx.terraform(step) {
@@ -390,11 +448,22 @@ fn run_all(ctx: &Ctx, opts: &ApplyOptions, summary: &mut Summary) -> Result<(), 
         }
     }
     // 2. nix:core, one host at a time; the core's systems are built first.
+    let core_selected = ctx.runs(Phase::NixCore);
+    if !core_selected {
+        for name in &ctx.plan.core {
+            for id in [format!("nix:core:{name}"), format!("health:{name}")] {
+                if let Some(step) = ctx.step(&id) {
+                    ctx.not_selected(step);
+                }
+            }
+        }
+    }
     let core: Vec<&Service> = ctx
         .plan
         .core
         .iter()
         .filter_map(|n| ctx.m.service(n))
+        .filter(|_| core_selected)
         .collect();
     let installables: Vec<String> = core
         .iter()
@@ -454,7 +523,13 @@ fn run_all(ctx: &Ctx, opts: &ApplyOptions, summary: &mut Summary) -> Result<(), 
         }
     }
     // 3. tf:auth-core
-    if let Some(step) = ctx.step("tf:auth-core") {
+    if let Some(step) = ctx.step("tf:auth-core").filter(|s| {
+        let run = ctx.runs(Phase::TfAuthCore);
+        if !run {
+            ctx.not_selected(s);
+        }
+        run
+    }) {
         let started = Instant::now();
         ctx.event(step, StepStatus::Started, String::new(), started);
         match ctx.terraform(step) {

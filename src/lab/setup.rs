@@ -213,10 +213,7 @@ pub fn up(m: &Manifest, systems: bool, say: &mut dyn FnMut(&str)) -> Result<(), 
         std::env::set_var("NIXMOX_CA_FILE", cfg.dir.join("ca/ca.crt"));
     }
     let plan = plan::build(m, &[]).map_err(|e| LabError::new(e.to_string()))?;
-    let opts = crate::engine::ApplyOptions {
-        parallel: 4,
-        goal: crate::nixos::deploy::Goal::Switch,
-    };
+    let opts = crate::engine::ApplyOptions::new(4, crate::nixos::deploy::Goal::Switch);
     let report = |e: crate::engine::Event| {
         if matches!(
             e.status,
