@@ -67,6 +67,11 @@ struct Ctx<'a> {
     tf_steps: HashMap<String, TfStep<'a>>,
     known: Mutex<BTreeMap<String, Outputs>>,
     systems: Mutex<BTreeMap<String, String>>,
+    /// Systems built ahead, all at once, by service.
+    prebuilt: Mutex<HashMap<String, Result<String, String>>>,
+    /// Set when a Terraform phase changed something: systems built before
+    /// that may have read older outputs and are built again.
+    outputs_changed: std::sync::atomic::AtomicBool,
     control_dir: PathBuf,
     goal: Goal,
     phases: Vec<Phase>,
@@ -115,6 +120,10 @@ impl Ctx<'_> {
         let spec = tf_step.spec(self.m, &base, &known);
         let result = self.tf.apply_phase(&spec).map_err(|e| e.to_string())?;
         let changed = matches!(result.status, Status::Applied { .. });
+        if changed {
+            self.outputs_changed
+                .store(true, std::sync::atomic::Ordering::Relaxed);
+        }
         if result.status != Status::NoModules {
             if let Ok(mut k) = self.known.lock() {
                 k.insert(tf_step.workspace.clone(), result.outputs);
@@ -158,6 +167,13 @@ impl Ctx<'_> {
 
     /// Builds, deploys and gates one host; `Ok(changed)`.
     fn deploy(&self, s: &Service, system: &str) -> Result<bool, String> {
+        // The common case of a re-run: one look, nothing to do.
+        if self.current_and_healthy(s, system) {
+            if let Ok(mut systems) = self.systems.lock() {
+                systems.insert(s.name.clone(), system.to_string());
+            }
+            return Ok(false);
+        }
         let target = targets::target(self.m, s, self.control_dir.clone())?;
         let env = self.env_for(s);
         let req = DeployRequest {
@@ -207,7 +223,52 @@ impl Ctx<'_> {
         }
     }
 
+    /// True when the host runs `system` with the environment it would get now, and is healthy at a glance.
+    fn current_and_healthy(&self, s: &Service, system: &str) -> bool {
+        let Ok(target) = targets::target(self.m, s, self.control_dir.clone()) else {
+            return false;
+        };
+        let env_hash = self
+            .env_for(s)
+            .map(|e| deploy::env_hash(&e))
+            .unwrap_or_default();
+        let probe = format!(
+            "{}; cat /run/nixmox/env.hash 2>/dev/null || true",
+            crate::nixos::remote::current_system()
+        );
+        let Ok(out) = crate::nixos::ssh::run(&target, &probe, None, Duration::from_secs(15)) else {
+            return false;
+        };
+        let mut lines = out.stdout.lines();
+        let (cur, hash) = (
+            lines.next().unwrap_or("").trim(),
+            lines.next().unwrap_or("").trim(),
+        );
+        if cur != system || hash != env_hash {
+            return false;
+        }
+        let quick = crate::manifest::Health {
+            retries: 1,
+            timeout: s.health.timeout.min(10),
+            ..s.health.clone()
+        };
+        health::gate(&quick, &s.ports, &target).is_ok()
+    }
+
     fn build_one(&self, s: &Service) -> Result<String, String> {
+        if !self
+            .outputs_changed
+            .load(std::sync::atomic::Ordering::Relaxed)
+        {
+            if let Some(Ok(path)) = self
+                .prebuilt
+                .lock()
+                .ok()
+                .and_then(|p| p.get(&s.name).cloned())
+            {
+                return Ok(path);
+            }
+        }
         let inst = build::installable(&self.nix.flake, &targets::attribute(s));
         build::build(&self.nix, &[inst])
             .map_err(|e| format!("building the system of {}: {e}", s.name))?
@@ -382,6 +443,8 @@ pub fn apply(
         tf_steps,
         known: Mutex::new(BTreeMap::new()),
         systems: Mutex::new(BTreeMap::new()),
+        prebuilt: Mutex::new(HashMap::new()),
+        outputs_changed: std::sync::atomic::AtomicBool::new(false),
         control_dir: control_dir.clone(),
         goal: opts.goal,
         phases: opts.phases.clone(),
@@ -408,6 +471,67 @@ pub fn apply(
     Ok(summary)
 }
 
+/// Builds every selected system and opens every SSH connection, in parallel.
+fn prepare(ctx: &Ctx) {
+    let services: Vec<&Service> = ctx
+        .plan
+        .core
+        .iter()
+        .chain(ctx.plan.waves.iter().flatten())
+        .filter_map(|n| ctx.m.service(n))
+        .collect();
+    std::thread::scope(|scope| {
+        for s in &services {
+            scope.spawn(move || {
+                let inst = build::installable(&ctx.nix.flake, &targets::attribute(s));
+                let built = build::build(&ctx.nix, &[inst])
+                    .map_err(|e| format!("building the system of {}: {e}", s.name))
+                    .and_then(|mut p| p.pop().ok_or_else(|| "no output".into()));
+                if let Ok(mut pre) = ctx.prebuilt.lock() {
+                    pre.insert(s.name.clone(), built);
+                }
+            });
+            scope.spawn(move || {
+                // The first connection pays the handshake; later commands reuse it.
+                if let Ok(t) = targets::target(ctx.m, s, ctx.control_dir.clone()) {
+                    let _ = crate::nixos::ssh::run(&t, "true", None, Duration::from_secs(15));
+                }
+            });
+        }
+    });
+}
+
+fn infra_step(ctx: &Ctx) -> Result<(), String> {
+    let Some(step) = ctx.step("tf:infra") else {
+        return Ok(());
+    };
+    if !ctx.runs(Phase::TfInfra) {
+        ctx.not_selected(step);
+        return Ok(());
+    }
+    let started = Instant::now();
+    ctx.event(step, StepStatus::Started, String::new(), started);
+    match ctx.terraform(step) {
+        Ok(c) => {
+            ctx.event(
+                step,
+                if c {
+                    StepStatus::Changed
+                } else {
+                    StepStatus::Unchanged
+                },
+                String::new(),
+                started,
+            );
+            Ok(())
+        }
+        Err(e) => {
+            ctx.event(step, StepStatus::Failed, e.clone(), started);
+            Err(e)
+        }
+    }
+}
+
 fn run_all(ctx: &Ctx, opts: &ApplyOptions, summary: &mut Summary) -> Result<(), String> {
     let halt = |summary: &mut Summary, what: String| {
         summary.ok = false;
@@ -419,33 +543,16 @@ fn run_all(ctx: &Ctx, opts: &ApplyOptions, summary: &mut Summary) -> Result<(), 
                 .or_insert_with(|| "skipped: the run halted".into());
         }
     };
-    // 1. tf:infra
-    if let Some(step) = ctx.step("tf:infra").filter(|s| {
-        let run = ctx.runs(Phase::TfInfra);
-        if !run {
-            ctx.not_selected(s);
-        }
-        run
-    }) {
-        let started = Instant::now();
-        ctx.event(step, StepStatus::Started, String::new(), started);
-        match ctx.terraform(step) {
-            Ok(c) => ctx.event(
-                step,
-                if c {
-                    StepStatus::Changed
-                } else {
-                    StepStatus::Unchanged
-                },
-                String::new(),
-                started,
-            ),
-            Err(e) => {
-                ctx.event(step, StepStatus::Failed, e.clone(), started);
-                halt(summary, format!("tf:infra: {e}"));
-                return Ok(());
-            }
-        }
+    // 1. tf:infra, while every system is built and every SSH connection opened.
+    let infra = std::thread::scope(|scope| {
+        let prep = scope.spawn(|| prepare(ctx));
+        let result = infra_step(ctx);
+        let _ = prep.join();
+        result
+    });
+    if let Err(e) = infra {
+        halt(summary, format!("tf:infra: {e}"));
+        return Ok(());
     }
     // 2. nix:core, one host at a time; the core's systems are built first.
     let core_selected = ctx.runs(Phase::NixCore);
@@ -465,24 +572,56 @@ fn run_all(ctx: &Ctx, opts: &ApplyOptions, summary: &mut Summary) -> Result<(), 
         .filter_map(|n| ctx.m.service(n))
         .filter(|_| core_selected)
         .collect();
-    let installables: Vec<String> = core
-        .iter()
-        .map(|s| build::installable(&ctx.nix.flake, &targets::attribute(s)))
-        .collect();
-    let systems = match build::build(&ctx.nix, &installables) {
-        Ok(p) => p,
-        Err(e) => {
-            if let Some(step) = core
-                .first()
-                .and_then(|s| ctx.step(&format!("nix:core:{}", s.name)))
-            {
-                ctx.event(step, StepStatus::Failed, e.to_string(), Instant::now());
+    let mut systems = Vec::new();
+    for s in &core {
+        match ctx.build_one(s) {
+            Ok(p) => systems.push(p),
+            Err(e) => {
+                if let Some(step) = ctx.step(&format!("nix:core:{}", s.name)) {
+                    ctx.event(step, StepStatus::Failed, e.clone(), Instant::now());
+                }
+                halt(summary, format!("nix:core:{}: {e}", s.name));
+                return Ok(());
             }
-            halt(summary, format!("nix:core: {e}"));
-            return Ok(());
         }
-    };
-    for (s, system) in core.iter().zip(&systems) {
+    }
+    // A host already on its system, with its environment current and healthy,
+    // needs nothing: look at all of them at once, then deploy the rest in order.
+    let current: Vec<bool> = std::thread::scope(|scope| {
+        let handles: Vec<_> = core
+            .iter()
+            .zip(&systems)
+            .map(|(s, system)| scope.spawn(move || ctx.current_and_healthy(s, system)))
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().unwrap_or(false))
+            .collect()
+    });
+    for ((s, system), current) in core.iter().zip(&systems).zip(current) {
+        if current {
+            let now = Instant::now();
+            for id in [format!("nix:core:{}", s.name), format!("health:{}", s.name)] {
+                if let Some(step) = ctx.step(&id) {
+                    ctx.event(step, StepStatus::Started, String::new(), now);
+                    ctx.event(
+                        step,
+                        StepStatus::Unchanged,
+                        if id.starts_with("nix") {
+                            system.clone()
+                        } else {
+                            "passed".into()
+                        },
+                        now,
+                    );
+                }
+            }
+            if let Ok(mut sys) = ctx.systems.lock() {
+                sys.insert(s.name.clone(), system.clone());
+            }
+            summary.services.insert(s.name.clone(), "unchanged".into());
+            continue;
+        }
         let Some(step) = ctx.step(&format!("nix:core:{}", s.name)) else {
             continue;
         };

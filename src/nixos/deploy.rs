@@ -102,7 +102,7 @@ fn host(t: &SshTarget) -> String {
 }
 
 /// A hash of the environment file, kept beside it so an unchanged host can tell.
-fn env_hash(env: &str) -> String {
+pub fn env_hash(env: &str) -> String {
     let mut h = std::collections::hash_map::DefaultHasher::new();
     env.hash(&mut h);
     format!("{:016x}", h.finish())

@@ -1,0 +1,209 @@
+//! A no-op re-apply of the lab, against two baselines measured in the same
+//! run: the naive loop people write today (scripts/naive_apply.py: every
+//! Terraform phase planned and applied, every host built, copied and
+//! switched, every health check in turn), and the checks that cannot be
+//! avoided (a Terraform plan per workspace, each host's system evaluated and
+//! compared, each readiness probe) run all at once.
+//!
+//! Needs root (it brings the lab up in its own directories). Run:
+//! `cargo bench --bench noop_apply`.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+fn copy_tree(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).expect("mkdir");
+    for e in std::fs::read_dir(from).expect("read dir").flatten() {
+        if e.file_name() == ".nixmox" {
+            continue;
+        }
+        let (src, dst) = (e.path(), to.join(e.file_name()));
+        if src.is_dir() {
+            copy_tree(&src, &dst);
+        } else {
+            std::fs::copy(&src, &dst).expect("copy");
+        }
+    }
+}
+
+fn median(mut v: Vec<Duration>) -> Duration {
+    v.sort();
+    v[v.len() / 2]
+}
+
+struct Env {
+    manifest: PathBuf,
+    lab: PathBuf,
+    state: PathBuf,
+}
+
+impl Env {
+    fn nixmox(&self, args: &[&str]) -> std::process::Output {
+        Command::new(env!("CARGO_BIN_EXE_nixmox"))
+            .args(args)
+            .arg("-m")
+            .arg(&self.manifest)
+            .envs(self.vars())
+            .output()
+            .expect("nixmox")
+    }
+
+    fn vars(&self) -> Vec<(&'static str, PathBuf)> {
+        vec![
+            ("NIXMOX_LAB_DIR", self.lab.clone()),
+            ("NIXMOX_STATE_DIR", self.state.clone()),
+            ("NIXMOX_SSH_KEY", self.lab.join("ssh/id_ed25519")),
+            (
+                "NIXMOX_SSH_KNOWN_HOSTS_FILE",
+                self.lab.join("ssh/known_hosts"),
+            ),
+            ("NIXMOX_CA_FILE", self.lab.join("ca/ca.crt")),
+            (
+                "NIXMOX_TERRAFORM",
+                PathBuf::from(
+                    std::env::var("NIXMOX_TERRAFORM")
+                        .unwrap_or_else(|_| "/opt/nixmox/bin/terraform".into()),
+                ),
+            ),
+        ]
+    }
+}
+
+/// The unavoidable checks, all at once: what a no-op run must at least do.
+fn unavoidable(env: &Env) -> Duration {
+    for (k, v) in env.vars() {
+        std::env::set_var(k, v);
+    }
+    let validated = nixmox::manifest::load(&env.manifest).expect("manifest");
+    let m = &validated.manifest;
+    let plan = nixmox::plan::build(m, &[]).expect("plan");
+    let tf = nixmox::terraform::stack::terraform_for(m).expect("terraform");
+    let base = nixmox::terraform::stack::base_dir(m);
+    let steps: Vec<_> = nixmox::terraform::phases::steps(m, &plan)
+        .into_iter()
+        .filter(|s| !s.config.is_empty())
+        .collect();
+    let known = nixmox::terraform::stack::outputs_all(m, &plan, &tf).expect("outputs");
+    let nix = nixmox::nixos::targets::nix_settings(m);
+    let control = env.state.join("bench-ssh");
+    let start = Instant::now();
+    std::thread::scope(|scope| {
+        for step in &steps {
+            let (tf, known, base) = (&tf, &known, &base);
+            scope.spawn(move || {
+                tf.plan_phase(
+                    &step.spec(m, base, known),
+                    nixmox::terraform::command::PlanMode::Normal,
+                )
+                .expect("plan")
+            });
+        }
+        for s in m.enabled() {
+            let (nix, control) = (&nix, control.clone());
+            scope.spawn(move || {
+                let t = nixmox::nixos::targets::target(m, s, control).expect("target");
+                let inst = nixmox::nixos::build::installable(
+                    &nix.flake,
+                    &nixmox::nixos::targets::attribute(s),
+                );
+                nixmox::nixos::build::build(nix, &[inst]).expect("build");
+                nixmox::nixos::ssh::run(
+                    &t,
+                    &nixmox::nixos::remote::current_system(),
+                    None,
+                    Duration::from_secs(10),
+                )
+                .expect("ssh");
+                if let Some(p) = &s.health.readiness {
+                    nixmox::nixos::health::check(p, &t, Duration::from_secs(10)).expect("probe");
+                }
+            });
+        }
+    });
+    start.elapsed()
+}
+
+fn main() {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    if !status
+        .lines()
+        .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0"))
+    {
+        println!("noop_apply: skipped, it needs root to bring the lab up");
+        return;
+    }
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let tmp = tempfile::tempdir().expect("tempdir");
+    copy_tree(&root.join("examples/lab"), &tmp.path().join("lab-stack"));
+    let env = Env {
+        manifest: tmp.path().join("lab-stack/manifest.nix"),
+        lab: tmp.path().join("lab"),
+        state: tmp.path().join("state"),
+    };
+    let up = env.nixmox(&["lab", "up"]);
+    assert!(
+        up.status.success(),
+        "lab up: {}",
+        String::from_utf8_lossy(&up.stderr)
+    );
+    let runs = 3;
+    let time = |f: &dyn Fn()| -> Duration {
+        median(
+            (0..runs)
+                .map(|_| {
+                    let t = Instant::now();
+                    f();
+                    t.elapsed()
+                })
+                .collect(),
+        )
+    };
+    let nixmox = time(&|| {
+        let o = env.nixmox(&["apply"]);
+        assert!(
+            o.status.success(),
+            "apply: {}",
+            String::from_utf8_lossy(&o.stdout)
+        );
+    });
+    let naive = time(&|| {
+        let o = Command::new("python3")
+            .arg(root.join("scripts/naive_apply.py"))
+            .arg(&env.manifest)
+            .arg(&env.state)
+            .arg(&env.lab)
+            .envs(env.vars())
+            .output()
+            .expect("naive");
+        assert!(
+            o.status.success(),
+            "naive loop: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+    });
+    let floor = median((0..runs).map(|_| unavoidable(&env)).collect());
+    let _ = env.nixmox(&["lab", "down"]);
+    let s = |d: Duration| d.as_secs_f64();
+    println!("no-op re-apply of the lab (7 hosts, 2 Terraform workspaces), median of {runs}:");
+    println!(
+        "  naive loop (scripts/naive_apply.py)       {:>7.2} s",
+        s(naive)
+    );
+    println!(
+        "  nixmox apply                              {:>7.2} s",
+        s(nixmox)
+    );
+    println!(
+        "  unavoidable checks, all at once           {:>7.2} s",
+        s(floor)
+    );
+    println!(
+        "  nixmox is {:.1}x faster than the naive loop (target: at least 5x)",
+        s(naive) / s(nixmox)
+    );
+    println!(
+        "  nixmox takes {:.2}x the unavoidable checks (target: at most 1.3x)",
+        s(nixmox) / s(floor)
+    );
+}
