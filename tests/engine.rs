@@ -244,6 +244,21 @@ fn apply_rolls_back_skips_dependents_and_finishes_the_rest() {
     );
     assert_eq!(summary["services"]["c"], "deployed and verified");
 
+    // The run's own log: every event, and the summary.
+    let runs = s.dir.path().join("state/runs");
+    let first_run = std::fs::read_dir(&runs)
+        .expect("runs dir")
+        .flatten()
+        .map(|e| e.path())
+        .min()
+        .expect("a run log");
+    let logged = std::fs::read_to_string(first_run.join("events.jsonl")).expect("events.jsonl");
+    assert_eq!(
+        logged.lines().count(),
+        ev.iter().filter(|e| e["event"] == "step").count()
+    );
+    assert!(first_run.join("summary.json").is_file());
+
     // One at a time when asked.
     let log = s.dir.path().join("activations.log");
     let _ = std::fs::remove_file(&log);
@@ -347,6 +362,14 @@ fn apply_rolls_back_skips_dependents_and_finishes_the_rest() {
     assert!(
         events(&again).iter().all(|e| e["status"] != "changed"),
         "not converged: a further apply changed something"
+    );
+
+    // Without --json and without a terminal: plain prefixed lines.
+    let o = s.nixmox(&["apply", "--only", "c"]);
+    let out = String::from_utf8_lossy(&o.stdout).into_owned();
+    assert!(
+        out.contains("[stack] tf:infra: ok (") && out.contains("[c] verify: ok ("),
+        "{out}"
     );
 
     // --skip-phase and --phase choose steps; the rest are reported as not selected.

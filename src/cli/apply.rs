@@ -90,33 +90,12 @@ fn full(
     plan: &plan::Plan,
     args: &ApplyArgs,
 ) -> Result<ExitCode, CliError> {
-    use crate::engine::{self, ApplyOptions, StepStatus};
+    use crate::engine::{self, ApplyOptions};
     use crate::nixos::deploy::Goal;
     let goal = Goal::parse(&args.goal).unwrap_or(Goal::Switch);
     let json = args.json;
-    let emit = move |e: engine::Event| {
-        let line = if json {
-            serde_json::to_string(&e).unwrap_or_default()
-        } else {
-            if e.status == StepStatus::Started {
-                return;
-            }
-            let status = match e.status {
-                StepStatus::Changed => "changed",
-                StepStatus::Unchanged => "ok",
-                StepStatus::Failed => "FAILED",
-                StepStatus::Skipped => "skipped",
-                StepStatus::Started => "started",
-            };
-            let detail = if e.detail.is_empty() {
-                String::new()
-            } else {
-                format!(" ({})", e.detail.lines().next().unwrap_or_default())
-            };
-            format!("[{:>6.1}s] {:<32} {status}{detail}", e.seconds, e.step)
-        };
-        let _ = common::emit(&format!("{line}\n"));
-    };
+    let view = crate::report::progress::View::choose(json);
+    let emit = |e: engine::Event| view.event(&e);
     let store = std::sync::Mutex::new(common::open_store(cli, m)?);
     let (run, resumed) = engine::record::start(
         &store,
@@ -149,8 +128,10 @@ fn full(
         skip: parse(&args.skip_phase),
         ..ApplyOptions::new(args.parallel as usize, goal)
     };
-    let summary =
-        engine::record::apply(m, plan, &opts, &store, run, &emit).map_err(CliError::Message)?;
+    let runs_dir = crate::terraform::stack::state_dir(m).join("runs");
+    let summary = engine::record::apply(m, plan, &opts, &store, run, &runs_dir, &emit);
+    view.finish();
+    let summary = summary.map_err(CliError::Message)?;
     if json {
         common::emit(&format!(
             "{}\n",

@@ -67,15 +67,29 @@ pub fn start(
 }
 
 /// Runs the engine with everything recorded in `store`. `emit` still sees every event.
+///
+/// Every event is also kept in `<runs_dir>/<run>/events.jsonl`, and the
+/// summary in `summary.json` beside it (neither ever holds a secret value).
 pub fn apply(
     m: &Manifest,
     plan: &Plan,
     opts: &ApplyOptions,
     store: &Mutex<Box<dyn Store>>,
     run: i64,
+    runs_dir: &std::path::Path,
     emit: &(dyn Fn(Event) + Sync),
 ) -> Result<Summary, String> {
     let _lock = LockGuard(store);
+    let dir = runs_dir.join(run.to_string());
+    std::fs::create_dir_all(&dir)
+        .map_err(|e| format!("cannot create the run log {}: {e}", dir.display()))?;
+    let log = Mutex::new(
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dir.join("events.jsonl"))
+            .map_err(|e| format!("cannot write the run log in {}: {e}", dir.display()))?,
+    );
     let journal_failed = Mutex::new(None::<String>);
     let recorded = |e: Event| {
         if let Ok(mut s) = store.lock() {
@@ -102,9 +116,18 @@ pub fn apply(
                 }
             }
         }
+        if let (Ok(mut f), Ok(line)) = (log.lock(), serde_json::to_string(&e)) {
+            use std::io::Write;
+            let _ = writeln!(f, "{line}");
+        }
         emit(e);
     };
     let result = super::run::apply(m, plan, opts, &recorded);
+    if let Ok(summary) = &result {
+        if let Ok(text) = serde_json::to_string_pretty(summary) {
+            let _ = std::fs::write(dir.join("summary.json"), text);
+        }
+    }
     let mut s = store
         .lock()
         .map_err(|_| "the state store is unusable".to_string())?;

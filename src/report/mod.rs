@@ -1,5 +1,7 @@
 //! What people and programs see: diagnostics, colour decisions.
 
+pub mod progress;
+
 use crate::manifest::{Diagnostic, Severity};
 use std::io::IsTerminal;
 
