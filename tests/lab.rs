@@ -306,6 +306,81 @@ fn the_lab_from_nothing_to_nothing() {
         assert!(kinds.contains(k), "no {k} check in {kinds:?}");
     }
 
+    // Without the verification user's password, the whole-flow checks are
+    // listed as skipped (they do not fail the run).
+    let logins: Vec<&Value> = v["checks"]
+        .as_array()
+        .expect("checks")
+        .iter()
+        .filter(|c| c["check"] == "oidc-login")
+        .collect();
+    assert!(
+        logins.len() == 2 && logins.iter().all(|c| c["skipped"] == true),
+        "{logins:#?}"
+    );
+    // With it (the stand-in's lab user, its password made on the authentik
+    // host), the authorization-code flow succeeds for both clients.
+    let pw = lab.ssh("10.213.0.5", "cat /var/lib/lab/authentik/labuser.password");
+    assert!(pw.status.success(), "{}", text(&pw));
+    let password = String::from_utf8_lossy(&pw.stdout).trim().to_string();
+    assert!(!password.is_empty());
+    let verify_as = |password: &str| -> (Output, Value) {
+        let o = Command::new(env!("CARGO_BIN_EXE_nixmox"))
+            .args(["verify", "--json", "-m"])
+            .arg(lab.manifest())
+            .env("NIXMOX_LAB_DIR", lab.lab_dir.path())
+            .env("NIXMOX_STATE_DIR", lab.state_dir.path())
+            .env("NIXMOX_CA_FILE", lab.lab_dir.path().join("ca/ca.crt"))
+            .env(
+                "NIXMOX_TERRAFORM",
+                std::env::var("NIXMOX_TERRAFORM")
+                    .unwrap_or_else(|_| "/opt/nixmox/bin/terraform".into()),
+            )
+            .env("NIXMOX_VERIFY_PASSWORD", password)
+            .env("NO_COLOR", "1")
+            .output()
+            .expect("verify");
+        let v: Value = serde_json::from_slice(&o.stdout).expect("verify JSON");
+        (o, v)
+    };
+    let login = |v: &Value, service: &str| -> Value {
+        v["checks"]
+            .as_array()
+            .expect("checks")
+            .iter()
+            .find(|c| c["check"] == "oidc-login" && c["service"] == service)
+            .cloned()
+            .unwrap_or_else(|| panic!("no oidc-login check for {service}: {v:#}"))
+    };
+    let (o, v) = verify_as(&password);
+    assert_eq!(o.status.code(), Some(0), "{v:#}");
+    assert_eq!(v["ok"], true, "{v:#}");
+    for (service, target) in [
+        ("wiki", "wiki-oidc as labuser"),
+        ("notes", "notes-oidc as labuser"),
+    ] {
+        let c = login(&v, service);
+        assert_eq!(c["ok"], true, "{c}");
+        assert_eq!(c["target"], target, "{c}");
+        assert!(c.get("skipped").is_none(), "{c}");
+    }
+    assert!(
+        !String::from_utf8_lossy(&o.stdout).contains(&password),
+        "verify printed the password"
+    );
+    // A wrong password: the login step fails and says so.
+    let (o, v) = verify_as("not-the-password");
+    assert_eq!(o.status.code(), Some(1), "{v:#}");
+    for service in ["wiki", "notes"] {
+        let c = login(&v, service);
+        assert_eq!(c["ok"], false, "{c}");
+        let reason = c["reason"].as_str().unwrap_or_default();
+        assert!(
+            reason.starts_with("login:") && reason.contains("refused"),
+            "{c}"
+        );
+    }
+
     // Certificates from another CA: TLS fails with a reason.
     let other = lab.state_dir.path().join("other-ca.crt");
     let key = lab.state_dir.path().join("other-ca.key");

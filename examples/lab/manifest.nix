@@ -155,8 +155,19 @@
     };
   };
 
-  # Proxy certificates chain to the lab's CA.
-  verify.ca_file = "/var/lib/nixmox-lab/ca/ca.crt";
+  verify = {
+    # Proxy certificates chain to the lab's CA.
+    ca_file = "/var/lib/nixmox-lab/ca/ca.crt";
+    # `verify` logs in as the stand-in's lab user and runs each OIDC client's
+    # whole authorization-code flow. Its password is random, on the authentik
+    # host at /var/lib/lab/authentik/labuser.password; export it as
+    # NIXMOX_VERIFY_PASSWORD (without it, those checks are skipped).
+    user = {
+      username = "labuser";
+      password_env = "NIXMOX_VERIFY_PASSWORD";
+      groups = [ "lab-admins" ];
+    };
+  };
 
   terraform = {
     infra.modules = [ "terraform/infra" ];

@@ -30,13 +30,16 @@ pub struct Manifest {
     pub verify: VerifySettings,
 }
 
-/// End-to-end verification (`verify = { ca_file; tls_min_days; }`).
+/// End-to-end verification (`verify = { ca_file; tls_min_days; user; }`).
 #[derive(Debug, Clone, Serialize)]
 pub struct VerifySettings {
     /// The CA bundle proxy certificates must chain to; `NIXMOX_CA_FILE` overrides.
     pub ca_file: Option<String>,
     /// Certificates must stay valid at least this many more days.
     pub tls_min_days: u64,
+    /// The user `verify` logs in as to run each OIDC client's whole
+    /// authorization-code flow; without one, that check is not run.
+    pub user: Option<VerifyUser>,
 }
 
 impl Default for VerifySettings {
@@ -44,8 +47,27 @@ impl Default for VerifySettings {
         VerifySettings {
             ca_file: None,
             tls_min_days: 7,
+            user: None,
         }
     }
+}
+
+/// `verify.user = { username; password_env; password_output; groups; }`.
+/// The password itself never appears in the manifest: it is read from the
+/// environment variable `password_env` or, when that is unset, from the
+/// Terraform output (SOPS-backed outputs included) named `password_output`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct VerifyUser {
+    pub username: String,
+    /// Default `NIXMOX_VERIFY_PASSWORD`.
+    pub password_env: String,
+    pub password_output: Option<String>,
+    /// Groups the ID token's groups claim must contain (it may name more).
+    pub groups: Vec<String>,
+}
+
+impl VerifyUser {
+    pub const DEFAULT_PASSWORD_ENV: &'static str = "NIXMOX_VERIFY_PASSWORD";
 }
 
 /// How hosts are reached and their systems built (`nixos = { … }`).

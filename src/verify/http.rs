@@ -4,8 +4,10 @@
 //! machine's resolver. Every request is bounded by `--max-time`.
 
 use std::collections::BTreeMap;
+use std::io::Write;
 use std::net::IpAddr;
-use std::process::Command;
+use std::path::Path;
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 #[derive(Debug, Clone)]
@@ -28,6 +30,15 @@ pub struct Request<'a> {
 /// The curl argument vector: headers to stdout, body to a temp file is not
 /// needed (the bodies checked are small), redirects never followed.
 pub fn argv(r: &Request) -> Vec<String> {
+    argv_with(r, None, false)
+}
+
+/// What a request of a browser-like session adds: a cookie jar curl reads
+/// and writes, and a curl config on stdin (`--config -`) carrying whatever
+/// must not appear on a command line other users can read with `ps`: a
+/// form body with a password, a code or a client secret, an Authorization
+/// header.
+pub fn argv_with(r: &Request, jar: Option<&Path>, stdin_config: bool) -> Vec<String> {
     let mut a: Vec<String> = vec![
         "-sS".into(),
         "-i".into(),
@@ -53,6 +64,16 @@ pub fn argv(r: &Request) -> Vec<String> {
         a.push("--cookie".into());
         a.push(c.into());
     }
+    if let Some(jar) = jar {
+        a.push("--cookie".into());
+        a.push(jar.display().to_string());
+        a.push("--cookie-jar".into());
+        a.push(jar.display().to_string());
+    }
+    if stdin_config {
+        a.push("--config".into());
+        a.push("-".into());
+    }
     a.push("--".into());
     a.push(r.url.into());
     a
@@ -72,6 +93,57 @@ pub fn get(r: &Request) -> Result<Response, String> {
     }
     parse(&String::from_utf8_lossy(&out.stdout))
         .ok_or_else(|| format!("{}: an answer that is not HTTP", r.url))
+}
+
+/// A form POST: the url-encoded body and an optional Authorization header
+/// value, both handed to curl on stdin, never on its command line.
+pub struct Form<'a> {
+    pub body: &'a str,
+    pub authorization: Option<&'a str>,
+}
+
+/// The curl config (`--config -`) for a form: `data-raw` makes it a POST
+/// with `application/x-www-form-urlencoded`.
+pub fn form_config(f: &Form) -> String {
+    let q = |v: &str| v.replace('\\', "\\\\").replace('"', "\\\"");
+    let mut c = format!("data-raw = \"{}\"\n", q(f.body));
+    if let Some(a) = f.authorization {
+        c.push_str(&format!("header = \"Authorization: {}\"\n", q(a)));
+    }
+    c
+}
+
+/// A GET (no form) or a form POST, with an optional cookie jar. Errors name
+/// the URL without its query (it may carry state the caller keeps private).
+pub fn send(r: &Request, jar: Option<&Path>, form: Option<&Form>) -> Result<Response, String> {
+    let mut child = Command::new("curl")
+        .args(argv_with(r, jar, form.is_some()))
+        .stdin(if form.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("cannot run curl (install curl): {e}"))?;
+    if let (Some(f), Some(mut stdin)) = (form, child.stdin.take()) {
+        stdin
+            .write_all(form_config(f).as_bytes())
+            .map_err(|e| format!("cannot pass the request to curl: {e}"))?;
+    }
+    let out = child
+        .wait_with_output()
+        .map_err(|e| format!("curl failed: {e}"))?;
+    let shown = r.url.split('?').next().unwrap_or_default();
+    if !out.status.success() {
+        return Err(format!(
+            "{shown}: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        ));
+    }
+    parse(&String::from_utf8_lossy(&out.stdout))
+        .ok_or_else(|| format!("{shown}: an answer that is not HTTP"))
 }
 
 /// Splits curl's `-i` output into status, headers and body.
@@ -126,5 +198,46 @@ mod tests {
         assert_eq!(resp.status, 302);
         assert_eq!(resp.headers["location"], "https://auth.lab.test/x");
         assert_eq!(resp.body, "body");
+    }
+
+    #[test]
+    fn session_argv_keeps_secrets_off_the_command_line() {
+        let r = Request {
+            url: "https://auth.lab.test/application/o/wiki/token",
+            pin: Some("10.213.0.4".parse().expect("ip")),
+            ca_file: Some("/lab/ca.crt"),
+            timeout: Duration::from_secs(10),
+            cookie: None,
+        };
+        let jar = Path::new("/tmp/nixmox-jar");
+        assert_eq!(
+            argv_with(&r, Some(jar), true),
+            [
+                "-sS",
+                "-i",
+                "--max-time",
+                "10",
+                "--cacert",
+                "/lab/ca.crt",
+                "--resolve",
+                "auth.lab.test:443:10.213.0.4",
+                "--cookie",
+                "/tmp/nixmox-jar",
+                "--cookie-jar",
+                "/tmp/nixmox-jar",
+                "--config",
+                "-",
+                "--",
+                "https://auth.lab.test/application/o/wiki/token"
+            ]
+        );
+        assert_eq!(
+            form_config(&Form {
+                body: "grant_type=authorization_code&code=s3cr%22t",
+                authorization: Some("Basic d2lraTpzM2Ny\\ZXQ\"="),
+            }),
+            "data-raw = \"grant_type=authorization_code&code=s3cr%22t\"\n\
+             header = \"Authorization: Basic d2lraTpzM2Ny\\\\ZXQ\\\"=\"\n"
+        );
     }
 }

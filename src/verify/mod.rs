@@ -5,10 +5,12 @@
 //! reject others, and databases accept their owners. Every check is bounded
 //! and says what it saw.
 //!
-//! Not yet: the full authorization-code flow with a verification user.
+//! Where `verify.user` is configured, each OIDC client's whole
+//! authorization-code flow runs too ([`oidc_flow`]).
 
 pub mod dns;
 pub mod http;
+pub mod oidc_flow;
 pub mod tls;
 
 use crate::manifest::{Auth, Manifest, Service};
@@ -25,6 +27,21 @@ pub struct Context {
     /// Database passwords by role, from outputs or the environment.
     pub db_passwords: std::collections::BTreeMap<String, String>,
     pub timeout: Duration,
+    /// Confidential clients' secrets by client id, from a `client_secrets` output.
+    pub client_secrets: std::collections::BTreeMap<String, Secret>,
+    /// The verification user (`verify.user`) and where its password came from.
+    pub user: Option<crate::manifest::VerifyUser>,
+    pub password: Option<Secret>,
+}
+
+/// A secret held in memory: its `Debug` never shows it.
+#[derive(Clone, Default, PartialEq)]
+pub struct Secret(pub String);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(<redacted>)")
+    }
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -33,6 +50,9 @@ pub struct Check {
     pub check: &'static str,
     pub target: String,
     pub ok: bool,
+    /// Not run, for a reason given in `reason` (a skipped check does not fail the run).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub skipped: bool,
     #[serde(skip_serializing_if = "String::is_empty")]
     pub reason: String,
 }
@@ -44,6 +64,7 @@ fn result(service: &str, check: &'static str, target: String, r: Result<(), Stri
             check,
             target,
             ok: true,
+            skipped: false,
             reason: String::new(),
         },
         Err(reason) => Check {
@@ -51,6 +72,7 @@ fn result(service: &str, check: &'static str, target: String, r: Result<(), Stri
             check,
             target,
             ok: false,
+            skipped: false,
             reason,
         },
     }
@@ -268,12 +290,16 @@ fn oidc(m: &Manifest, s: &Service, o: &crate::manifest::Oidc, ctx: &Context) -> 
                 v["issuer"]
             ));
         }
-        v["authorization_endpoint"]
+        let authorization = v["authorization_endpoint"]
             .as_str()
             .map(str::to_string)
-            .ok_or_else(|| "the discovery document has no authorization_endpoint".into())
+            .ok_or("the discovery document has no authorization_endpoint")?;
+        Ok((
+            authorization,
+            v["token_endpoint"].as_str().map(str::to_string),
+        ))
     });
-    let endpoint = match doc {
+    let (endpoint, token_endpoint) = match doc {
         Ok(e) => {
             out.push(result(&s.name, "oidc-discovery", issuer.clone(), Ok(())));
             e
@@ -340,19 +366,84 @@ fn oidc(m: &Manifest, s: &Service, o: &crate::manifest::Oidc, ctx: &Context) -> 
         format!("{} {foreign}", o.client_id),
         r,
     ));
+    if let Some(user) = &ctx.user {
+        let target = format!("{} as {}", o.client_id, user.username);
+        let Some(password) = &ctx.password else {
+            out.push(Check {
+                service: s.name.clone(),
+                check: "oidc-login",
+                target,
+                ok: true,
+                skipped: true,
+                reason: format!(
+                    "skipped: no password for the verification user: set {}{}",
+                    user.password_env,
+                    user.password_output
+                        .as_ref()
+                        .map(|o| format!(" or apply the stack so its output {o} exists"))
+                        .unwrap_or_default()
+                ),
+            });
+            return out;
+        };
+        let r = match &token_endpoint {
+            None => Err("the discovery document has no token_endpoint".to_string()),
+            Some(token_endpoint) => oidc_flow::run(&oidc_flow::Flow {
+                issuer: &issuer,
+                authorization_endpoint: &endpoint,
+                token_endpoint,
+                client: o,
+                secret: ctx.client_secrets.get(&o.client_id).map(|s| s.0.as_str()),
+                user,
+                password: &password.0,
+                pin: cip,
+                ca_file: ctx.ca_file.as_deref(),
+                timeout: t,
+            }),
+        };
+        out.push(result(&s.name, "oidc-login", target, r));
+    }
     out
 }
 
 impl Context {
     /// From the manifest, the environment (`NIXMOX_CA_FILE`,
-    /// `NIXMOX_DB_PASSWORD_<ROLE>`) and the Terraform outputs (any output
-    /// named `db_passwords`: an object of role → password).
+    /// `NIXMOX_DB_PASSWORD_<ROLE>`, `verify.user.password_env`) and the
+    /// Terraform outputs (any output named `db_passwords`: an object of role
+    /// → password; `client_secrets`: client id → secret; the one named
+    /// `verify.user.password_output`).
     pub fn new(
         m: &Manifest,
         outputs: &std::collections::BTreeMap<String, crate::terraform::Outputs>,
     ) -> Context {
         let mut db_passwords = std::collections::BTreeMap::new();
+        let mut client_secrets = std::collections::BTreeMap::new();
+        let user = m.verify.user.clone();
+        let mut password = user
+            .as_ref()
+            .and_then(|u| std::env::var(&u.password_env).ok())
+            .filter(|p| !p.is_empty())
+            .map(Secret);
         for o in outputs.values() {
+            if let Some(serde_json::Value::Object(map)) =
+                o.0.get("client_secrets").map(|x| &x.value)
+            {
+                for (id, secret) in map {
+                    if let Some(secret) = secret.as_str().filter(|s| !s.is_empty()) {
+                        client_secrets.insert(id.clone(), Secret(secret.to_string()));
+                    }
+                }
+            }
+            if password.is_none() {
+                let named = user.as_ref().and_then(|u| u.password_output.as_deref());
+                if let Some(pw) = named
+                    .and_then(|n| o.0.get(n))
+                    .and_then(|x| x.value.as_str())
+                    .filter(|p| !p.is_empty())
+                {
+                    password = Some(Secret(pw.to_string()));
+                }
+            }
             if let Some(serde_json::Value::Object(map)) = o.0.get("db_passwords").map(|x| &x.value)
             {
                 for (role, pw) in map {
@@ -381,6 +472,9 @@ impl Context {
             tls_min_days: m.verify.tls_min_days,
             db_passwords,
             timeout: Duration::from_secs(10),
+            client_secrets,
+            user,
+            password,
         }
     }
 }

@@ -10,7 +10,7 @@ use super::decode::Obj;
 use super::diag::{Diagnostics, Path};
 use super::model::{
     DeploymentPhases, Manifest, NixosSettings, Options, SecretsSettings, ServiceKind, SshSettings,
-    TerraformRetry, TerraformSettings, VerifySettings,
+    TerraformRetry, TerraformSettings, VerifySettings, VerifyUser,
 };
 use serde_json::Value;
 use std::path::Path as FsPath;
@@ -254,11 +254,87 @@ fn nixos(diags: &mut Diagnostics, path: Path, value: &Value) -> Option<NixosSett
 }
 
 fn verify(diags: &mut Diagnostics, path: Path, value: &Value) -> Option<VerifySettings> {
-    let obj = Obj::open(diags, path, value, &["ca_file", "tls_min_days"])?;
+    let obj = Obj::open(diags, path, value, &["ca_file", "tls_min_days", "user"])?;
     let d = VerifySettings::default();
     Some(VerifySettings {
         ca_file: obj.opt(diags, "ca_file"),
         tls_min_days: obj.or(diags, "tls_min_days", d.tls_min_days),
+        user: obj
+            .raw("user")
+            .and_then(|v| verify_user(diags, obj.at("user"), v)),
+    })
+}
+
+fn is_env_name(s: &str) -> bool {
+    let mut chars = s.chars();
+    chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
+/// `verify.user`: who `verify` logs in as, and where its password comes from
+/// (never the manifest itself).
+fn verify_user(diags: &mut Diagnostics, path: Path, value: &Value) -> Option<VerifyUser> {
+    // `password` is known only to be refused with a reason rather than a did-you-mean.
+    let obj = Obj::open(
+        diags,
+        path,
+        value,
+        &[
+            "username",
+            "password_env",
+            "password_output",
+            "groups",
+            "password",
+        ],
+    )?;
+    if obj.map.contains_key("password") {
+        diags.error_hint(
+            &obj.at("password"),
+            "the verification password never goes in the manifest",
+            Some(format!(
+                "name an environment variable in password_env (default {}) or a Terraform output in password_output",
+                VerifyUser::DEFAULT_PASSWORD_ENV
+            )),
+        );
+    }
+    let username: String = obj.req(diags, "username", "verification user name")?;
+    if username.trim().is_empty() {
+        diags.error(&obj.at("username"), "empty user name");
+    }
+    let password_env = obj.or(
+        diags,
+        "password_env",
+        VerifyUser::DEFAULT_PASSWORD_ENV.to_string(),
+    );
+    if !is_env_name(&password_env) {
+        diags.error(
+            &obj.at("password_env"),
+            format!(
+                "{} is not an environment variable name (letters, digits and _, not starting with a digit)",
+                super::syntax::quote(&password_env)
+            ),
+        );
+    }
+    let password_output: Option<String> = obj.opt(diags, "password_output");
+    if password_output
+        .as_deref()
+        .is_some_and(|o| o.trim().is_empty())
+    {
+        diags.error(&obj.at("password_output"), "empty output name");
+    }
+    let groups: Vec<String> = obj.or(diags, "groups", Vec::new());
+    for (i, g) in groups.iter().enumerate() {
+        if g.trim().is_empty() {
+            diags.error(&obj.at("groups").index(i), "empty group name");
+        }
+    }
+    Some(VerifyUser {
+        username,
+        password_env,
+        password_output,
+        groups,
     })
 }
 
@@ -345,4 +421,68 @@ fn terraform_settings(
         }
     }
     Some(settings)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn read(v: Value) -> (Option<VerifySettings>, Vec<String>) {
+        let mut d = Diagnostics::default();
+        let s = verify(&mut d, Path::root().key("verify"), &v);
+        let (errors, _) = d.into_sorted();
+        (s, errors.iter().map(ToString::to_string).collect())
+    }
+
+    #[test]
+    fn verify_user_is_read_strictly() {
+        let (s, errors) = read(json!({"user": {"username": "labuser", "groups": ["lab-admins"]}}));
+        assert!(errors.is_empty(), "{errors:?}");
+        let u = s.and_then(|s| s.user).expect("user");
+        assert_eq!(u.password_env, "NIXMOX_VERIFY_PASSWORD");
+        assert_eq!(u.groups, ["lab-admins"]);
+        assert_eq!(u.password_output, None);
+
+        let (_, errors) = read(json!({"user": {
+            "username": "labuser", "password": "hunter2", "password_evn": "X",
+            "password_env": "1BAD-NAME", "groups": [""]}}));
+        assert_eq!(errors.len(), 4, "{errors:?}");
+        assert!(
+            errors.iter().any(|e| e.contains(
+                "verify.user.password: the verification password never goes in the manifest"
+            )),
+            "{errors:?}"
+        );
+        assert!(
+            errors.iter().any(|e| e
+                .contains("verify.user.password_evn: unknown key (did you mean 'password_env'?)")),
+            "{errors:?}"
+        );
+        assert!(
+            errors.iter().any(|e| e.contains("verify.user.password_env")
+                && e.contains("not an environment variable name")),
+            "{errors:?}"
+        );
+        assert!(
+            errors
+                .iter()
+                .any(|e| e.contains("verify.user.groups[0]: empty group name")),
+            "{errors:?}"
+        );
+        assert!(!errors.iter().any(|e| e.contains("hunter2")), "{errors:?}");
+
+        let (_, errors) = read(json!({"user": {"groups": []}}));
+        assert!(
+            errors
+                .iter()
+                .any(|e| e.contains("verify.user.username: missing required")),
+            "{errors:?}"
+        );
+        let (_, errors) = read(json!({"usr": {}}));
+        assert!(
+            errors.iter().any(|e| e.contains("did you mean 'user'")),
+            "{errors:?}"
+        );
+    }
 }

@@ -6,7 +6,15 @@
 //   - the proxy outpost endpoint for Caddy's forward_auth,
 //     GET /outpost.goauthentik.io/auth/caddy: 200 + X-Authentik-* headers when the
 //     `nixmox_session` cookie is present, else 302 to the login page with ?rd=<url>;
-//   - a minimal login page at /application/o/authorize/ that sets that cookie.
+//   - a minimal login page at /application/o/authorize/ that sets that cookie;
+//   - Authentik's login and consent, as plain HTML forms under each issuer
+//     (<prefix>interaction/<uid>): one lab user, LAB_USER below, whose password
+//     IS checked. It is random, made on first start and kept (mode 0600) in
+//     <state_dir>/labuser.password — on the lab host
+//     /var/lib/lab/authentik/labuser.password — so `nixmox verify` runs the
+//     whole authorization-code flow with NIXMOX_VERIFY_PASSWORD set to it.
+//     ID tokens carry preferred_username and groups (in the `profile` scope,
+//     as Authentik's default scope mappings do).
 //
 // Clients come from the file written by the lab's tf:auth-core module
 // (config.clients_file, normally /var/lib/lab/clients.json):
@@ -44,6 +52,23 @@ function loadKeys() {
 }
 const keys = loadKeys();
 
+// The lab's one user. Its password is the stand-in's own secret, never logged.
+const LAB_USER = { username: 'labuser', name: 'Lab User', groups: ['lab-admins'] };
+function loadPassword() {
+  const file = path.join(cfg.state_dir, 'labuser.password');
+  try { return fs.readFileSync(file, 'utf8').trim(); } catch { /* first start */ }
+  const pw = crypto.randomBytes(18).toString('base64url');
+  fs.mkdirSync(cfg.state_dir, { recursive: true, mode: 0o700 });
+  fs.writeFileSync(file, `${pw}\n`, { mode: 0o600 });
+  return pw;
+}
+const labPassword = loadPassword();
+const sameSecret = (a, b) => {
+  const x = crypto.createHash('sha256').update(String(a)).digest();
+  const y = crypto.createHash('sha256').update(String(b)).digest();
+  return crypto.timingSafeEqual(x, y);
+};
+
 function readClients() {
   try {
     return JSON.parse(fs.readFileSync(cfg.clients_file, 'utf8')).clients || [];
@@ -72,20 +97,98 @@ function makeIssuer(slug, clients) {
     clients: clients.map(clientMetadata),
     jwks: { keys: [keys.jwk] },
     cookies: { keys: keys.cookies },
-    // The lab has one user; the dev interaction pages log anyone in as it.
-    findAccount: (ctx, id) => ({
+    // The lab has one user (the login form below only lets it in).
+    findAccount: (ctx, id) => (id === LAB_USER.username ? {
       accountId: id,
-      claims: () => ({ sub: id, preferred_username: id, name: id, email: `${id}@${cfg.cookie_domain}`, email_verified: true, groups: [] }),
-    }),
-    claims: { openid: ['sub'], email: ['email', 'email_verified'], profile: ['name', 'preferred_username'], groups: ['groups'] },
+      claims: () => ({
+        sub: id, preferred_username: id, name: LAB_USER.name,
+        email: `${id}@${cfg.cookie_domain}`, email_verified: true, groups: LAB_USER.groups,
+      }),
+    } : undefined),
+    // Authentik's default `profile` mapping includes groups.
+    claims: { openid: ['sub'], email: ['email', 'email_verified'], profile: ['name', 'preferred_username', 'groups'], groups: ['groups'] },
     scopes: ['openid', 'offline_access', 'email', 'profile', 'groups'],
-    // The dev interaction pages (under the issuer's prefix) stand in for
-    // Authentik's login flow; an authorization request is answered 303 to them.
-    features: { devInteractions: { enabled: true } },
+    // Scope claims go into the ID token too, as Authentik's "include claims in id_token".
+    conformIdTokenClaims: false,
+    // Login and consent are this server's forms (handleInteraction); an
+    // authorization request is answered 303 to them.
+    interactions: { url: (ctx, interaction) => `${prefix}interaction/${interaction.uid}` },
+    features: { devInteractions: { enabled: false } },
   });
   provider.proxy = true;
   provider.on('server_error', (ctx, err) => log(`issuer ${slug}: server_error ${err.message}`));
-  return { slug, prefix, handle: provider.callback() };
+  return { slug, prefix, provider, handle: provider.callback() };
+}
+
+const esc = (v) => String(v).replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`);
+const page = (res, status, title, body) => {
+  res.writeHead(status, { 'content-type': 'text/html; charset=utf-8', 'cache-control': 'no-store' });
+  res.end(`<!doctype html><title>${esc(title)}</title><h1>${esc(title)}</h1>\n${body}\n`);
+};
+function readForm(req) {
+  return new Promise((resolve, reject) => {
+    let data = '';
+    req.setEncoding('utf8');
+    req.on('data', (c) => { data += c; if (data.length > 65536) { reject(new Error('form too large')); req.destroy(); } });
+    req.on('end', () => resolve(new URLSearchParams(data)));
+    req.on('error', reject);
+  });
+}
+
+// <prefix>interaction/<uid>[/login|/confirm]: Authentik's login and consent
+// stages, as HTML forms. A wrong password answers 401 with the form again.
+async function handleInteraction(iss, req, res, uid, action) {
+  const { provider, prefix } = iss;
+  const base = `${prefix}interaction/${encodeURIComponent(uid)}`;
+  let details;
+  try {
+    details = await provider.interactionDetails(req, res);
+  } catch (e) {
+    return page(res, 400, 'Sign-in expired', `<p>${esc(e.error_description || e.message)}</p>`);
+  }
+  const { prompt, params } = details;
+  const loginForm = (status, note) => page(res, status, 'Sign in', `${note ? `<p>${esc(note)}</p>` : ''}
+<form method="post" action="${base}/login" autocomplete="off">
+<input type="hidden" name="prompt" value="login">
+<label>Username <input type="text" name="username"></label>
+<label>Password <input type="password" name="password"></label>
+<button type="submit">Sign in</button>
+</form>`);
+  if (req.method === 'GET' && !action) {
+    if (prompt.name === 'login') return loginForm(200);
+    if (prompt.name === 'consent') {
+      return page(res, 200, 'Authorize', `<p>${esc(params.client_id)} asks for: ${esc(params.scope || '')}</p>
+<form method="post" action="${base}/confirm">
+<input type="hidden" name="prompt" value="consent">
+<button type="submit">Continue</button>
+</form>`);
+    }
+    return page(res, 501, 'Not implemented', `<p>prompt ${esc(prompt.name)}</p>`);
+  }
+  if (req.method !== 'POST') return page(res, 405, 'Method not allowed', '');
+  const form = await readForm(req);
+  if (action === 'login' && prompt.name === 'login') {
+    const ok = form.get('username') === LAB_USER.username && sameSecret(form.get('password') || '', labPassword);
+    if (!ok) {
+      log(`issuer ${iss.slug}: login refused for ${JSON.stringify(form.get('username') || '')}`);
+      return loginForm(401, 'Invalid username or password');
+    }
+    return provider.interactionFinished(req, res, { login: { accountId: LAB_USER.username } }, { mergeWithLastSubmission: false });
+  }
+  if (action === 'confirm' && prompt.name === 'consent') {
+    const { grantId, session } = details;
+    const grant = grantId
+      ? await provider.Grant.find(grantId)
+      : new provider.Grant({ accountId: session.accountId, clientId: params.client_id });
+    const d = prompt.details;
+    if (d.missingOIDCScope) grant.addOIDCScope(d.missingOIDCScope.join(' '));
+    if (d.missingOIDCClaims) grant.addOIDCClaims(d.missingOIDCClaims);
+    if (d.missingResourceScopes) {
+      for (const [indicator, scope] of Object.entries(d.missingResourceScopes)) grant.addResourceScope(indicator, scope.join(' '));
+    }
+    return provider.interactionFinished(req, res, { consent: { grantId: await grant.save() } }, { mergeWithLastSubmission: true });
+  }
+  return page(res, 400, 'Unexpected step', `<p>the interaction expects ${esc(prompt.name)}</p>`);
 }
 
 let issuers = [];
@@ -123,7 +226,7 @@ const server = http.createServer((req, res) => {
     if ('nixmox_session' in cookies(req)) {
       res.writeHead(200, {
         'X-Authentik-Username': 'labuser', 'X-Authentik-Email': `labuser@${cfg.cookie_domain}`,
-        'X-Authentik-Name': 'Lab User', 'X-Authentik-Groups': '', 'X-Authentik-Uid': 'labuser',
+        'X-Authentik-Name': LAB_USER.name, 'X-Authentik-Groups': LAB_USER.groups.join('|'), 'X-Authentik-Uid': 'labuser',
       });
       return res.end();
     }
@@ -155,6 +258,13 @@ const server = http.createServer((req, res) => {
       req.url = req.url.slice(iss.prefix.length - 1) || '/';
       req.headers['x-forwarded-host'] = cfg.public_host;
       req.headers['x-forwarded-proto'] = 'https';
+      const m = /^\/interaction\/([^/?]+)(?:\/(login|confirm))?\/?(?:\?.*)?$/.exec(req.url);
+      if (m) {
+        return handleInteraction(iss, req, res, decodeURIComponent(m[1]), m[2]).catch((e) => {
+          log(`issuer ${iss.slug}: interaction error ${e.message}`);
+          if (!res.headersSent) page(res, 500, 'Error', '');
+        });
+      }
       return iss.handle(req, res);
     }
   }
