@@ -11,7 +11,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 const NET: &str = "10.216.0";
-const APPS: [&str; 4] = ["a1", "a2", "a3", "a4"];
+const APPS: [&str; 4] = ["app1", "app2", "app3", "app4"];
 
 fn nixmox(root: &Path, args: &[&str]) -> std::process::Output {
     Command::new(env!("CARGO_BIN_EXE_nixmox"))
@@ -34,7 +34,7 @@ fn nixmox(root: &Path, args: &[&str]) -> std::process::Output {
 fn write_systems(root: &Path, n: u32) {
     let script = format!(
         "#!/bin/sh\nset -e\n# round {n}\nself=$(dirname \"$(dirname \"$(readlink -f \"$0\")\")\")\nip=$(ip -4 -o addr show eth0 | awk '{{print $4}}' | cut -d/ -f1)\n\
-         case \"$(hostname)\" in a*) sleep 2;; esac\nln -sfn \"$self\" /run/current-system\npkill -f \"http.server 8080 --bind $ip\" || true\n\
+         case \"$(hostname)\" in app*) sleep 2;; esac\nln -sfn \"$self\" /run/current-system\npkill -f \"http.server 8080 --bind $ip\" || true\n\
          mkdir -p /var/lib/lab/www && echo ok > /var/lib/lab/www/healthz && setsid -f python3 -m http.server 8080 --bind \"$ip\" --directory /var/lib/lab/www > /dev/null 2>&1 < /dev/null\n"
     );
     std::fs::write(root.join("app.sh"), &script).expect("write app.sh");
@@ -80,7 +80,7 @@ fn main() {
     std::fs::write(root.join("manifest.json"), manifest.to_string()).expect("manifest");
     let systems: String = ["dns", "postgresql", "caddy", "authentik"].iter().chain(APPS.iter())
         .map(|n| {
-            let script = if n.starts_with('a') { "app.sh" } else { "core.sh" };
+            let script = if n.starts_with("app") { "app.sh" } else { "core.sh" };
             format!("    nixosConfigurations.{n}.config.system.build.toplevel = derivation {{ name = \"nixos-system-{n}\"; system = \"x86_64-linux\"; builder = \"/bin/sh\"; switch = ./{script}; args = [ \"-c\" \"/bin/mkdir -p $out/bin && /bin/cp $switch $out/bin/switch-to-configuration && /bin/chmod +x $out/bin/switch-to-configuration\" ]; }};\n")
         })
         .collect();
@@ -123,6 +123,19 @@ fn main() {
     };
     let one = measure("1");
     let four = measure("4");
+    // Where the time of a --parallel 4 round goes, step by step.
+    write_systems(root, 99);
+    let o = nixmox(root, &["apply", "--parallel", "4", "--json"]);
+    let mut spent: Vec<(f64, String)> = String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|e| e["event"] == "step" && e["status"] != "started")
+        .filter_map(|e| Some((e["seconds"].as_f64()?, e["step"].as_str()?.to_string())))
+        .collect();
+    spent.sort_by(|a, b| b.0.total_cmp(&a.0));
+    for (secs, step) in spent.iter().take(8) {
+        println!("  {secs:>6.2} s  {step}");
+    }
     let _ = nixmox(root, &["lab", "down"]);
     println!("four independent applications, each activation 2 s, every round new application systems, median of 3:");
     println!("  apply --parallel 1   {:>6.2} s", one.as_secs_f64());
