@@ -12,3 +12,4 @@ cargo test --all-targets
 cargo bench --bench plan_scale
 # The lab's no-op re-apply against the naive loop (needs root; prints figures, asserts nothing).
 cargo bench --bench noop_apply
+cargo bench --bench parallel_deploy
