@@ -501,11 +501,12 @@ fn prepare(ctx: &Ctx) {
     });
 }
 
-fn infra_step(ctx: &Ctx) -> Result<(), String> {
-    let Some(step) = ctx.step("tf:infra") else {
+/// One of the stack-wide Terraform steps (`tf:infra`, `tf:auth-core`).
+fn stack_step(ctx: &Ctx, id: &str, phase: Phase) -> Result<(), String> {
+    let Some(step) = ctx.step(id) else {
         return Ok(());
     };
-    if !ctx.runs(Phase::TfInfra) {
+    if !ctx.runs(phase) {
         ctx.not_selected(step);
         return Ok(());
     }
@@ -546,7 +547,7 @@ fn run_all(ctx: &Ctx, opts: &ApplyOptions, summary: &mut Summary) -> Result<(), 
     // 1. tf:infra, while every system is built and every SSH connection opened.
     let infra = std::thread::scope(|scope| {
         let prep = scope.spawn(|| prepare(ctx));
-        let result = infra_step(ctx);
+        let result = stack_step(ctx, "tf:infra", Phase::TfInfra);
         let _ = prep.join();
         result
     });
@@ -662,32 +663,9 @@ fn run_all(ctx: &Ctx, opts: &ApplyOptions, summary: &mut Summary) -> Result<(), 
         }
     }
     // 3. tf:auth-core
-    if let Some(step) = ctx.step("tf:auth-core").filter(|s| {
-        let run = ctx.runs(Phase::TfAuthCore);
-        if !run {
-            ctx.not_selected(s);
-        }
-        run
-    }) {
-        let started = Instant::now();
-        ctx.event(step, StepStatus::Started, String::new(), started);
-        match ctx.terraform(step) {
-            Ok(c) => ctx.event(
-                step,
-                if c {
-                    StepStatus::Changed
-                } else {
-                    StepStatus::Unchanged
-                },
-                String::new(),
-                started,
-            ),
-            Err(e) => {
-                ctx.event(step, StepStatus::Failed, e.clone(), started);
-                halt(summary, format!("tf:auth-core: {e}"));
-                return Ok(());
-            }
-        }
+    if let Err(e) = stack_step(ctx, "tf:auth-core", Phase::TfAuthCore) {
+        halt(summary, format!("tf:auth-core: {e}"));
+        return Ok(());
     }
     // 4. Applications: a small scheduler over the dependency graph.
     let apps: Vec<&Service> = ctx

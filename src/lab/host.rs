@@ -64,20 +64,7 @@ pub fn up(cfg: &LabConfig, name: &str, addr: Ipv4Addr) -> Result<(), LabError> {
         .map_err(|e| LabError::new(format!("cannot create the mount point /var/lib/lab: {e}")))?;
     let key = dir.join("ssh_host_ed25519_key");
     if !key.exists() {
-        net::run(
-            "ssh-keygen",
-            &[
-                "-q".into(),
-                "-t".into(),
-                "ed25519".into(),
-                "-N".into(),
-                String::new(),
-                "-C".into(),
-                format!("root@{name}"),
-                "-f".into(),
-                key.display().to_string(),
-            ],
-        )?;
+        net::ssh_keygen(&key, &format!("root@{name}"))?;
     }
     let config = dir.join("sshd_config");
     std::fs::write(&config, sshd_config(cfg, name, addr))

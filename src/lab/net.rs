@@ -113,6 +113,16 @@ pub fn run(program: &str, args: &[String]) -> Result<String, LabError> {
     }
 }
 
+/// A new ed25519 key pair without a passphrase at `path` (`path.pub` beside it).
+pub fn ssh_keygen(path: &std::path::Path, comment: &str) -> Result<(), LabError> {
+    let args: Vec<String> = ["-q", "-t", "ed25519", "-N", "", "-C", comment, "-f"]
+        .iter()
+        .map(|s| s.to_string())
+        .chain([path.display().to_string()])
+        .collect();
+    run("ssh-keygen", &args).map(|_| ())
+}
+
 /// True when `ip link show dev` finds the device.
 pub fn link_exists(dev: &str) -> bool {
     Command::new("ip")

@@ -109,20 +109,7 @@ pub fn base_up(cfg: &LabConfig) -> Result<(), LabError> {
     }
     let key = cfg.ssh_key();
     if !key.exists() {
-        net::run(
-            "ssh-keygen",
-            &[
-                "-q".into(),
-                "-t".into(),
-                "ed25519".into(),
-                "-N".into(),
-                String::new(),
-                "-C".into(),
-                "nixmox-lab".into(),
-                "-f".into(),
-                key.display().to_string(),
-            ],
-        )?;
+        net::ssh_keygen(&key, "nixmox-lab")?;
     }
     let public = std::fs::read_to_string(key.with_extension("pub"))
         .map_err(|e| LabError::new(format!("cannot read the lab's public key: {e}")))?;
