@@ -381,6 +381,53 @@ fn the_lab_from_nothing_to_nothing() {
         );
     }
 
+    // A manifest that promises what the stack does not serve: a name without
+    // a DNS record, a header the proxy does not set. Each check fails, saying so.
+    let good = std::fs::read_to_string(lab.manifest()).expect("read manifest");
+    let broken = good
+        .replacen("hostname = \"wiki.nixmox.test\";", "hostname = \"wiki-gone.nixmox.test\";", 1)
+        .replacen("proxy = { domain = \"docs.nixmox.test\"; upstream = \"10.213.0.10:8080\"; };", "proxy = { domain = \"docs.nixmox.test\"; upstream = \"10.213.0.10:8080\"; headers = { \"X-Not-Set\" = \"1\"; }; };", 1);
+    assert_ne!(
+        broken, good,
+        "the lab manifest changed shape: update this test"
+    );
+    std::fs::write(lab.manifest(), &broken).expect("write manifest");
+    let o = lab.nixmox(&["verify", "--json", "--only", "wiki"]);
+    std::fs::write(lab.manifest(), &good).expect("restore manifest");
+    assert_eq!(o.status.code(), Some(1));
+    let v: Value = serde_json::from_slice(&o.stdout).expect("verify JSON");
+    let checks = v["checks"].as_array().expect("checks");
+    let dns = checks
+        .iter()
+        .find(|c| {
+            c["check"] == "dns"
+                && c["target"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .starts_with("wiki-gone")
+        })
+        .expect("dns check");
+    assert_eq!(dns["ok"], false, "{dns}");
+    assert!(
+        dns["reason"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("wiki-gone.nixmox.test"),
+        "{dns}"
+    );
+    let proxy = checks
+        .iter()
+        .find(|c| c["check"] == "proxy" && c["target"] == "https://docs.nixmox.test/")
+        .expect("proxy check");
+    assert_eq!(proxy["ok"], false, "{proxy}");
+    assert!(
+        proxy["reason"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("header X-Not-Set is missing"),
+        "{proxy}"
+    );
+
     // Certificates from another CA: TLS fails with a reason.
     let other = lab.state_dir.path().join("other-ca.crt");
     let key = lab.state_dir.path().join("other-ca.key");
