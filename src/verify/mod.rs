@@ -94,7 +94,7 @@ fn expect_ip(m: &Manifest, name: &str, want: IpAddr, t: Duration) -> Result<(), 
         .network
         .dns_server
         .ok_or("no dns_server in the manifest")?;
-    let got = dns::resolve(server, name, t)?;
+    let got = dns::resolve(server, name, t).map_err(|e| format!("{name} at {server}: {e}"))?;
     if got.iter().any(|ip| IpAddr::V4(*ip) == want) {
         Ok(())
     } else if got.is_empty() {
