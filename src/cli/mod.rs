@@ -117,6 +117,10 @@ pub struct ApplyArgs {
     /// Print the plan and stop.
     #[arg(long)]
     pub dry_run: bool,
+    /// Do not ask. On a terminal, apply otherwise shows what would change
+    /// (Terraform plans, hosts whose system differs) and asks first.
+    #[arg(long, short = 'y')]
+    pub yes: bool,
     /// Run only steps of these phases (tf:infra, nix:core, tf:auth-core,
     /// tf:service-infra, nix:service-config, tf:service-config, verify).
     #[arg(long, value_name = "PHASE", value_delimiter = ',', value_parser = phase_parser())]
