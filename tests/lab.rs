@@ -98,6 +98,18 @@ impl Drop for Lab {
     }
 }
 
+/// Every file below `dir`.
+fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            walk(&p, out);
+        } else {
+            out.push(p);
+        }
+    }
+}
+
 fn text(o: &Output) -> String {
     format!(
         "{}{}",
@@ -258,6 +270,49 @@ fn the_lab_from_nothing_to_nothing() {
         "1",
         "the migration ran twice"
     );
+
+    // Secrets: the OIDC client secrets appear in nothing the runs printed or
+    // left in the state directory (Terraform's own state files aside: they
+    // always hold outputs), and the run logs exist.
+    let o = lab.nixmox(&["outputs", "--json", "--show-sensitive"]);
+    let outs: Value = serde_json::from_slice(&o.stdout).expect("outputs JSON");
+    let secrets: Vec<String> = outs["workspaces"]["auth-core"]["client_secrets"]["value"]
+        .as_object()
+        .expect("client_secrets")
+        .values()
+        .filter_map(|v| v.as_str().filter(|s| !s.is_empty()).map(str::to_string))
+        .collect();
+    assert!(!secrets.is_empty(), "no client secret to look for");
+    let printed = format!("{}{}", text(&up), text(&again));
+    let mut files = Vec::new();
+    walk(lab.state_dir.path(), &mut files);
+    let runs_logs = files
+        .iter()
+        .filter(|f| f.to_string_lossy().contains("/runs/"))
+        .count();
+    assert!(runs_logs >= 3, "no run logs: {files:?}");
+    assert!(
+        files.iter().any(|f| f.ends_with("terraform.log"))
+            && files.iter().any(|f| f.ends_with("ssh.log")),
+        "{files:?}"
+    );
+    for secret in &secrets {
+        assert!(
+            !printed.contains(secret.as_str()),
+            "a client secret was printed"
+        );
+        for f in files.iter().filter(|f| {
+            !f.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with("terraform.tfstate"))
+        }) {
+            let bytes = std::fs::read(f).unwrap_or_default();
+            assert!(
+                !String::from_utf8_lossy(&bytes).contains(secret.as_str()),
+                "{} holds a client secret",
+                f.display()
+            );
+        }
+    }
 
     let ca = lab.lab_dir.path().join("ca/ca.crt").display().to_string();
     let o = curl(&[

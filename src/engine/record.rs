@@ -68,8 +68,9 @@ pub fn start(
 
 /// Runs the engine with everything recorded in `store`. `emit` still sees every event.
 ///
-/// Every event is also kept in `<runs_dir>/<run>/events.jsonl`, and the
-/// summary in `summary.json` beside it (neither ever holds a secret value).
+/// Every event is also kept in `<runs_dir>/<run>/events.jsonl`, the summary
+/// in `summary.json` and the tools' own output in `terraform.log` and
+/// `ssh.log` beside them (none ever holds a secret value).
 pub fn apply(
     m: &Manifest,
     plan: &Plan,
@@ -122,7 +123,9 @@ pub fn apply(
         }
         emit(e);
     };
+    crate::report::runlog::start(dir.clone());
     let result = super::run::apply(m, plan, opts, &recorded);
+    crate::report::runlog::stop();
     if let Ok(summary) = &result {
         if let Ok(text) = serde_json::to_string_pretty(summary) {
             let _ = std::fs::write(dir.join("summary.json"), text);

@@ -223,6 +223,14 @@ pub fn run(
         stdout: out_t.join().unwrap_or_default(),
         stderr: err_t.join().unwrap_or_default(),
     };
+    // What was sent on stdin (env files, SQL) is never logged, only the command and its output.
+    crate::report::runlog::append(
+        "ssh.log",
+        &format!("[{} {}] {command}", t.name, t.address),
+        result.code,
+        &result.stdout,
+        &result.stderr,
+    );
     if result.code == Some(255) {
         return Err(SshError::Unreachable {
             name: t.name.clone(),

@@ -1,6 +1,7 @@
 //! What people and programs see: diagnostics, colour decisions.
 
 pub mod progress;
+pub mod runlog;
 
 use crate::manifest::{Diagnostic, Severity};
 use std::io::IsTerminal;

@@ -484,6 +484,19 @@ impl Terraform {
         let out = child
             .wait_with_output()
             .map_err(|e| spawn_err(e.to_string()))?;
+        // `output` and `show` print values, sensitive ones included: never logged.
+        if !matches!(
+            args.first().map(String::as_str),
+            Some("output") | Some("show")
+        ) {
+            crate::report::runlog::append(
+                "terraform.log",
+                &format!("[{workspace}] terraform {}", args.join(" ")),
+                out.status.code(),
+                &String::from_utf8_lossy(&out.stdout),
+                &String::from_utf8_lossy(&out.stderr),
+            );
+        }
         Ok(Exec {
             code: out.status.code().unwrap_or(1),
             stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
