@@ -54,6 +54,17 @@ impl Stack {
             "services": apps,
             "nixos": {"nix_config": "experimental-features = nix-command flakes\nsubstituters =\nsandbox = false"},
         });
+        let mut manifest = manifest;
+        // Service c has Terraform of its own, to prove the rollback of its workspace.
+        manifest["services"]["c"]["interface"]["terraform"] =
+            json!({"modules": ["tf/c"], "variables": {"label": "v1"}});
+        manifest["terraform"] = json!({"retry": {"attempts": 1}});
+        std::fs::create_dir_all(root.join("tf/c")).expect("mkdir");
+        std::fs::write(
+            root.join("tf/c/main.tf"),
+            "variable \"label\" { type = string }\nresource \"terraform_data\" \"x\" { input = var.label }\noutput \"label\" { value = terraform_data.x.output }\n",
+        )
+        .expect("write module");
         std::fs::write(root.join("manifest.json"), manifest.to_string()).expect("write manifest");
         let log = root.join("activations.log");
         // switch-to-configuration: note start and end, serve /healthz unless this is the broken host "a".
@@ -404,6 +415,47 @@ fn apply_rolls_back_skips_dependents_and_finishes_the_rest() {
     assert_eq!(status_of(&ev, "nix:core:dns"), ["skipped"]);
     assert_eq!(status_of(&ev, "nix:service-config:c"), ["skipped"]);
     assert_eq!(status_of(&ev, "tf:infra"), ["started", "unchanged"]);
+
+    // c fails after its Terraform changed: the workspace goes back to its last good configuration.
+    let path = s.dir.path().join("manifest.json");
+    let good = std::fs::read_to_string(&path).expect("read manifest");
+    std::fs::write(&path, good.replace("\"label\":\"v1\"", "\"label\":\"v2\""))
+        .expect("write manifest");
+    std::fs::write(s.dir.path().join("broken"), "c").expect("write");
+    let _ = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            "nixmox-c",
+            "pkill",
+            "-f",
+            "http.server 8080",
+        ])
+        .output();
+    let o = s.nixmox(&["apply", "--json", "--only", "c"]);
+    assert_eq!(
+        o.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&o.stdout)
+    );
+    let ev = events(&o);
+    let failed = ev
+        .iter()
+        .find(|e| e["status"] == "failed" && e["service"] == "c")
+        .expect("c failed");
+    let detail = failed["detail"].as_str().unwrap_or_default();
+    assert!(
+        detail.contains("terraform c-infra: rolled back to its last good configuration"),
+        "{detail}"
+    );
+    let o = s.nixmox(&["outputs", "--json"]);
+    let outs: Value = serde_json::from_slice(&o.stdout).expect("outputs JSON");
+    assert_eq!(
+        outs["workspaces"]["c-infra"]["label"]["value"], "v1",
+        "{outs}"
+    );
+    std::fs::write(&path, good).expect("restore manifest");
 
     // A core service failing its gate halts the run before tf:auth-core.
     std::fs::write(s.dir.path().join("broken"), "caddy").expect("write");

@@ -81,6 +81,23 @@ pub fn apply(
     emit: &(dyn Fn(Event) + Sync),
 ) -> Result<Summary, String> {
     let _lock = LockGuard(store);
+    // Each workspace's last good configuration, kept as a last_good entry named `workspace:<name>`.
+    let mut opts_with_history = ApplyOptions {
+        last_good_tf: opts.last_good_tf.clone(),
+        ..ApplyOptions::new(opts.parallel, opts.goal)
+    };
+    opts_with_history.phases = opts.phases.clone();
+    opts_with_history.skip = opts.skip.clone();
+    if let Ok(mut s) = store.lock() {
+        for step in crate::terraform::phases::steps(m, plan) {
+            if let Ok(Some(lg)) = s.last_good(&format!("workspace:{}", step.workspace)) {
+                opts_with_history
+                    .last_good_tf
+                    .insert(step.workspace.clone(), lg.inputs);
+            }
+        }
+    }
+    let opts = &opts_with_history;
     let dir = runs_dir.join(run.to_string());
     std::fs::create_dir_all(&dir)
         .map_err(|e| format!("cannot create the run log {}: {e}", dir.display()))?;
@@ -136,6 +153,10 @@ pub fn apply(
         .map_err(|_| "the state store is unusable".to_string())?;
     match &result {
         Ok(summary) => {
+            for (ws, snapshot) in &summary.tf_good {
+                s.set_last_good(&format!("workspace:{ws}"), "", snapshot)
+                    .map_err(store_err)?;
+            }
             for (service, system) in &summary.systems {
                 if summary
                     .services

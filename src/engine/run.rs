@@ -23,6 +23,18 @@ pub struct ApplyOptions {
     pub phases: Vec<Phase>,
     /// Steps of these phases are skipped (`--skip-phase`).
     pub skip: Vec<Phase>,
+    /// The last configuration of each Terraform workspace that was part of a
+    /// verified service (see [`TfSnapshot`]), for rolling back.
+    pub last_good_tf: BTreeMap<String, String>,
+}
+
+/// A secret-free record of a workspace's configuration: its module files and
+/// the manifest's variables. Upstream outputs are not in it: a rollback uses
+/// the current ones.
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
+pub struct TfSnapshot {
+    pub files: BTreeMap<String, String>,
+    pub variables: BTreeMap<String, serde_json::Value>,
 }
 
 impl ApplyOptions {
@@ -32,6 +44,7 @@ impl ApplyOptions {
             goal,
             phases: Vec::new(),
             skip: Vec::new(),
+            last_good_tf: BTreeMap::new(),
         }
     }
 
@@ -57,6 +70,9 @@ pub struct Summary {
     /// The outputs of every Terraform workspace that ran (sensitive values inside: never shown).
     #[serde(skip)]
     pub outputs: BTreeMap<String, Outputs>,
+    /// Workspace → [`TfSnapshot`] JSON, for every workspace of a service verified in this run.
+    #[serde(skip)]
+    pub tf_good: BTreeMap<String, String>,
 }
 
 struct Ctx<'a> {
@@ -67,6 +83,11 @@ struct Ctx<'a> {
     tf_steps: HashMap<String, TfStep<'a>>,
     known: Mutex<BTreeMap<String, Outputs>>,
     systems: Mutex<BTreeMap<String, String>>,
+    /// Workspaces a Terraform step changed in this run.
+    tf_changed: Mutex<BTreeSet<String>>,
+    last_good_tf: BTreeMap<String, String>,
+    /// Snapshots of the workspaces of services verified in this run.
+    tf_good: Mutex<BTreeMap<String, String>>,
     /// Systems built ahead, all at once, by service.
     prebuilt: Mutex<HashMap<String, Result<String, String>>>,
     /// Set when a Terraform phase changed something: systems built before
@@ -123,6 +144,11 @@ impl Ctx<'_> {
         if changed {
             self.outputs_changed
                 .store(true, std::sync::atomic::Ordering::Relaxed);
+        }
+        if changed {
+            if let Ok(mut c) = self.tf_changed.lock() {
+                c.insert(tf_step.workspace.clone());
+            }
         }
         if result.status != Status::NoModules {
             if let Ok(mut k) = self.known.lock() {
@@ -328,7 +354,7 @@ impl Ctx<'_> {
                 }
                 Err(e) => {
                     // A failure after the host was switched rolls the host back too.
-                    let e = if activated
+                    let mut e = if activated
                         && phase != Phase::NixServiceConfig
                         && self.m.options.enable_rollback
                     {
@@ -336,12 +362,102 @@ impl Ctx<'_> {
                     } else {
                         e
                     };
+                    if self.m.options.enable_rollback {
+                        for line in self.roll_back_terraform(s) {
+                            e.push('\n');
+                            e.push_str(&line);
+                        }
+                    }
                     self.event(step, StepStatus::Failed, e.clone(), started);
                     return Err(format!("{}: {e}", step.id));
                 }
             }
         }
+        self.remember_terraform(s);
         Ok(any)
+    }
+
+    /// The Terraform steps of one service that have modules, in plan order.
+    fn service_tf_steps(&self, s: &Service) -> Vec<&TfStep<'_>> {
+        let mut steps: Vec<&TfStep> = self
+            .tf_steps
+            .values()
+            .filter(|t| t.service.as_deref() == Some(s.name.as_str()) && !t.config.is_empty())
+            .collect();
+        steps.sort_by_key(|t| t.phase);
+        steps
+    }
+
+    /// After a service verified: its workspaces' configuration is its last good one.
+    fn remember_terraform(&self, s: &Service) {
+        for step in self.service_tf_steps(s) {
+            let snap = TfSnapshot {
+                files: crate::terraform::workdir::snapshot(&self.tf.workdir(&step.workspace)),
+                variables: step.config.variables.clone(),
+            };
+            if let (Ok(json), Ok(mut good)) = (serde_json::to_string(&snap), self.tf_good.lock()) {
+                good.insert(step.workspace.clone(), json);
+            }
+        }
+    }
+
+    /// A failed service's workspaces that changed in this run go back to their
+    /// last good configuration, unless that would delete or replace anything.
+    fn roll_back_terraform(&self, s: &Service) -> Vec<String> {
+        let changed = self
+            .tf_changed
+            .lock()
+            .map(|c| c.clone())
+            .unwrap_or_default();
+        let mut out = Vec::new();
+        for step in self.service_tf_steps(s).into_iter().rev() {
+            let ws = &step.workspace;
+            if !changed.contains(ws) {
+                continue;
+            }
+            let Some(snap) = self
+                .last_good_tf
+                .get(ws)
+                .and_then(|j| serde_json::from_str::<TfSnapshot>(j).ok())
+            else {
+                out.push(format!(
+                    "terraform {ws}: no last good configuration to roll back to (first deploy)"
+                ));
+                continue;
+            };
+            let result = (|| -> Result<String, String> {
+                let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+                crate::terraform::workdir::restore(dir.path(), &snap.files)?;
+                let cfg = crate::manifest::TerraformPhase {
+                    modules: vec![dir.path().display().to_string()],
+                    variables: snap.variables.clone(),
+                    targets: vec![],
+                    apply_order: vec![],
+                };
+                let known = self.known.lock().map(|k| k.clone()).unwrap_or_default();
+                let base = stack::base_dir(self.m);
+                let mut spec = step.spec(self.m, &base, &known);
+                spec.config = &cfg;
+                let preview = self
+                    .tf
+                    .plan_phase(&spec, crate::terraform::command::PlanMode::Normal)
+                    .map_err(|e| e.to_string())?
+                    .unwrap_or_default();
+                if preview.destroy + preview.replace > 0 {
+                    return Ok(format!(
+                        "terraform {ws}: not rolled back: going back would delete or replace {} resource(s), and a rollback never destroys without being asked",
+                        preview.destroy + preview.replace
+                    ));
+                }
+                self.tf.apply_phase(&spec).map_err(|e| e.to_string())?;
+                Ok(format!(
+                    "terraform {ws}: rolled back to its last good configuration ({})",
+                    preview.short()
+                ))
+            })();
+            out.push(result.unwrap_or_else(|e| format!("terraform {ws}: rollback failed: {e}")));
+        }
+        out
     }
 
     /// The native-migration databases of a service: role, databases, migrations.
@@ -444,6 +560,9 @@ pub fn apply(
         known: Mutex::new(BTreeMap::new()),
         systems: Mutex::new(BTreeMap::new()),
         prebuilt: Mutex::new(HashMap::new()),
+        tf_changed: Mutex::new(BTreeSet::new()),
+        last_good_tf: opts.last_good_tf.clone(),
+        tf_good: Mutex::new(BTreeMap::new()),
         outputs_changed: std::sync::atomic::AtomicBool::new(false),
         control_dir: control_dir.clone(),
         goal: opts.goal,
@@ -457,6 +576,7 @@ pub fn apply(
         failures: Vec::new(),
         systems: BTreeMap::new(),
         outputs: BTreeMap::new(),
+        tf_good: BTreeMap::new(),
     };
     let result = run_all(&ctx, opts, &mut summary);
     // Close the multiplexed connections.
@@ -467,6 +587,7 @@ pub fn apply(
         stack::write_sinks(m, &known).map_err(|e| e.to_string())?;
     }
     summary.outputs = known;
+    summary.tf_good = ctx.tf_good.lock().map(|g| g.clone()).unwrap_or_default();
     summary.systems = ctx.systems.lock().map(|s| s.clone()).unwrap_or_default();
     Ok(summary)
 }

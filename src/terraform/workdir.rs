@@ -219,6 +219,49 @@ pub fn declared_variables(file: &Path, text: &str) -> BTreeSet<String> {
         .collect()
 }
 
+/// The configuration files of a prepared working directory (everything but
+/// what [`KEPT`] names), relative path → text: a secret-free record of what
+/// was applied, from which the same configuration can be laid out again.
+pub fn snapshot(dir: &Path) -> BTreeMap<String, String> {
+    fn walk(root: &Path, dir: &Path, out: &mut BTreeMap<String, String>) {
+        for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+            let name = e.file_name();
+            if dir == root && KEPT.iter().any(|k| name == *k) {
+                continue;
+            }
+            let p = e.path();
+            if p.is_dir() {
+                walk(root, &p, out);
+            } else if let (Ok(rel), Ok(text)) = (p.strip_prefix(root), std::fs::read_to_string(&p))
+            {
+                out.insert(rel.display().to_string(), text);
+            }
+        }
+    }
+    let mut out = BTreeMap::new();
+    walk(dir, dir, &mut out);
+    out
+}
+
+/// Lays a [`snapshot`] out in `dir` (which is emptied first).
+pub fn restore(dir: &Path, files: &BTreeMap<String, String>) -> Result<(), String> {
+    let _ = std::fs::remove_dir_all(dir);
+    for (rel, text) in files {
+        if rel.split('/').any(|part| part == "..") {
+            return Err(format!(
+                "refusing a snapshot path that leaves its directory: {rel}"
+            ));
+        }
+        let p = dir.join(rel);
+        if let Some(parent) = p.parent() {
+            std::fs::create_dir_all(parent)
+                .map_err(|e| format!("cannot create {}: {e}", parent.display()))?;
+        }
+        std::fs::write(&p, text).map_err(|e| format!("cannot write {}: {e}", p.display()))?;
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
