@@ -22,6 +22,14 @@ pub fn run(cli: &Cli, args: &ApplyArgs) -> Result<ExitCode, CliError> {
     }
     let tf = stack::terraform_for(m).map_err(CliError::Message)?;
     let json = args.json;
+    // The Terraform phases alone take the stack's lock too, and are recorded as a run.
+    let store = std::sync::Mutex::new(common::open_store(cli, m)?);
+    let (run, _) = crate::engine::record::start(
+        &store,
+        "apply --terraform-only",
+        std::time::Duration::from_secs(args.lock_timeout),
+    )
+    .map_err(CliError::Message)?;
     let result = stack::apply_all(m, &plan, &tf, |step, r| {
         let (status, detail) = match &r.status {
             Status::NoModules => ("skipped", "no modules".to_string()),
@@ -56,6 +64,10 @@ pub fn run(cli: &Cli, args: &ApplyArgs) -> Result<ExitCode, CliError> {
             eprintln!("note: {note}");
         }
     });
+    if let Ok(mut st) = store.lock() {
+        let _ = st.finish_run(run, if result.is_ok() { "ok" } else { "failed" });
+        let _ = st.release_lock();
+    }
     match result {
         Ok(known) => {
             let applied = known.len();
