@@ -11,6 +11,7 @@ pub mod lab;
 pub mod manifest;
 pub mod nixos;
 pub mod plan;
+pub mod process;
 pub mod report;
 pub mod state;
 pub mod synth;

@@ -192,9 +192,10 @@ impl Ctx<'_> {
     }
 
     /// Builds, deploys and gates one host; `Ok(changed)`.
-    fn deploy(&self, s: &Service, system: &str) -> Result<bool, String> {
+    /// `looked`: the caller already took the one look of [`Self::current_and_healthy`] and it said no.
+    fn deploy(&self, s: &Service, system: &str, looked: bool) -> Result<bool, String> {
         // The common case of a re-run: one look, nothing to do.
-        if self.current_and_healthy(s, system) {
+        if !looked && self.current_and_healthy(s, system) {
             if let Ok(mut systems) = self.systems.lock() {
                 systems.insert(s.name.clone(), system.to_string());
             }
@@ -336,7 +337,7 @@ impl Ctx<'_> {
                 Phase::TfServiceConfig => self.terraform(step).map(|c| (c, String::new())),
                 Phase::NixServiceConfig => self
                     .build_one(s)
-                    .and_then(|system| self.deploy(s, &system).map(|c| (c, system))),
+                    .and_then(|system| self.deploy(s, &system, false).map(|c| (c, system))),
                 Phase::Health => Ok((false, "passed with the deploy".into())),
                 Phase::Verify => self.verify(s).map(|detail| (false, detail)),
                 _ => Ok((false, String::new())),
@@ -749,7 +750,7 @@ fn run_all(ctx: &Ctx, opts: &ApplyOptions, summary: &mut Summary) -> Result<(), 
         };
         let started = Instant::now();
         ctx.event(step, StepStatus::Started, String::new(), started);
-        match ctx.deploy(s, system) {
+        match ctx.deploy(s, system, true) {
             Ok(c) => {
                 ctx.event(
                     step,

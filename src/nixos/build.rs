@@ -3,6 +3,7 @@
 
 use super::ssh::SshTarget;
 use std::process::Command;
+use std::time::Duration;
 
 /// What to build and how.
 #[derive(Debug, Clone)]
@@ -66,22 +67,33 @@ pub fn build(settings: &NixSettings, installables: &[String]) -> Result<Vec<Stri
         .collect()
 }
 
-fn build_one(settings: &NixSettings, installable: &str) -> Result<String, NixError> {
-    let out = nix(settings)
-        .args(build_argv(&[installable.to_string()]))
-        .output()
-        .map_err(|e| {
-            NixError(format!(
-                "cannot run nix (install Nix; Debian: apt-get install nix-bin): {e}"
-            ))
-        })?;
-    if !out.status.success() {
-        return Err(NixError(format!(
-            "nix build {installable} failed:\n{}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        )));
+/// A bound on one build or copy: generous, but a hung Nix never hangs a run.
+pub const NIX_LIMIT: Duration = Duration::from_secs(3600);
+
+/// Runs Nix within [`NIX_LIMIT`]; `what` names it in errors.
+fn run_nix(mut cmd: Command, what: &str) -> Result<crate::process::Finished, NixError> {
+    cmd.stdin(std::process::Stdio::null());
+    let done = crate::process::run(cmd, None, NIX_LIMIT).map_err(|e| match e {
+        crate::process::Bounded::Spawn(e) => NixError(format!(
+            "cannot run nix (install Nix; Debian: apt-get install nix-bin): {e}"
+        )),
+        crate::process::Bounded::Timeout => NixError(format!(
+            "{what} did not finish within {} s and was stopped",
+            NIX_LIMIT.as_secs()
+        )),
+    })?;
+    if done.code == Some(0) {
+        Ok(done)
+    } else {
+        Err(NixError(format!("{what} failed:\n{}", done.stderr.trim())))
     }
-    let doc: serde_json::Value = serde_json::from_slice(&out.stdout)
+}
+
+fn build_one(settings: &NixSettings, installable: &str) -> Result<String, NixError> {
+    let mut cmd = nix(settings);
+    cmd.args(build_argv(&[installable.to_string()]));
+    let out = run_nix(cmd, &format!("nix build {installable}"))?;
+    let doc: serde_json::Value = serde_json::from_str(&out.stdout)
         .map_err(|e| NixError(format!("nix build printed no JSON: {e}")))?;
     doc[0]["outputs"]["out"]
         .as_str()
@@ -92,21 +104,14 @@ fn build_one(settings: &NixSettings, installable: &str) -> Result<String, NixErr
 /// Copies a closure to the host over SSH (reusing the multiplexed connection).
 pub fn copy(settings: &NixSettings, t: &SshTarget, path: &str) -> Result<(), NixError> {
     let _ = std::fs::create_dir_all(&t.control_dir);
-    let out = nix(settings)
-        .args(copy_argv(t, path))
-        .env("NIX_SSHOPTS", t.nix_sshopts())
-        .output()
-        .map_err(|e| NixError(format!("cannot run nix copy: {e}")))?;
-    if out.status.success() {
-        Ok(())
-    } else {
-        Err(NixError(format!(
-            "host {} ({}): nix copy of {path} failed: {}",
-            t.name,
-            t.address,
-            String::from_utf8_lossy(&out.stderr).trim()
-        )))
-    }
+    let mut cmd = nix(settings);
+    cmd.args(copy_argv(t, path))
+        .env("NIX_SSHOPTS", t.nix_sshopts());
+    run_nix(
+        cmd,
+        &format!("host {} ({}): nix copy of {path}", t.name, t.address),
+    )
+    .map(|_| ())
 }
 
 #[cfg(test)]

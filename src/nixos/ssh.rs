@@ -2,11 +2,10 @@
 //! batch mode, a connect timeout and a configurable known-hosts policy. The
 //! argument vectors are built by pure functions and tested exactly.
 
-use std::io::{Read, Write};
 use std::net::IpAddr;
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
 /// What to do with a host key not seen before.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -160,68 +159,25 @@ pub fn run(
     limit: Duration,
 ) -> Result<RemoteOutput, SshError> {
     let _ = std::fs::create_dir_all(&t.control_dir);
-    let mut child = Command::new("ssh")
-        .args(t.argv(command))
-        .stdin(if stdin.is_some() {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        })
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|e| SshError::Spawn {
+    let mut cmd = Command::new("ssh");
+    cmd.args(t.argv(command));
+    let done = crate::process::run(cmd, stdin, limit).map_err(|e| match e {
+        crate::process::Bounded::Timeout => SshError::Timeout {
+            name: t.name.clone(),
+            address: t.address,
+            command: first_word(command),
+            seconds: limit.as_secs(),
+        },
+        crate::process::Bounded::Spawn(e) => SshError::Spawn {
             name: t.name.clone(),
             address: t.address,
             message: e.to_string(),
-        })?;
-    if let (Some(data), Some(mut pipe)) = (stdin, child.stdin.take()) {
-        let _ = pipe.write_all(data);
-    }
-    let mut out = child.stdout.take();
-    let mut err = child.stderr.take();
-    let out_t = std::thread::spawn(move || {
-        let mut s = String::new();
-        if let Some(p) = out.as_mut() {
-            let _ = p.read_to_string(&mut s);
-        }
-        s
-    });
-    let err_t = std::thread::spawn(move || {
-        let mut s = String::new();
-        if let Some(p) = err.as_mut() {
-            let _ = p.read_to_string(&mut s);
-        }
-        s
-    });
-    let start = Instant::now();
-    let status = loop {
-        match child.try_wait() {
-            Ok(Some(s)) => break s,
-            Ok(None) if start.elapsed() > limit => {
-                let _ = child.kill();
-                let _ = child.wait();
-                return Err(SshError::Timeout {
-                    name: t.name.clone(),
-                    address: t.address,
-                    command: first_word(command),
-                    seconds: limit.as_secs(),
-                });
-            }
-            Ok(None) => std::thread::sleep(Duration::from_millis(10)),
-            Err(e) => {
-                return Err(SshError::Spawn {
-                    name: t.name.clone(),
-                    address: t.address,
-                    message: e.to_string(),
-                })
-            }
-        }
-    };
+        },
+    })?;
     let result = RemoteOutput {
-        code: status.code(),
-        stdout: out_t.join().unwrap_or_default(),
-        stderr: err_t.join().unwrap_or_default(),
+        code: done.code,
+        stdout: done.stdout,
+        stderr: done.stderr,
     };
     // What was sent on stdin (env files, SQL) is never logged, only the command and its output.
     crate::report::runlog::append(

@@ -70,22 +70,25 @@ impl SqliteStore {
     }
 
     fn holder(&self) -> Result<Option<Holder>, StateError> {
-        self.conn
-            .query_row(
-                "SELECT command, pid, host, since FROM run_lock WHERE id = 1",
-                [],
-                |r| {
-                    Ok(Holder {
-                        command: r.get(0)?,
-                        pid: r.get::<_, i64>(1)? as u32,
-                        host: r.get(2)?,
-                        since: r.get(3)?,
-                    })
-                },
-            )
-            .optional()
-            .map_err(|e| err(&self.path, e))
+        read_holder(&self.conn).map_err(|e| err(&self.path, e))
     }
+}
+
+/// The lock row, if any (a transaction derefs to its connection).
+fn read_holder(conn: &Connection) -> rusqlite::Result<Option<Holder>> {
+    conn.query_row(
+        "SELECT command, pid, host, since FROM run_lock WHERE id = 1",
+        [],
+        |r| {
+            Ok(Holder {
+                command: r.get(0)?,
+                pid: r.get::<_, i64>(1)? as u32,
+                host: r.get(2)?,
+                since: r.get(3)?,
+            })
+        },
+    )
+    .optional()
 }
 
 fn run_row(r: &rusqlite::Row) -> rusqlite::Result<RunInfo> {
@@ -113,21 +116,7 @@ impl Store for SqliteStore {
                 .conn
                 .transaction_with_behavior(TransactionBehavior::Immediate)
                 .map_err(|e| err(&p, e))?;
-            let held: Option<Holder> = tx
-                .query_row(
-                    "SELECT command, pid, host, since FROM run_lock WHERE id = 1",
-                    [],
-                    |r| {
-                        Ok(Holder {
-                            command: r.get(0)?,
-                            pid: r.get::<_, i64>(1)? as u32,
-                            host: r.get(2)?,
-                            since: r.get(3)?,
-                        })
-                    },
-                )
-                .optional()
-                .map_err(|e| err(&p, e))?;
+            let held = read_holder(&tx).map_err(|e| err(&p, e))?;
             let free = match &held {
                 None => true,
                 Some(h) => h.is_stale() || (h.pid == me.pid && h.host == me.host),

@@ -96,7 +96,6 @@ pub struct Terraform {
     /// Extra environment for every Terraform command (and so for `local-exec`).
     pub env: Vec<(String, String)>,
     plan_dir: PathBuf,
-    counter: AtomicU64,
 }
 
 struct Exec {
@@ -139,7 +138,6 @@ impl Terraform {
             retry,
             env,
             plan_dir,
-            counter: AtomicU64::new(0),
         }
     }
 
@@ -223,7 +221,7 @@ impl Terraform {
             return Ok(Outputs::default());
         }
         let spec_like = (phase, workspace);
-        let exec = self.exec_plain(spec_like, &dir, &command::output_json(), None)?;
+        let exec = self.exec_plain(spec_like, &dir, &command::output_json(), None, &[])?;
         if exec.code != 0 {
             return Err(self.failed(spec_like, "-", "output", 1, &exec, &[]));
         }
@@ -309,7 +307,10 @@ impl Terraform {
         mode: PlanMode,
         targets: &[String],
     ) -> Result<(Changes, PlanFile), TfError> {
-        let n = self.counter.fetch_add(1, Ordering::Relaxed);
+        // One counter for the whole process: two runners planning the same
+        // workspace name at once (tests, library users) never share a plan file.
+        static PLANS: AtomicU64 = AtomicU64::new(0);
+        let n = PLANS.fetch_add(1, Ordering::Relaxed);
         std::fs::create_dir_all(&self.plan_dir).map_err(|e| TfError::Prepare {
             phase: spec.phase,
             workspace: spec.workspace.clone(),
@@ -379,21 +380,33 @@ impl Terraform {
             if exec.code == 0 {
                 return Ok(changes);
             }
-            let text = format!("{}\n{}", exec.stdout, exec.stderr);
-            if attempt < self.retry.attempts && self.retry.is_transient(&text) {
-                std::thread::sleep(self.retry.delay(attempt));
-                attempt += 1;
-                continue;
-            }
-            return Err(self.failed(
-                (spec.phase, &spec.workspace),
-                &modules(spec),
-                "apply",
-                attempt,
-                &exec,
-                &secrets(spec),
-            ));
+            self.retry_or_fail(spec, "apply", &mut attempt, &exec)?;
         }
+    }
+
+    /// After a failed command: waits and returns `Ok` when the failure looks
+    /// transient and attempts are left (the caller tries again), else the error.
+    fn retry_or_fail(
+        &self,
+        spec: &PhaseSpec,
+        name: &str,
+        attempt: &mut u32,
+        exec: &Exec,
+    ) -> Result<(), TfError> {
+        let text = format!("{}\n{}", exec.stdout, exec.stderr);
+        if *attempt < self.retry.attempts && self.retry.is_transient(&text) {
+            std::thread::sleep(self.retry.delay(*attempt));
+            *attempt += 1;
+            return Ok(());
+        }
+        Err(self.failed(
+            (spec.phase, &spec.workspace),
+            &modules(spec),
+            name,
+            *attempt,
+            exec,
+            &secrets(spec),
+        ))
     }
 
     fn read_outputs(&self, spec: &PhaseSpec, dir: &Path) -> Result<Outputs, TfError> {
@@ -406,6 +419,8 @@ impl Terraform {
     }
 
     /// Runs a command; exit codes 0 and 2 count as success (2: plan has changes).
+    /// Runs a command, retrying transient failures; exit codes 0 and 2 count
+    /// as success (2: a plan has changes).
     fn run_retrying(
         &self,
         spec: &PhaseSpec,
@@ -420,20 +435,7 @@ impl Terraform {
             if exec.code == 0 || (exec.code == 2 && name == "plan") {
                 return Ok(exec);
             }
-            let text = format!("{}\n{}", exec.stdout, exec.stderr);
-            if attempt < self.retry.attempts && self.retry.is_transient(&text) {
-                std::thread::sleep(self.retry.delay(attempt));
-                attempt += 1;
-                continue;
-            }
-            return Err(self.failed(
-                (spec.phase, &spec.workspace),
-                &modules(spec),
-                name,
-                attempt,
-                &exec,
-                &secrets(spec),
-            ));
+            self.retry_or_fail(spec, name, &mut attempt, &exec)?;
         }
     }
 
@@ -444,7 +446,13 @@ impl Terraform {
         args: &[String],
         stdin: Option<&str>,
     ) -> Result<Exec, TfError> {
-        self.exec_plain((spec.phase, &spec.workspace), dir, args, stdin)
+        self.exec_plain(
+            (spec.phase, &spec.workspace),
+            dir,
+            args,
+            stdin,
+            &secrets(spec),
+        )
     }
 
     fn exec_plain(
@@ -453,6 +461,7 @@ impl Terraform {
         dir: &Path,
         args: &[String],
         stdin: Option<&str>,
+        secrets: &[String],
     ) -> Result<Exec, TfError> {
         let mut cmd = Command::new(&self.binary);
         cmd.args(args)
@@ -493,8 +502,8 @@ impl Terraform {
                 "terraform.log",
                 &format!("[{workspace}] terraform {}", args.join(" ")),
                 out.status.code(),
-                &String::from_utf8_lossy(&out.stdout),
-                &String::from_utf8_lossy(&out.stderr),
+                &scrub(&String::from_utf8_lossy(&out.stdout), secrets),
+                &scrub(&String::from_utf8_lossy(&out.stderr), secrets),
             );
         }
         Ok(Exec {
