@@ -81,6 +81,8 @@ struct Ctx<'a> {
     tf: Terraform,
     nix: NixSettings,
     tf_steps: HashMap<String, TfStep<'a>>,
+    /// The plan's steps by id: looked up for every event.
+    steps: HashMap<&'a str, &'a Step>,
     known: Mutex<BTreeMap<String, Outputs>>,
     systems: Mutex<BTreeMap<String, String>>,
     /// Workspaces a Terraform step changed in this run.
@@ -128,7 +130,7 @@ impl Ctx<'_> {
     }
 
     fn step(&self, id: &str) -> Option<&Step> {
-        self.plan.steps.iter().find(|s| s.id == id)
+        self.steps.get(id).copied()
     }
 
     /// Runs one Terraform step; `Ok(changed)`.
@@ -558,6 +560,7 @@ pub fn apply(
         tf,
         nix: targets::nix_settings(m),
         tf_steps,
+        steps: plan.steps.iter().map(|s| (s.id.as_str(), s)).collect(),
         known: Mutex::new(BTreeMap::new()),
         systems: Mutex::new(BTreeMap::new()),
         prebuilt: Mutex::new(HashMap::new()),
