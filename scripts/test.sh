@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Sets up a fresh machine and runs every check a change must pass:
-# formatting, clippy, the test suite, and the benchmarks (their figures are
-# printed, not asserted: speed is judged by ratios, not by wall clock).
+# formatting, clippy, the test suite, a bounded fuzz run, and the benchmarks
+# (their figures are printed, not asserted: speed is judged by ratios, not by
+# wall clock).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -10,6 +11,10 @@ cargo fmt --check
 cargo clippy --all-targets -- -D warnings
 # Benches are run by cargo bench below, not as tests.
 cargo test --lib --bins --tests
+# Manifest parsing, validation and planning under libFuzzer for a bounded
+# minute (fuzz/, its own workspace and target dir); a panic, a timeout or
+# running out of memory fails the run. Stable Rust only: --sanitizer none.
+(cd fuzz && cargo fuzz run --sanitizer none manifest -- -max_total_time=60 -rss_limit_mb=2048 -timeout=30)
 cargo bench --bench plan_scale
 # The lab's no-op re-apply against the naive loop (needs root; prints figures, asserts nothing).
 cargo bench --bench noop_apply
