@@ -1,6 +1,6 @@
 //! One lab host: a network namespace on the lab bridge, a private mount
 //! namespace (tmpfs `/run`, its own `/nix/var/nix/profiles` and
-//! `/var/lib/lab`) and an sshd, the process that holds both namespaces.
+//! `/var/lib/lab`, an empty `/root`) and an sshd, the process that holds both namespaces.
 
 use super::net::{self, ip};
 use super::{LabConfig, LabError};
@@ -18,6 +18,9 @@ chmod 0700 /run/nixmox
 printf '%s\n' "$NIXMOX_LAB" > /run/nixmox/lab
 mount --bind "$NIXMOX_PROFILES" /nix/var/nix/profiles
 mount --bind "$NIXMOX_STATE" /var/lib/lab
+# Root's home is the host's own, empty like a fresh NixOS host's: the build
+# machine's shell profile would otherwise run in every SSH session.
+mount -t tmpfs -o mode=0700 nixmox-home /root
 hostname "$NIXMOX_HOST"
 exec /usr/sbin/sshd -D -e -f "$NIXMOX_SSHD_CONFIG"
 "#;
