@@ -226,6 +226,35 @@ fn output_only_changes_are_recognised() {
     assert_eq!(p.lines("applies.log"), ["n"]);
 }
 
+/// The outputs read straight from local state are exactly what `output -json` says.
+#[test]
+fn outputs_read_from_local_state_match_output_json() {
+    let p = Project::new();
+    p.module(
+        "m",
+        "variable \"label\" { type = string }\n\
+         output \"label\" { value = var.label }\n\
+         output \"nested\" { value = { a = [1, 2], b = \"x\" } }\n\
+         output \"token\" {\n  value = \"s3cret-${var.label}\"\n  sensitive = true\n}\n",
+    );
+    p.tf.apply_phase(&p.spec("ws", &config(&["m"], json!({"label": "v1"}))))
+        .expect("apply");
+    let via_cli =
+        p.tf.outputs(Phase::TfServiceInfra, "ws")
+            .expect("output -json");
+    let from_state =
+        p.tf.held_outputs(Phase::TfServiceInfra, "ws")
+            .expect("state");
+    assert_eq!(from_state, via_cli);
+    assert!(from_state.0["token"].sensitive && !from_state.0["label"].sensitive);
+    // A workspace never applied holds nothing.
+    assert!(p
+        .tf
+        .held_outputs(Phase::TfServiceInfra, "other")
+        .expect("none")
+        .is_empty());
+}
+
 #[test]
 fn apply_order_targets_apply_in_sequence() {
     let p = Project::new();

@@ -48,6 +48,26 @@ impl Outputs {
         Ok(Outputs(out))
     }
 
+    /// The outputs recorded in a state file (format version 4, where
+    /// `sensitive` appears only when true); `None` for anything else.
+    pub fn from_state(text: &str) -> Option<Outputs> {
+        let doc: Value = serde_json::from_str(text).ok()?;
+        if doc["version"].as_u64() != Some(4) {
+            return None;
+        }
+        let mut out = BTreeMap::new();
+        for (name, entry) in doc.get("outputs")?.as_object()? {
+            out.insert(
+                name.clone(),
+                Output {
+                    sensitive: entry["sensitive"].as_bool().unwrap_or(false),
+                    value: entry.get("value")?.clone(),
+                },
+            );
+        }
+        Some(Outputs(out))
+    }
+
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
     }

@@ -232,6 +232,27 @@ impl Terraform {
         })
     }
 
+    /// The outputs a workspace holds now. With local state (no backend block:
+    /// init then leaves no `.terraform/terraform.tfstate`) they are read from
+    /// the state file, which costs no Terraform process; otherwise, or when
+    /// the file is not a state Terraform 0.12+ writes, `output -json`.
+    pub fn held_outputs(&self, phase: Phase, workspace: &str) -> Result<Outputs, TfError> {
+        let dir = self.workdir(workspace);
+        if !dir.join(".terraform").join("terraform.tfstate").exists() {
+            let state = dir
+                .join("terraform.tfstate.d")
+                .join(workspace)
+                .join("terraform.tfstate");
+            if let Some(outputs) = std::fs::read_to_string(state)
+                .ok()
+                .and_then(|text| Outputs::from_state(&text))
+            {
+                return Ok(outputs);
+            }
+        }
+        self.outputs(phase, workspace)
+    }
+
     /// True when the workspace was applied at least once: nixmox marks every
     /// successful apply (a remote backend's state cannot be seen from here),
     /// and local state counts too.

@@ -201,7 +201,7 @@ pub fn outputs_all(
         if !step.config.is_empty() && tf.has_state(&step.workspace) {
             out.insert(
                 step.workspace.clone(),
-                tf.outputs(step.phase, &step.workspace)?,
+                tf.held_outputs(step.phase, &step.workspace)?,
             );
         }
     }
