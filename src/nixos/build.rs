@@ -101,6 +101,66 @@ fn build_one(settings: &NixSettings, installable: &str) -> Result<String, NixErr
         .ok_or_else(|| NixError(format!("nix build {installable} named no output path")))
 }
 
+/// The `nix eval` arguments that evaluate many systems' store paths in one
+/// process: `<flake>#<root> --apply <fn>`, where the function walks each
+/// service's attribute path below `root`. `None` when an attribute path is
+/// not plain dot-separated names (each service is then built on its own).
+pub fn eval_argv(flake: &str, attributes: &[(String, String)]) -> Option<(String, Vec<String>)> {
+    let plain = |seg: &str| {
+        !seg.is_empty()
+            && seg
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+    };
+    let mut root = None;
+    let mut paths = serde_json::Map::new();
+    for (name, attr) in attributes {
+        let mut segs = attr.split('.');
+        let first = segs.next()?;
+        let rest: Vec<&str> = segs.collect();
+        if !plain(first) || !rest.iter().all(|s| plain(s)) || !plain(name) {
+            return None;
+        }
+        if *root.get_or_insert(first) != first {
+            return None;
+        }
+        paths.insert(name.clone(), serde_json::json!(rest));
+    }
+    let root = root?;
+    // Names are plain, so the JSON holds no quote, backslash or `${`.
+    let json = serde_json::Value::Object(paths)
+        .to_string()
+        .replace('"', "\\\"");
+    let apply = format!(
+        "root: builtins.mapAttrs (n: p: (builtins.foldl' (a: k: a.${{k}}) root p).outPath) (builtins.fromJSON \"{json}\")"
+    );
+    Some((
+        root.to_string(),
+        vec![
+            "eval".into(),
+            "--json".into(),
+            installable(flake, root),
+            "--apply".into(),
+            apply,
+        ],
+    ))
+}
+
+/// Every system's store path by service, from one evaluation and without
+/// building anything: a host already running its path needs no build.
+pub fn evaluate_all(
+    settings: &NixSettings,
+    attributes: &[(String, String)],
+) -> Result<std::collections::BTreeMap<String, String>, NixError> {
+    let (_, argv) = eval_argv(&settings.flake, attributes)
+        .ok_or_else(|| NixError("attribute paths that cannot be evaluated together".into()))?;
+    let mut cmd = nix(settings);
+    cmd.args(&argv);
+    let out = run_nix(cmd, "nix eval of the systems' store paths")?;
+    serde_json::from_str(&out.stdout)
+        .map_err(|e| NixError(format!("nix eval printed no map of store paths: {e}")))
+}
+
 /// Copies a closure to the host over SSH (reusing the multiplexed connection).
 pub fn copy(settings: &NixSettings, t: &SshTarget, path: &str) -> Result<(), NixError> {
     let _ = std::fs::create_dir_all(&t.control_dir);
@@ -129,5 +189,33 @@ mod tests {
             build_argv(std::slice::from_ref(&i)),
             ["build", "--json", "--no-link", i.as_str()]
         );
+        let (root, argv) = eval_argv(
+            "path:/srv/stack",
+            &[
+                ("dns".into(), default_attribute("dns")),
+                ("wiki".into(), default_attribute("wiki")),
+            ],
+        )
+        .expect("plain attributes");
+        assert_eq!(root, "nixosConfigurations");
+        assert_eq!(
+            argv,
+            [
+                "eval",
+                "--json",
+                "path:/srv/stack#nixosConfigurations",
+                "--apply",
+                "root: builtins.mapAttrs (n: p: (builtins.foldl' (a: k: a.${k}) root p).outPath) \
+                 (builtins.fromJSON \"{\\\"dns\\\":[\\\"dns\\\",\\\"config\\\",\\\"system\\\",\\\"build\\\",\\\"toplevel\\\"],\
+                 \\\"wiki\\\":[\\\"wiki\\\",\\\"config\\\",\\\"system\\\",\\\"build\\\",\\\"toplevel\\\"]}\")"
+            ]
+        );
+        // Quoted attribute names, or two roots: each is built on its own.
+        assert!(eval_argv("f", &[("a".into(), "x.\"a.b\"".into())]).is_none());
+        assert!(eval_argv(
+            "f",
+            &[("a".into(), "x.a".into()), ("b".into(), "y.b".into())]
+        )
+        .is_none());
     }
 }

@@ -152,6 +152,58 @@ pub fn ensure(t: &SshTarget, psql: &str, base: &Path, db: &Database) -> Result<u
     Ok(count)
 }
 
+/// The read-only psql script of [`in_place`]: the owner, the databases, and
+/// the recorded migrations of the main database (`\\c` moves to it).
+pub fn in_place_sql(db: &Database) -> String {
+    let names: Vec<String> = std::iter::once(&db.name)
+        .chain(&db.additional)
+        .map(|n| literal(n))
+        .collect();
+    let mut sql = format!(
+        "SELECT 'role ' || rolname FROM pg_roles WHERE rolname = {};\n\
+         SELECT 'db ' || datname FROM pg_database WHERE datname IN ({});\n",
+        literal(&db.owner),
+        names.join(", ")
+    );
+    if !db.migrations.is_empty() {
+        sql.push_str(&format!(
+            "\\c {}\nSELECT 'migration ' || name || ' ' || checksum FROM nixmox_migrations;\n",
+            literal(&db.name)
+        ));
+    }
+    sql
+}
+
+/// True when [`ensure`] would do nothing: the owner and every database
+/// exist and every listed migration is recorded with its checksum. One
+/// read-only round trip; an error (a missing database, no tracking table)
+/// reads as "not in place", and `ensure` then says what is wrong.
+pub fn in_place(t: &SshTarget, psql: &str, base: &Path, db: &Database) -> Result<bool, String> {
+    if db.mode != Some(DbMode::NativeMigration) {
+        return Ok(true);
+    }
+    let Ok(seen) = run(t, psql, None, &in_place_sql(db), "looking at the databases") else {
+        return Ok(false);
+    };
+    let lines: std::collections::HashSet<&str> = seen.lines().map(str::trim).collect();
+    if !lines.contains(format!("role {}", db.owner).as_str())
+        || std::iter::once(&db.name)
+            .chain(&db.additional)
+            .any(|n| !lines.contains(format!("db {n}").as_str()))
+    {
+        return Ok(false);
+    }
+    for rel in &db.migrations {
+        let path = base.join(rel);
+        let body = std::fs::read_to_string(&path)
+            .map_err(|e| format!("migration {rel} ({}): {e}", path.display()))?;
+        if !lines.contains(format!("migration {rel} {}", checksum(&body)).as_str()) {
+            return Ok(false);
+        }
+    }
+    Ok(true)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -179,6 +231,15 @@ mod tests {
             "runuser -u postgres -- psql -X -q -v ON_ERROR_STOP=1 -tA -d 'wiki' -f -"
         );
         assert_eq!(literal("it's"), "'it''s'");
+        assert_eq!(
+            in_place_sql(&Database {
+                migrations: vec!["m/001.sql".into()],
+                ..db.clone()
+            }),
+            "SELECT 'role ' || rolname FROM pg_roles WHERE rolname = 'wiki';\n\
+             SELECT 'db ' || datname FROM pg_database WHERE datname IN ('wiki', 'wiki_log');\n\
+             \\c 'wiki'\nSELECT 'migration ' || name || ' ' || checksum FROM nixmox_migrations;\n"
+        );
         assert_eq!(ident("a\"b"), "\"a\"\"b\"");
         assert!(
             migration_sql("wiki", "001.sql", "abc", "CREATE TABLE t ();")

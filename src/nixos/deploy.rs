@@ -121,7 +121,7 @@ pub fn deploy(r: &DeployRequest) -> Result<Outcome, DeployError> {
                 t,
                 &format!(
                     "cat {} 2>/dev/null || true",
-                    remote::quote("/run/nixmox/env.hash")
+                    remote::quote(super::glance::ENV_HASH_FILE)
                 ),
                 quick,
             )?;
@@ -132,7 +132,10 @@ pub fn deploy(r: &DeployRequest) -> Result<Outcome, DeployError> {
     if r.goal.runs() && current == r.system && !env_changed {
         return Ok(Outcome::Unchanged);
     }
-    build::copy(r.nix, t, r.system)?;
+    // A host already running the system has its closure: only the environment changed.
+    if current != r.system {
+        build::copy(r.nix, t, r.system)?;
+    }
     if let Some(env) = r.env {
         upload(t, "env", env.as_bytes())?;
         upload(t, "env.hash", env_hash(env).as_bytes())?;

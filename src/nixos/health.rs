@@ -35,6 +35,36 @@ pub fn check(probe: &Probe, t: &SshTarget, limit: Duration) -> Result<(), String
     }
 }
 
+/// The command that runs `probe` on the host itself, when it is that kind:
+/// a command, or a URL naming localhost (fetched by curl on the host).
+pub fn host_command(probe: &Probe, limit: Duration) -> Option<String> {
+    match probe {
+        Probe::Command(cmd) => Some(cmd.clone()),
+        Probe::Url(url) => {
+            let parsed = url::Url::parse(url).ok()?;
+            let host = parsed.host_str().unwrap_or_default();
+            (host == "localhost" || host == "127.0.0.1" || host == "[::1]" || host == "::1").then(
+                || {
+                    format!(
+                        "curl -fsS -o /dev/null --max-time {} {}",
+                        limit.as_secs().max(1),
+                        super::remote::quote(url)
+                    )
+                },
+            )
+        }
+        Probe::Tcp(_) => None,
+    }
+}
+
+/// The default gate's probe for one declared port of the host.
+pub fn port_probe(t: &SshTarget, port: u16) -> Probe {
+    Probe::Tcp(match t.address {
+        std::net::IpAddr::V6(v6) => format!("[{v6}]:{port}"),
+        std::net::IpAddr::V4(v4) => format!("{v4}:{port}"),
+    })
+}
+
 fn tcp(target: &str, limit: Duration) -> Result<(), String> {
     let addrs: Vec<SocketAddr> = target
         .to_socket_addrs()
@@ -52,13 +82,10 @@ fn http(url: &str, t: &SshTarget, limit: Duration) -> Result<(), String> {
     let parsed = url::Url::parse(url).map_err(|e| format!("{url}: {e}"))?;
     let host = parsed.host_str().unwrap_or_default();
     let secs = limit.as_secs().max(1);
-    if host == "localhost" || host == "127.0.0.1" || host == "::1" || parsed.scheme() == "https" {
+    let on_host = host_command(&Probe::Url(url.to_string()), limit);
+    if on_host.is_some() || parsed.scheme() == "https" {
         // localhost means the service's host; HTTPS needs a TLS client: curl does both.
-        let cmd = format!(
-            "curl -fsS -o /dev/null --max-time {secs} {}",
-            super::remote::quote(url)
-        );
-        let out = if host == "localhost" || host == "127.0.0.1" || host == "::1" {
+        let out = if let Some(cmd) = on_host {
             ssh::run(t, &cmd, None, limit + Duration::from_secs(2)).map_err(|e| e.to_string())?
         } else {
             let o = std::process::Command::new("curl")
@@ -190,11 +217,7 @@ pub fn gate(h: &Health, ports: &[u16], t: &SshTarget) -> Result<(), GateError> {
     if !any {
         wait("default", &Probe::Command("true".into()), h, t)?;
         for port in ports {
-            let target = match t.address {
-                std::net::IpAddr::V6(v6) => format!("[{v6}]:{port}"),
-                std::net::IpAddr::V4(v4) => format!("{v4}:{port}"),
-            };
-            wait("default", &Probe::Tcp(target), h, t)?;
+            wait("default", &port_probe(t, *port), h, t)?;
         }
     }
     Ok(())

@@ -4,6 +4,7 @@
 pub mod build;
 pub mod database;
 pub mod deploy;
+pub mod glance;
 pub mod health;
 pub mod remote;
 pub mod ssh;

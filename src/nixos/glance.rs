@@ -1,0 +1,180 @@
+//! One look at a host, in one SSH round trip: which system it runs, the hash
+//! of the environment it was given, and whether its probes pass right now.
+//! It is what a re-run asks of every host, so it asks everything at once:
+//! each round trip to a host costs a session on its sshd, and a run that
+//! changes nothing is mostly made of such questions.
+
+use super::health;
+use super::remote::{self, quote};
+use super::ssh::{self, SshTarget};
+use crate::manifest::{Health, Probe};
+use std::time::Duration;
+
+/// Where a deploy leaves the hash of the environment file it wrote.
+pub const ENV_HASH_FILE: &str = "/run/nixmox/env.hash";
+
+/// Separates the parts of the answer; no store path or hash contains it.
+const MARK: &str = "--nixmox-glance--";
+
+/// What one look saw.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Glance {
+    /// The running system's store path; empty on a fresh host.
+    pub current: String,
+    /// The environment hash beside `/run/nixmox/env`; empty when there is none.
+    pub env_hash: String,
+    /// Every probe (startup, readiness, liveness, or the default gate) passed, once.
+    pub healthy: bool,
+}
+
+/// The probes a look runs, in order: the gate's (startup and readiness, or
+/// none and the default gate) and liveness.
+fn probes(h: &Health) -> Vec<&Probe> {
+    [&h.startup, &h.readiness, &h.liveness]
+        .into_iter()
+        .flatten()
+        .collect()
+}
+
+/// The remote script: current system, env hash, then `ok`/`fail` for each
+/// command run on the host, each bounded by `timeout` when the host has it.
+pub fn script(commands: &[String], limit_secs: u64) -> String {
+    let mut s = format!(
+        "{}; echo {MARK}; cat {} 2>/dev/null; echo; echo {MARK}",
+        remote::current_system(),
+        quote(ENV_HASH_FILE)
+    );
+    for c in commands {
+        s.push_str(&format!(
+            "; if timeout {limit_secs} \"${{SHELL:-sh}}\" -c {} >/dev/null 2>&1 </dev/null; \
+             then echo ok; else echo fail; fi",
+            quote(c)
+        ));
+    }
+    s
+}
+
+/// Reads the script's answer; `None` when it is not one.
+pub fn parse(stdout: &str, commands: usize) -> Option<(String, String, bool)> {
+    let sep = format!("{MARK}\n");
+    let mut parts = stdout.split(sep.as_str());
+    let current = parts.next()?.trim().to_string();
+    let env_hash = parts.next()?.trim().to_string();
+    let verdicts: Vec<&str> = parts.next()?.lines().map(str::trim).collect();
+    if verdicts.len() != commands || verdicts.iter().any(|v| *v != "ok" && *v != "fail") {
+        return None;
+    }
+    Some((current, env_hash, verdicts.iter().all(|v| *v == "ok")))
+}
+
+/// Looks at a host once. The probes that run on the host go into the one
+/// round trip; TCP and remote URL probes are tried from here.
+pub fn glance(t: &SshTarget, h: &Health, ports: &[u16]) -> Result<Glance, String> {
+    let limit = Duration::from_secs(h.timeout.clamp(1, 10));
+    let all = probes(h);
+    let commands: Vec<String> = all
+        .iter()
+        .filter_map(|p| health::host_command(p, limit))
+        .collect();
+    let out = ssh::run(
+        t,
+        &script(&commands, limit.as_secs()),
+        None,
+        limit + Duration::from_secs(10),
+    )
+    .map_err(|e| e.to_string())?;
+    if !out.ok() {
+        return Err(format!(
+            "looking at host {} ({}) failed: {}",
+            t.name,
+            t.address,
+            out.stderr.trim()
+        ));
+    }
+    let (current, env_hash, mut healthy) = parse(&out.stdout, commands.len()).ok_or_else(|| {
+        format!(
+            "host {} ({}) gave an answer nixmox cannot read",
+            t.name, t.address
+        )
+    })?;
+    for p in all
+        .iter()
+        .filter(|p| health::host_command(p, limit).is_none())
+    {
+        healthy &= health::check(p, t, limit).is_ok();
+    }
+    // Without startup and readiness probes the gate is SSH (answered) and the ports.
+    if h.startup.is_none() && h.readiness.is_none() {
+        for port in ports {
+            healthy &= health::check(&health::port_probe(t, *port), t, limit).is_ok();
+        }
+    }
+    Ok(Glance {
+        current,
+        env_hash,
+        healthy,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn script_is_exact() {
+        assert_eq!(
+            script(&["test -e /run/x".into()], 5),
+            "if [ -e /run/current-system ]; then readlink -f /run/current-system; fi; echo --nixmox-glance--; \
+             cat '/run/nixmox/env.hash' 2>/dev/null; echo; echo --nixmox-glance--; \
+             if timeout 5 \"${SHELL:-sh}\" -c 'test -e /run/x' >/dev/null 2>&1 </dev/null; \
+             then echo ok; else echo fail; fi"
+        );
+    }
+
+    #[test]
+    fn parses_answers() {
+        let m = MARK;
+        assert_eq!(
+            parse(&format!("/nix/store/a-sys\n{m}\nabc\n{m}\nok\nok\n"), 2),
+            Some(("/nix/store/a-sys".into(), "abc".into(), true))
+        );
+        assert_eq!(
+            parse(&format!("{m}\n\n{m}\nok\nfail\n"), 2),
+            Some((String::new(), String::new(), false))
+        );
+        assert_eq!(
+            parse(&format!("/nix/store/a\n{m}\n\n{m}\n"), 0),
+            Some(("/nix/store/a".into(), String::new(), true))
+        );
+        // Too few verdicts, garbage, or no marks at all: not an answer.
+        assert_eq!(parse(&format!("x\n{m}\n\n{m}\nok\n"), 2), None);
+        assert_eq!(parse(&format!("x\n{m}\n\n{m}\nmaybe\n"), 1), None);
+        assert_eq!(parse("motd banner\n", 0), None);
+    }
+
+    /// The script through a real shell: a passing and a failing probe, and a
+    /// probe full of quotes that must reach its shell as written.
+    #[test]
+    fn script_runs_in_sh() {
+        let commands = vec![
+            "true".to_string(),
+            "exit 3".to_string(),
+            r#"[ "$(printf '%s' "it's")" = "it's" ]"#.to_string(),
+        ];
+        let out = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(script(&commands, 5))
+            .output()
+            .expect("sh");
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let mut lines = stdout
+            .rsplit(&format!("{MARK}\n"))
+            .next()
+            .unwrap_or("")
+            .lines();
+        assert_eq!(lines.next(), Some("ok"));
+        assert_eq!(lines.next(), Some("fail"));
+        assert_eq!(lines.next(), Some("ok"), "{stdout}");
+        assert!(parse(&stdout, 3).is_some_and(|(_, _, healthy)| !healthy));
+    }
+}
