@@ -12,6 +12,7 @@
 //! not switched again.
 
 mod event;
+mod lookahead;
 pub mod record;
 mod run;
 

@@ -1,10 +1,11 @@
 //! Executing the plan.
 
 use super::event::{Event, StepStatus};
+use super::lookahead::{self, Lookahead};
 use crate::manifest::{Manifest, Service};
 use crate::nixos::build::{self, NixSettings};
 use crate::nixos::deploy::{self, DeployRequest, Goal, Outcome};
-use crate::nixos::{health, targets};
+use crate::nixos::{glance, health, targets};
 use crate::plan::{Phase, Plan, Step};
 use crate::terraform::phases::{self, TfStep};
 use crate::terraform::runner::Status;
@@ -75,12 +76,12 @@ pub struct Summary {
     pub tf_good: BTreeMap<String, String>,
 }
 
-struct Ctx<'a> {
-    m: &'a Manifest,
-    plan: &'a Plan,
-    tf: Terraform,
-    nix: NixSettings,
-    tf_steps: HashMap<String, TfStep<'a>>,
+pub(super) struct Ctx<'a> {
+    pub(super) m: &'a Manifest,
+    pub(super) plan: &'a Plan,
+    pub(super) tf: Terraform,
+    pub(super) nix: NixSettings,
+    pub(super) tf_steps: HashMap<String, TfStep<'a>>,
     /// The plan's steps by id: looked up for every event.
     steps: HashMap<&'a str, &'a Step>,
     known: Mutex<BTreeMap<String, Outputs>>,
@@ -90,12 +91,12 @@ struct Ctx<'a> {
     last_good_tf: BTreeMap<String, String>,
     /// Snapshots of the workspaces of services verified in this run.
     tf_good: Mutex<BTreeMap<String, String>>,
-    /// Systems built ahead, all at once, by service.
-    prebuilt: Mutex<HashMap<String, Result<String, String>>>,
+    /// Every question of the run, asked at its start (see [`super::lookahead`]).
+    pub(super) look: Lookahead,
     /// Set when a Terraform phase changed something: systems built before
     /// that may have read older outputs and are built again.
     outputs_changed: std::sync::atomic::AtomicBool,
-    control_dir: PathBuf,
+    pub(super) control_dir: PathBuf,
     goal: Goal,
     phases: Vec<Phase>,
     skip: Vec<Phase>,
@@ -103,7 +104,7 @@ struct Ctx<'a> {
 }
 
 impl Ctx<'_> {
-    fn runs(&self, phase: Phase) -> bool {
+    pub(super) fn runs(&self, phase: Phase) -> bool {
         selected(&self.phases, &self.skip, phase)
     }
 
@@ -118,6 +119,9 @@ impl Ctx<'_> {
     }
 
     fn event(&self, step: &Step, status: StepStatus, detail: String, started: Instant) {
+        if matches!(status, StepStatus::Changed | StepStatus::Failed) {
+            self.look.stale();
+        }
         (self.emit)(Event {
             event: "step",
             step: step.id.clone(),
@@ -129,7 +133,7 @@ impl Ctx<'_> {
         });
     }
 
-    fn step(&self, id: &str) -> Option<&Step> {
+    pub(super) fn step(&self, id: &str) -> Option<&Step> {
         self.steps.get(id).copied()
     }
 
@@ -141,6 +145,12 @@ impl Ctx<'_> {
         let base = stack::base_dir(self.m);
         let known = self.known.lock().map(|k| k.clone()).unwrap_or_default();
         let spec = tf_step.spec(self.m, &base, &known);
+        if let Some(outputs) = self.look.terraform(&step.id, &spec) {
+            if let Ok(mut k) = self.known.lock() {
+                k.insert(tf_step.workspace.clone(), outputs);
+            }
+            return Ok(false);
+        }
         let result = self.tf.apply_phase(&spec).map_err(|e| e.to_string())?;
         let changed = matches!(result.status, Status::Applied { .. });
         if changed {
@@ -252,36 +262,27 @@ impl Ctx<'_> {
         }
     }
 
-    /// True when the host runs `system` with the environment it would get now, and is healthy at a glance.
+    /// True when the host runs `system` with the environment it would get now,
+    /// and is healthy at a glance: the run's first look when it still holds,
+    /// else one look now.
     fn current_and_healthy(&self, s: &Service, system: &str) -> bool {
-        let Ok(target) = targets::target(self.m, s, self.control_dir.clone()) else {
-            return false;
+        let seen = match self.look.host(&s.name) {
+            Some(g) => g,
+            None => {
+                let Ok(target) = targets::target(self.m, s, self.control_dir.clone()) else {
+                    return false;
+                };
+                match glance::glance(&target, &s.health, &s.ports) {
+                    Ok(g) => g,
+                    Err(_) => return false,
+                }
+            }
         };
         let env_hash = self
             .env_for(s)
             .map(|e| deploy::env_hash(&e))
             .unwrap_or_default();
-        let probe = format!(
-            "{}; cat /run/nixmox/env.hash 2>/dev/null || true",
-            crate::nixos::remote::current_system()
-        );
-        let Ok(out) = crate::nixos::ssh::run(&target, &probe, None, Duration::from_secs(15)) else {
-            return false;
-        };
-        let mut lines = out.stdout.lines();
-        let (cur, hash) = (
-            lines.next().unwrap_or("").trim(),
-            lines.next().unwrap_or("").trim(),
-        );
-        if cur != system || hash != env_hash {
-            return false;
-        }
-        let quick = crate::manifest::Health {
-            retries: 1,
-            timeout: s.health.timeout.min(10),
-            ..s.health.clone()
-        };
-        health::gate(&quick, &s.ports, &target).is_ok()
+        seen.current == system && seen.env_hash == env_hash && seen.healthy
     }
 
     fn build_one(&self, s: &Service) -> Result<String, String> {
@@ -289,12 +290,7 @@ impl Ctx<'_> {
             .outputs_changed
             .load(std::sync::atomic::Ordering::Relaxed)
         {
-            if let Some(Ok(path)) = self
-                .prebuilt
-                .lock()
-                .ok()
-                .and_then(|p| p.get(&s.name).cloned())
-            {
+            if let Some(Ok(path)) = self.look.built(&s.name) {
                 return Ok(path);
             }
         }
@@ -473,6 +469,9 @@ impl Ctx<'_> {
         if native.is_empty() {
             return Ok((0, String::new()));
         }
+        if self.look.databases_in_place(&s.name) {
+            return Ok((0, "databases in place, 0 migration(s) applied".into()));
+        }
         let pg = self
             .m
             .service("postgresql")
@@ -515,6 +514,12 @@ impl Ctx<'_> {
 
     /// Phase 4d: health (liveness, readiness) and the end-to-end checks.
     fn verify(&self, s: &Service) -> Result<String, String> {
+        // The run's first look covered the probes and the checks while nothing changed.
+        if self.look.host(&s.name).is_some_and(|g| g.healthy) {
+            if let Some(detail) = self.look.verified(&s.name) {
+                return Ok(detail);
+            }
+        }
         let target = targets::target(self.m, s, self.control_dir.clone())?;
         for probe in [&s.health.readiness, &s.health.liveness]
             .into_iter()
@@ -554,7 +559,7 @@ pub fn apply(
         .map(|s| (s.step_id.clone(), s))
         .collect();
     let control_dir = std::env::temp_dir().join(format!("nixmox-ssh-{}", std::process::id()));
-    let ctx = Ctx {
+    let mut ctx = Ctx {
         m,
         plan,
         tf,
@@ -563,7 +568,7 @@ pub fn apply(
         steps: plan.steps.iter().map(|s| (s.id.as_str(), s)).collect(),
         known: Mutex::new(BTreeMap::new()),
         systems: Mutex::new(BTreeMap::new()),
-        prebuilt: Mutex::new(HashMap::new()),
+        look: Lookahead::empty(),
         tf_changed: Mutex::new(BTreeSet::new()),
         last_good_tf: opts.last_good_tf.clone(),
         tf_good: Mutex::new(BTreeMap::new()),
@@ -582,6 +587,7 @@ pub fn apply(
         outputs: BTreeMap::new(),
         tf_good: BTreeMap::new(),
     };
+    ctx.look = Lookahead::new(&ctx);
     let result = run_all(&ctx, opts, &mut summary);
     // Close the multiplexed connections.
     let _ = std::fs::remove_dir_all(&control_dir);
@@ -594,36 +600,6 @@ pub fn apply(
     summary.tf_good = ctx.tf_good.lock().map(|g| g.clone()).unwrap_or_default();
     summary.systems = ctx.systems.lock().map(|s| s.clone()).unwrap_or_default();
     Ok(summary)
-}
-
-/// Builds every selected system and opens every SSH connection, in parallel.
-fn prepare(ctx: &Ctx) {
-    let services: Vec<&Service> = ctx
-        .plan
-        .core
-        .iter()
-        .chain(ctx.plan.waves.iter().flatten())
-        .filter_map(|n| ctx.m.service(n))
-        .collect();
-    std::thread::scope(|scope| {
-        for s in &services {
-            scope.spawn(move || {
-                let inst = build::installable(&ctx.nix.flake, &targets::attribute(s));
-                let built = build::build(&ctx.nix, &[inst])
-                    .map_err(|e| format!("building the system of {}: {e}", s.name))
-                    .and_then(|mut p| p.pop().ok_or_else(|| "no output".into()));
-                if let Ok(mut pre) = ctx.prebuilt.lock() {
-                    pre.insert(s.name.clone(), built);
-                }
-            });
-            scope.spawn(move || {
-                // The first connection pays the handshake; later commands reuse it.
-                if let Ok(t) = targets::target(ctx.m, s, ctx.control_dir.clone()) {
-                    let _ = crate::nixos::ssh::run(&t, "true", None, Duration::from_secs(15));
-                }
-            });
-        }
-    });
 }
 
 /// One of the stack-wide Terraform steps (`tf:infra`, `tf:auth-core`).
@@ -658,7 +634,15 @@ fn stack_step(ctx: &Ctx, id: &str, phase: Phase) -> Result<(), String> {
     }
 }
 
+/// The run: every look started at once, then the phases walked in order.
 fn run_all(ctx: &Ctx, opts: &ApplyOptions, summary: &mut Summary) -> Result<(), String> {
+    std::thread::scope(|scope| {
+        lookahead::start(ctx, scope);
+        walk(ctx, opts, summary)
+    })
+}
+
+fn walk(ctx: &Ctx, opts: &ApplyOptions, summary: &mut Summary) -> Result<(), String> {
     let halt = |summary: &mut Summary, what: String| {
         summary.ok = false;
         summary.failures.push(what);
@@ -669,14 +653,8 @@ fn run_all(ctx: &Ctx, opts: &ApplyOptions, summary: &mut Summary) -> Result<(), 
                 .or_insert_with(|| "skipped: the run halted".into());
         }
     };
-    // 1. tf:infra, while every system is built and every SSH connection opened.
-    let infra = std::thread::scope(|scope| {
-        let prep = scope.spawn(|| prepare(ctx));
-        let result = stack_step(ctx, "tf:infra", Phase::TfInfra);
-        let _ = prep.join();
-        result
-    });
-    if let Err(e) = infra {
+    // 1. tf:infra
+    if let Err(e) = stack_step(ctx, "tf:infra", Phase::TfInfra) {
         halt(summary, format!("tf:infra: {e}"));
         return Ok(());
     }

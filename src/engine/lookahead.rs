@@ -1,0 +1,350 @@
+//! The look ahead. A run that changes nothing still asks every question the
+//! contract asks: does each Terraform workspace plan clean, does each host run
+//! its system with its environment, is it healthy, are its databases in place,
+//! do its end-to-end checks pass. Asked one after another in phase order,
+//! those questions are nearly all of a re-run's time. So a run asks them all
+//! at once when it starts, and the phase walk takes each answer when it gets
+//! to that step instead of asking again.
+//!
+//! An answer holds only while the stack is as it was when it was asked. The
+//! first step of the run that changes something (or fails) makes every answer
+//! not yet taken stale, and from then on each step asks for itself, in order,
+//! as before. A Terraform answer is also tied to its inputs: it counts only if
+//! the step would now plan with exactly the variables the look planned with.
+
+use super::run::Ctx;
+use crate::manifest::{DbMode, Service};
+use crate::nixos::{build, database, glance, targets};
+use crate::plan::Phase;
+use crate::terraform::command::PlanMode;
+use crate::terraform::outputs::Outputs;
+use crate::terraform::runner::PhaseSpec;
+use crate::terraform::stack;
+use serde_json::{Map, Value};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Condvar, Mutex};
+use std::thread::Scope;
+
+/// An answer one thread looks up and others wait for.
+pub(super) struct Slot<T> {
+    value: Mutex<Option<Option<T>>>,
+    ready: Condvar,
+}
+
+impl<T: Clone> Slot<T> {
+    fn new() -> Self {
+        Slot {
+            value: Mutex::new(None),
+            ready: Condvar::new(),
+        }
+    }
+
+    fn put(&self, v: Option<T>) {
+        if let Ok(mut g) = self.value.lock() {
+            *g = Some(v);
+        }
+        self.ready.notify_all();
+    }
+
+    /// Waits for the answer; `None` when the look found none. Every look is
+    /// bounded by the commands it runs, so this wait is too.
+    fn wait(&self) -> Option<T> {
+        let Ok(mut g) = self.value.lock() else {
+            return None;
+        };
+        while g.is_none() {
+            g = match self.ready.wait(g) {
+                Ok(g) => g,
+                Err(_) => return None,
+            };
+        }
+        g.clone().flatten()
+    }
+}
+
+/// Runs `look` and always fills `slot`, even if the look panics: a step
+/// waiting on it must never wait forever.
+fn fill<T: Clone>(slot: &Slot<T>, look: impl FnOnce() -> Option<T>) {
+    let answer = std::panic::catch_unwind(std::panic::AssertUnwindSafe(look))
+        .ok()
+        .flatten();
+    slot.put(answer);
+}
+
+/// A Terraform workspace that planned clean, with the inputs it planned with.
+#[derive(Clone)]
+pub(super) struct TfLook {
+    derived: Map<String, Value>,
+    upstream: BTreeMap<String, Outputs>,
+    pub outputs: Outputs,
+}
+
+pub(super) struct Lookahead {
+    stale: AtomicBool,
+    /// By step id: Terraform steps with modules, of selected phases.
+    tf: HashMap<String, Slot<TfLook>>,
+    /// By workspace (with modules): the outputs it holds at the start, and its phase.
+    held: HashMap<String, (Phase, Slot<Outputs>)>,
+    /// Every host's system's store path, by service, from one evaluation.
+    evaluated: Slot<BTreeMap<String, String>>,
+    /// By service: each host's system, built (or running already).
+    built: HashMap<String, Slot<Result<String, String>>>,
+    /// By service: one look at each host.
+    hosts: HashMap<String, Slot<glance::Glance>>,
+    /// By service: its native-migration databases are all in place.
+    dbs: HashMap<String, Slot<()>>,
+    /// By service: the end-to-end checks passed (the detail to report).
+    verify: HashMap<String, Slot<String>>,
+}
+
+impl Lookahead {
+    /// No questions (until [`Self::new`] can see the run's context).
+    pub(super) fn empty() -> Self {
+        Lookahead {
+            stale: AtomicBool::new(false),
+            tf: HashMap::new(),
+            held: HashMap::new(),
+            evaluated: Slot::new(),
+            built: HashMap::new(),
+            hosts: HashMap::new(),
+            dbs: HashMap::new(),
+            verify: HashMap::new(),
+        }
+    }
+
+    /// The questions this run will ask, given its plan and selected phases.
+    pub(super) fn new(ctx: &Ctx) -> Self {
+        let core: Vec<&Service> = ctx
+            .plan
+            .core
+            .iter()
+            .filter_map(|n| ctx.m.service(n))
+            .collect();
+        let apps: Vec<&Service> = ctx
+            .plan
+            .waves
+            .iter()
+            .flatten()
+            .filter_map(|n| ctx.m.service(n))
+            .collect();
+        let hosts: Vec<&Service> = core
+            .iter()
+            .filter(|_| ctx.runs(Phase::NixCore))
+            .chain(apps.iter().filter(|_| ctx.runs(Phase::NixServiceConfig)))
+            .copied()
+            .collect();
+        Lookahead {
+            stale: AtomicBool::new(false),
+            tf: ctx
+                .tf_steps
+                .values()
+                .filter(|t| !t.config.is_empty() && ctx.runs(t.phase))
+                .map(|t| (t.step_id.clone(), Slot::new()))
+                .collect(),
+            held: ctx
+                .tf_steps
+                .values()
+                .filter(|t| !t.config.is_empty())
+                .map(|t| (t.workspace.clone(), (t.phase, Slot::new())))
+                .collect(),
+            evaluated: Slot::new(),
+            built: slots(hosts.iter().map(|s| s.name.clone())),
+            hosts: slots(hosts.iter().map(|s| s.name.clone())),
+            dbs: slots(
+                apps.iter()
+                    .filter(|s| ctx.runs(Phase::TfServiceInfra) && has_native_db(s))
+                    .map(|s| s.name.clone()),
+            ),
+            verify: slots(
+                apps.iter()
+                    .filter(|s| {
+                        ctx.runs(Phase::Verify) && ctx.step(&format!("verify:{}", s.name)).is_some()
+                    })
+                    .map(|s| s.name.clone()),
+            ),
+        }
+    }
+
+    /// Something changed or failed: answers not yet taken no longer hold.
+    pub(super) fn stale(&self) {
+        self.stale.store(true, Ordering::SeqCst);
+    }
+
+    fn fresh(&self) -> bool {
+        !self.stale.load(Ordering::SeqCst)
+    }
+
+    /// The look's outputs when the workspace planned clean with `spec`'s inputs.
+    /// Always waits for the look first: two Terraform commands must never
+    /// work on one workspace at once.
+    pub(super) fn terraform(&self, step_id: &str, spec: &PhaseSpec) -> Option<Outputs> {
+        let look = self.tf.get(step_id)?.wait()?;
+        (self.fresh() && look.derived == spec.derived && look.upstream == spec.upstream)
+            .then_some(look.outputs)
+    }
+
+    /// The outputs `workspaces` held at the start (a workspace nobody has
+    /// applied yet holds none); `None` when one could not be read.
+    fn held_outputs<'a>(
+        &self,
+        workspaces: impl Iterator<Item = &'a String>,
+    ) -> Option<BTreeMap<String, Outputs>> {
+        let mut out = BTreeMap::new();
+        for ws in workspaces {
+            if let Some((_, slot)) = self.held.get(ws) {
+                out.insert(ws.clone(), slot.wait()?);
+            }
+        }
+        Some(out)
+    }
+
+    /// The system built at the start of the run.
+    pub(super) fn built(&self, service: &str) -> Option<Result<String, String>> {
+        self.built.get(service)?.wait()
+    }
+
+    pub(super) fn host(&self, service: &str) -> Option<glance::Glance> {
+        if !self.fresh() {
+            return None;
+        }
+        self.hosts.get(service)?.wait().filter(|_| self.fresh())
+    }
+
+    pub(super) fn databases_in_place(&self, service: &str) -> bool {
+        self.fresh() && self.dbs.get(service).and_then(Slot::wait).is_some() && self.fresh()
+    }
+
+    pub(super) fn verified(&self, service: &str) -> Option<String> {
+        if !self.fresh() {
+            return None;
+        }
+        self.verify.get(service)?.wait().filter(|_| self.fresh())
+    }
+}
+
+fn slots<T: Clone>(names: impl Iterator<Item = String>) -> HashMap<String, Slot<T>> {
+    names.map(|n| (n, Slot::new())).collect()
+}
+
+fn has_native_db(s: &Service) -> bool {
+    s.databases
+        .iter()
+        .any(|d| d.mode == Some(DbMode::NativeMigration))
+}
+
+/// Starts every look on `scope`; each fills its slot when done.
+pub(super) fn start<'s, 'e>(ctx: &'e Ctx<'e>, scope: &'s Scope<'s, 'e>) {
+    let look = &ctx.look;
+    scope.spawn(move || {
+        fill(&look.evaluated, || {
+            let attributes: Vec<(String, String)> = look
+                .built
+                .keys()
+                .filter_map(|n| ctx.m.service(n))
+                .map(|s| (s.name.clone(), targets::attribute(s)))
+                .collect();
+            build::evaluate_all(&ctx.nix, &attributes).ok()
+        })
+    });
+    for (name, slot) in &look.built {
+        scope.spawn(move || {
+            fill(slot, || {
+                let s = ctx.m.service(name)?;
+                // A host already running its system needs no build.
+                let evaluated = look.evaluated.wait().and_then(|e| e.get(name).cloned());
+                if let Some(path) = evaluated {
+                    if look
+                        .hosts
+                        .get(name)
+                        .and_then(Slot::wait)
+                        .is_some_and(|g| g.current == path)
+                    {
+                        return Some(Ok(path));
+                    }
+                }
+                let inst = build::installable(&ctx.nix.flake, &targets::attribute(s));
+                Some(
+                    build::build(&ctx.nix, &[inst])
+                        .map_err(|e| format!("building the system of {}: {e}", s.name))
+                        .and_then(|mut p| p.pop().ok_or_else(|| "no output".into())),
+                )
+            })
+        });
+    }
+    for (name, slot) in &look.hosts {
+        scope.spawn(move || {
+            // The first command to a host opens the connection later ones reuse.
+            fill(slot, || {
+                let s = ctx.m.service(name)?;
+                let t = targets::target(ctx.m, s, ctx.control_dir.clone()).ok()?;
+                glance::glance(&t, &s.health, &s.ports).ok()
+            })
+        });
+    }
+    for (name, slot) in &look.dbs {
+        scope.spawn(move || fill(slot, || databases(ctx, name)));
+    }
+    // The outputs every workspace holds now, each read on its own...
+    for (ws, (phase, slot)) in &look.held {
+        scope.spawn(move || fill(slot, || ctx.tf.held_outputs(*phase, ws).ok()));
+    }
+    // ...each plan as soon as its upstream workspaces' outputs are read...
+    for t in ctx.tf_steps.values() {
+        let Some(slot) = look.tf.get(&t.step_id) else {
+            continue;
+        };
+        scope.spawn(move || {
+            fill(slot, || {
+                let upstream = look.held_outputs(t.upstream.iter())?;
+                let spec = t.spec(ctx.m, &stack::base_dir(ctx.m), &upstream);
+                let changes = ctx.tf.plan_phase(&spec, PlanMode::Normal).ok()??;
+                if changes.any() {
+                    return None;
+                }
+                Some(TfLook {
+                    derived: spec.derived,
+                    upstream: spec.upstream,
+                    outputs: look
+                        .held_outputs(std::iter::once(&t.workspace))?
+                        .remove(&t.workspace)
+                        .unwrap_or_default(),
+                })
+            })
+        });
+    }
+    // ...and the end-to-end checks with all of them.
+    for (name, slot) in &look.verify {
+        scope.spawn(move || {
+            fill(slot, || {
+                let known = look.held_outputs(look.held.keys())?;
+                verify(ctx, name, &known)
+            })
+        });
+    }
+}
+
+/// One round trip to the PostgreSQL host: every native database of the
+/// service exists and has every migration recorded with its checksum.
+fn databases(ctx: &Ctx, name: &str) -> Option<()> {
+    let s = ctx.m.service(name)?;
+    let pg = ctx.m.service("postgresql")?;
+    let t = targets::target(ctx.m, pg, ctx.control_dir.clone()).ok()?;
+    let base = stack::base_dir(ctx.m);
+    s.databases
+        .iter()
+        .filter(|d| d.mode == Some(DbMode::NativeMigration))
+        .all(|d| database::in_place(&t, &ctx.m.nixos.psql, &base, d).unwrap_or(false))
+        .then_some(())
+}
+
+/// The service's end-to-end checks with the outputs the workspaces hold now.
+fn verify(ctx: &Ctx, name: &str, known: &BTreeMap<String, Outputs>) -> Option<String> {
+    let s = ctx.m.service(name)?;
+    let vctx = crate::verify::Context::new(ctx.m, known);
+    let checks = crate::verify::service(ctx.m, s, &vctx);
+    checks
+        .iter()
+        .all(|c| c.ok)
+        .then(|| format!("health and {} end-to-end check(s) passed", checks.len()))
+}
