@@ -248,11 +248,17 @@ pub fn activate(
     }
     let deadline = Instant::now() + limit;
     loop {
+        // Each look waits on the host for up to 5 s (never past the deadline).
+        let tenths = deadline
+            .saturating_duration_since(Instant::now())
+            .as_millis()
+            .div_ceil(100)
+            .clamp(1, 50) as u32;
         if let Ok(out) = ssh::run(
             t,
-            &remote::activation_status(&id),
+            &remote::activation_status(&id, tenths),
             None,
-            Duration::from_secs(10),
+            Duration::from_secs(15),
         ) {
             let status = out.stdout.trim();
             if !status.is_empty() {

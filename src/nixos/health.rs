@@ -179,7 +179,8 @@ pub fn wait(gate: &'static str, probe: &Probe, h: &Health, t: &SshTarget) -> Res
         match check(probe, t, per_try) {
             Ok(()) => return Ok(()),
             Err(last) => {
-                let next = Instant::now() + Duration::from_secs(h.interval);
+                let pause = pause(attempts, h.interval);
+                let next = Instant::now() + pause;
                 if attempts >= attempts_max || next >= deadline {
                     return Err(GateError {
                         host: format!("{} ({})", t.name, t.address),
@@ -190,10 +191,18 @@ pub fn wait(gate: &'static str, probe: &Probe, h: &Health, t: &SshTarget) -> Res
                         last,
                     });
                 }
-                std::thread::sleep(Duration::from_secs(h.interval));
+                std::thread::sleep(pause);
             }
         }
     }
+}
+
+/// The pause after failed attempt `n` (from 1): a quarter second, doubling,
+/// never more than `interval` seconds. A daemon that is a moment from
+/// ready is seen at once; one that takes long is asked every `interval`.
+fn pause(n: u32, interval: u64) -> Duration {
+    let quick = Duration::from_millis(250).saturating_mul(1 << n.saturating_sub(1).min(16));
+    quick.min(Duration::from_secs(interval))
 }
 
 pub fn describe(probe: &Probe) -> String {
@@ -221,4 +230,20 @@ pub fn gate(h: &Health, ports: &[u16], t: &SshTarget) -> Result<(), GateError> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::pause;
+    use std::time::Duration;
+
+    #[test]
+    fn pauses_start_short_and_stop_at_the_interval() {
+        let ms = |n| pause(n, 2).as_millis();
+        assert_eq!(
+            [ms(1), ms(2), ms(3), ms(4), ms(40)],
+            [250, 500, 1000, 2000, 2000]
+        );
+        assert_eq!(pause(1, 0), Duration::ZERO);
+    }
 }

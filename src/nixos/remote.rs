@@ -56,10 +56,15 @@ pub fn activate_detached(path: &str, goal: &str, id: &str) -> String {
 }
 
 /// Prints the exit status of activation `id` when it has finished, nothing before.
-pub fn activation_status(id: &str) -> String {
+/// Waits on the host, up to `tenths` tenths of a second, for activation `id`
+/// to record its exit status, then prints it (nothing if still running).
+/// One SSH session per wait instead of one per look: sessions cost the host
+/// and the network more than a sleeping shell does.
+pub fn activation_status(id: &str, tenths: u32) -> String {
+    let status = quote(&format!("{RUN_DIR}/activation-{id}.status"));
     format!(
-        "cat {} 2>/dev/null || true",
-        quote(&format!("{RUN_DIR}/activation-{id}.status"))
+        "i=0; while [ ! -e {status} ] && [ $i -lt {tenths} ]; do sleep 0.1; i=$((i+1)); done; \
+         cat {status} 2>/dev/null || true"
     )
 }
 
@@ -105,8 +110,9 @@ mod tests {
              < /dev/null > /dev/null 2>&1"
         );
         assert_eq!(
-            activation_status("42"),
-            "cat '/run/nixmox/activation-42.status' 2>/dev/null || true"
+            activation_status("42", 50),
+            "i=0; while [ ! -e '/run/nixmox/activation-42.status' ] && [ $i -lt 50 ]; do sleep 0.1; i=$((i+1)); done; \
+             cat '/run/nixmox/activation-42.status' 2>/dev/null || true"
         );
         assert_eq!(write_secret_file("env"), "umask 077 && mkdir -p /run/nixmox && cat > '/run/nixmox/.env.tmp' && mv '/run/nixmox/.env.tmp' '/run/nixmox/env'");
     }
