@@ -41,13 +41,22 @@ pub fn ensure_sql(db: &Database) -> String {
 pub const TRACKING_TABLE: &str = "CREATE TABLE IF NOT EXISTS nixmox_migrations (name text PRIMARY KEY, checksum text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now());";
 
 /// One migration in its own transaction, run as the database's owner (so
-/// what it makes is the owner's), recorded with its checksum.
+/// what it makes is the owner's), recorded with its checksum; prints
+/// `applied`. Migrations of a database take turns (a transaction-scoped
+/// advisory lock), and one found recorded once the lock is held is left
+/// alone: a migration session left running by a killed run is never
+/// applied a second time by the next.
 pub fn migration_sql(owner: &str, name: &str, checksum: &str, body: &str) -> String {
     format!(
-        "\\set ON_ERROR_STOP on\nBEGIN;\nSET LOCAL ROLE {};\n{body}\n;\nINSERT INTO nixmox_migrations (name, checksum) VALUES ({}, {});\nCOMMIT;\n",
+        "\\set ON_ERROR_STOP on\nBEGIN;\n\
+         SELECT pg_advisory_xact_lock(hashtext('nixmox_migrations'));\n\
+         SELECT EXISTS (SELECT FROM nixmox_migrations WHERE name = {name}) AS nixmox_done \\gset\n\
+         \\if :nixmox_done\nROLLBACK;\n\\else\n\
+         SET LOCAL ROLE {};\n{body}\n;\nINSERT INTO nixmox_migrations (name, checksum) VALUES ({name}, {});\nCOMMIT;\n\
+         SELECT 'applied';\n\\endif\n",
         ident(owner),
-        literal(name),
-        literal(checksum)
+        literal(checksum),
+        name = literal(name),
     )
 }
 
@@ -140,14 +149,16 @@ pub fn ensure(t: &SshTarget, psql: &str, base: &Path, db: &Database) -> Result<u
             Some(_) => return Err(format!("migration {rel} changed after it was applied to database {}: add a new migration instead of editing an applied one", db.name)),
             None => {}
         }
-        run(
+        let out = run(
             t,
             psql,
             Some(&db.name),
             &migration_sql(&db.owner, rel, &sum, &body),
             &format!("migration {rel} of database {}", db.name),
         )?;
-        count += 1;
+        if out.lines().any(|l| l.trim() == "applied") {
+            count += 1;
+        }
     }
     Ok(count)
 }

@@ -41,12 +41,14 @@ pub fn rollback_profile() -> String {
 
 /// Starts `switch-to-configuration <goal>` detached (it survives the SSH
 /// connection dropping) and records its output and exit status under `id`.
+/// Activations on one host take turns (`flock`): one left running by a run
+/// that was killed finishes before the next begins.
 pub fn activate_detached(path: &str, goal: &str, id: &str) -> String {
     let log = quote(&format!("{RUN_DIR}/activation-{id}.log"));
     let status = quote(&format!("{RUN_DIR}/activation-{id}.status"));
     let stc = quote(&format!("{path}/bin/switch-to-configuration"));
     let inner = format!(
-        "{stc} {} > {log} 2>&1; echo $? > {status}.tmp && mv {status}.tmp {status}",
+        "flock {RUN_DIR}/activation.lock {stc} {} > {log} 2>&1; echo $? > {status}.tmp && mv {status}.tmp {status}",
         quote(goal)
     );
     format!(
@@ -105,7 +107,7 @@ mod tests {
         assert_eq!(
             activate_detached("/nix/store/x y", "switch", "42"),
             "mkdir -p /run/nixmox && rm -f '/run/nixmox/activation-42.status' && setsid -f sh -c \
-             ''\\''/nix/store/x y/bin/switch-to-configuration'\\'' '\\''switch'\\'' > '\\''/run/nixmox/activation-42.log'\\'' 2>&1; \
+             'flock /run/nixmox/activation.lock '\\''/nix/store/x y/bin/switch-to-configuration'\\'' '\\''switch'\\'' > '\\''/run/nixmox/activation-42.log'\\'' 2>&1; \
              echo $? > '\\''/run/nixmox/activation-42.status'\\''.tmp && mv '\\''/run/nixmox/activation-42.status'\\''.tmp '\\''/run/nixmox/activation-42.status'\\''' \
              < /dev/null > /dev/null 2>&1"
         );
