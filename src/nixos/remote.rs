@@ -42,13 +42,14 @@ pub fn rollback_profile() -> String {
 /// Starts `switch-to-configuration <goal>` detached (it survives the SSH
 /// connection dropping) and records its output and exit status under `id`.
 /// Activations on one host take turns (`flock`): one left running by a run
-/// that was killed finishes before the next begins.
+/// that was killed finishes before the next begins. `-o`: the lock is held
+/// by flock itself, so daemons the activation starts do not inherit it.
 pub fn activate_detached(path: &str, goal: &str, id: &str) -> String {
     let log = quote(&format!("{RUN_DIR}/activation-{id}.log"));
     let status = quote(&format!("{RUN_DIR}/activation-{id}.status"));
     let stc = quote(&format!("{path}/bin/switch-to-configuration"));
     let inner = format!(
-        "flock {RUN_DIR}/activation.lock {stc} {} > {log} 2>&1; echo $? > {status}.tmp && mv {status}.tmp {status}",
+        "flock -o {RUN_DIR}/activation.lock {stc} {} > {log} 2>&1; echo $? > {status}.tmp && mv {status}.tmp {status}",
         quote(goal)
     );
     format!(
@@ -107,7 +108,7 @@ mod tests {
         assert_eq!(
             activate_detached("/nix/store/x y", "switch", "42"),
             "mkdir -p /run/nixmox && rm -f '/run/nixmox/activation-42.status' && setsid -f sh -c \
-             'flock /run/nixmox/activation.lock '\\''/nix/store/x y/bin/switch-to-configuration'\\'' '\\''switch'\\'' > '\\''/run/nixmox/activation-42.log'\\'' 2>&1; \
+             'flock -o /run/nixmox/activation.lock '\\''/nix/store/x y/bin/switch-to-configuration'\\'' '\\''switch'\\'' > '\\''/run/nixmox/activation-42.log'\\'' 2>&1; \
              echo $? > '\\''/run/nixmox/activation-42.status'\\''.tmp && mv '\\''/run/nixmox/activation-42.status'\\''.tmp '\\''/run/nixmox/activation-42.status'\\''' \
              < /dev/null > /dev/null 2>&1"
         );
