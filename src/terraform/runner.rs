@@ -127,6 +127,7 @@ impl Terraform {
         } else {
             root.join(".plans")
         };
+        remove_orphaned_plans(&plan_dir);
         // Modules may call nixmox itself from local-exec (the lab's hosts do).
         let env = std::env::current_exe()
             .map(|p| vec![("NIXMOX_BIN".to_string(), p.display().to_string())])
@@ -493,9 +494,23 @@ impl Terraform {
             Stdio::piped()
         } else {
             Stdio::null()
-        })
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
+        });
+        // Terraform writes to files, not pipes: if nixmox is killed, a
+        // Terraform in the middle of an apply must not die of a broken pipe
+        // at its next line of output. It finishes, saves its state and
+        // releases its lock, and the next run finds the work done.
+        let (out_file, err_file) = (
+            self.capture(phase, workspace, "out")?,
+            self.capture(phase, workspace, "err")?,
+        );
+        let reopen = |f: &tempfile::NamedTempFile| {
+            f.reopen().map_err(|e| TfError::Prepare {
+                phase,
+                workspace: workspace.into(),
+                message: format!("cannot open {}: {e}", f.path().display()),
+            })
+        };
+        cmd.stdout(reopen(&out_file)?).stderr(reopen(&err_file)?);
         // A CLI configuration named but missing only earns a warning on every command.
         if std::env::var_os("TF_CLI_CONFIG_FILE").is_some_and(|p| !Path::new(&p).exists()) {
             cmd.env_remove("TF_CLI_CONFIG_FILE");
@@ -511,9 +526,13 @@ impl Terraform {
             // Terraform reads the whole var-file before planning; a closed pipe means it failed early.
             let _ = pipe.write_all(text.as_bytes());
         }
-        let out = child
-            .wait_with_output()
-            .map_err(|e| spawn_err(e.to_string()))?;
+        let status = child.wait().map_err(|e| spawn_err(e.to_string()))?;
+        let out = std::process::Output {
+            status,
+            stdout: std::fs::read(out_file.path()).unwrap_or_default(),
+            stderr: std::fs::read(err_file.path()).unwrap_or_default(),
+        };
+
         // `output` and `show` print values, sensitive ones included: never logged.
         if !matches!(
             args.first().map(String::as_str),
@@ -532,6 +551,30 @@ impl Terraform {
             stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
             stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
         })
+    }
+
+    /// A file for one stream of one Terraform command, beside the saved plans
+    /// (memory-backed where possible; it can hold what a plan shows) and
+    /// deleted when dropped, or by the next run if this one is killed.
+    fn capture(
+        &self,
+        phase: Phase,
+        workspace: &str,
+        stream: &str,
+    ) -> Result<tempfile::NamedTempFile, TfError> {
+        let _ = std::fs::create_dir_all(&self.plan_dir);
+        tempfile::Builder::new()
+            .prefix(&format!("nixmox-{}-", std::process::id()))
+            .suffix(&format!(".{stream}"))
+            .tempfile_in(&self.plan_dir)
+            .map_err(|e| TfError::Prepare {
+                phase,
+                workspace: workspace.into(),
+                message: format!(
+                    "cannot create a file for Terraform's output in {}: {e}",
+                    self.plan_dir.display()
+                ),
+            })
     }
 
     fn failed(
@@ -575,6 +618,30 @@ impl Terraform {
                 String::new()
             },
             diagnostics: scrub(&lines.join("\n"), secrets),
+        }
+    }
+}
+
+/// Saved plans and captured output of nixmox processes that are gone (killed
+/// before they could delete them): both can hold secrets, so they do not
+/// outlive their run. A Terraform still using one has it open; deleting is safe.
+fn remove_orphaned_plans(dir: &Path) {
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let Some(pid) = name
+            .strip_prefix("nixmox-")
+            .filter(|_| {
+                [".tfplan", ".out", ".err"]
+                    .iter()
+                    .any(|s| name.ends_with(s))
+            })
+            .and_then(|rest| rest.split('-').next())
+            .and_then(|p| p.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if pid != std::process::id() && !Path::new(&format!("/proc/{pid}")).exists() {
+            let _ = std::fs::remove_file(e.path());
         }
     }
 }
