@@ -43,7 +43,11 @@ hash_of() {
 daemon_pid() {
   local p
   p=$(cat "$RUN/$1.pid" 2>/dev/null) || return 1
-  [ -n "$p" ] && kill -0 "$p" 2>/dev/null && echo "$p"
+  [ -n "$p" ] && kill -0 "$p" 2>/dev/null || return 1
+  # A daemon that has exited but is not reaped yet (a lab host has no init of
+  # its own to reap it at once) answers kill -0 as a zombie: it is gone.
+  grep -q '^State:[[:space:]]*Z' "/proc/$p/status" 2>/dev/null && return 1
+  echo "$p"
 }
 
 daemon_stop() {
