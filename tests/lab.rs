@@ -10,93 +10,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::Duration;
 
-fn root_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-struct Lab {
-    lab_dir: tempfile::TempDir,
-    state_dir: tempfile::TempDir,
-    /// A copy of examples/lab, so the test can change its manifest.
-    copy: tempfile::TempDir,
-}
-
-fn copy_tree(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).expect("mkdir");
-    for e in std::fs::read_dir(from).expect("read dir").flatten() {
-        let name = e.file_name();
-        if name == ".nixmox" {
-            continue;
-        }
-        let (src, dst) = (e.path(), to.join(&name));
-        if src.is_dir() {
-            copy_tree(&src, &dst);
-        } else {
-            std::fs::copy(&src, &dst).expect("copy");
-        }
-    }
-}
-
-impl Lab {
-    fn manifest(&self) -> PathBuf {
-        self.copy.path().join("manifest.nix")
-    }
-
-    fn nixmox(&self, args: &[&str]) -> Output {
-        Command::new(env!("CARGO_BIN_EXE_nixmox"))
-            .args(args)
-            .arg("-m")
-            .arg(self.manifest())
-            .env("NIXMOX_LAB_DIR", self.lab_dir.path())
-            .env("NIXMOX_STATE_DIR", self.state_dir.path())
-            .env("NIXMOX_CA_FILE", self.lab_dir.path().join("ca/ca.crt"))
-            .env("NIXMOX_SSH_KEY", self.lab_dir.path().join("ssh/id_ed25519"))
-            .env(
-                "NIXMOX_SSH_KNOWN_HOSTS_FILE",
-                self.lab_dir.path().join("ssh/known_hosts"),
-            )
-            .env(
-                "NIXMOX_TERRAFORM",
-                std::env::var("NIXMOX_TERRAFORM")
-                    .unwrap_or_else(|_| "/opt/nixmox/bin/terraform".into()),
-            )
-            .env("NO_COLOR", "1")
-            .output()
-            .expect("run nixmox")
-    }
-
-    fn ssh(&self, ip: &str, command: &str) -> Output {
-        let dir = self.lab_dir.path();
-        Command::new("ssh")
-            .args(["-i", &dir.join("ssh/id_ed25519").display().to_string()])
-            .args([
-                "-o",
-                "BatchMode=yes",
-                "-o",
-                "StrictHostKeyChecking=accept-new",
-                "-o",
-                "LogLevel=ERROR",
-                "-o",
-                "ConnectTimeout=5",
-            ])
-            .arg("-o")
-            .arg(format!(
-                "UserKnownHostsFile={}",
-                dir.join("ssh/known_hosts").display()
-            ))
-            .arg(format!("root@{ip}"))
-            .arg(command)
-            .output()
-            .expect("ssh")
-    }
-}
-
-impl Drop for Lab {
-    fn drop(&mut self) {
-        // Whatever happened, take the lab down.
-        let _ = self.nixmox(&["lab", "down"]);
-    }
-}
+#[path = "support/lab_stack.rs"]
+#[allow(dead_code)] // spawn() serves the kill test
+mod lab_stack;
+use lab_stack::{text, Lab};
 
 /// Every file below `dir`.
 fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
@@ -108,14 +25,6 @@ fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
             out.push(p);
         }
     }
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
 }
 
 /// A DNS A query over UDP, answered addresses in order.
@@ -169,20 +78,8 @@ fn curl(args: &[&str]) -> Output {
 
 #[test]
 fn the_lab_from_nothing_to_nothing() {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    assert!(
-        status
-            .lines()
-            .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0")),
-        "the lab test needs root (it creates network namespaces): run the tests as root"
-    );
-    let copy = tempfile::tempdir().expect("tempdir");
-    copy_tree(&root_dir().join("examples/lab"), copy.path());
-    let lab = Lab {
-        lab_dir: tempfile::tempdir().expect("tempdir"),
-        state_dir: tempfile::tempdir().expect("tempdir"),
-        copy,
-    };
+    lab_stack::require_root("the lab test");
+    let lab = Lab::new();
 
     let up = lab.nixmox(&["lab", "up"]);
     assert_eq!(up.status.code(), Some(0), "lab up failed:\n{}", text(&up));

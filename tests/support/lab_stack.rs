@@ -1,0 +1,133 @@
+//! The lab stack (a copy of examples/lab, so a test may change it) with its
+//! own lab and state directories; taken down when dropped, whatever happened.
+//! Its tests need root: they create network namespaces.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+
+pub fn require_root(what: &str) {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    assert!(
+        status
+            .lines()
+            .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0")),
+        "{what} needs root (it creates network namespaces): run the tests as root"
+    );
+}
+
+pub fn copy_tree(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).expect("mkdir");
+    for e in std::fs::read_dir(from).expect("read dir").flatten() {
+        let name = e.file_name();
+        if name == ".nixmox" {
+            continue;
+        }
+        let (src, dst) = (e.path(), to.join(&name));
+        if src.is_dir() {
+            copy_tree(&src, &dst);
+        } else {
+            std::fs::copy(&src, &dst).expect("copy");
+        }
+    }
+}
+
+pub struct Lab {
+    pub lab_dir: tempfile::TempDir,
+    pub state_dir: tempfile::TempDir,
+    /// A copy of examples/lab.
+    pub copy: tempfile::TempDir,
+}
+
+impl Lab {
+    /// A fresh copy of examples/lab; nothing is brought up yet.
+    pub fn new() -> Lab {
+        let copy = tempfile::tempdir().expect("tempdir");
+        copy_tree(
+            &PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("examples/lab"),
+            copy.path(),
+        );
+        Lab {
+            lab_dir: tempfile::tempdir().expect("tempdir"),
+            state_dir: tempfile::tempdir().expect("tempdir"),
+            copy,
+        }
+    }
+
+    pub fn manifest(&self) -> PathBuf {
+        self.copy.path().join("manifest.nix")
+    }
+
+    pub fn command(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_nixmox"));
+        c.args(args)
+            .arg("-m")
+            .arg(self.manifest())
+            .env("NIXMOX_LAB_DIR", self.lab_dir.path())
+            .env("NIXMOX_STATE_DIR", self.state_dir.path())
+            .env("NIXMOX_CA_FILE", self.lab_dir.path().join("ca/ca.crt"))
+            .env("NIXMOX_SSH_KEY", self.lab_dir.path().join("ssh/id_ed25519"))
+            .env(
+                "NIXMOX_SSH_KNOWN_HOSTS_FILE",
+                self.lab_dir.path().join("ssh/known_hosts"),
+            )
+            .env(
+                "NIXMOX_TERRAFORM",
+                std::env::var("NIXMOX_TERRAFORM")
+                    .unwrap_or_else(|_| "/opt/nixmox/bin/terraform".into()),
+            )
+            .env("NO_COLOR", "1");
+        c
+    }
+
+    pub fn nixmox(&self, args: &[&str]) -> Output {
+        self.command(args).output().expect("run nixmox")
+    }
+
+    /// nixmox started with its standard output (and error) piped.
+    pub fn spawn(&self, args: &[&str]) -> Child {
+        self.command(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("run nixmox")
+    }
+
+    pub fn ssh(&self, ip: &str, command: &str) -> Output {
+        let dir = self.lab_dir.path();
+        Command::new("ssh")
+            .args(["-i", &dir.join("ssh/id_ed25519").display().to_string()])
+            .args([
+                "-o",
+                "BatchMode=yes",
+                "-o",
+                "StrictHostKeyChecking=accept-new",
+                "-o",
+                "LogLevel=ERROR",
+                "-o",
+                "ConnectTimeout=5",
+            ])
+            .arg("-o")
+            .arg(format!(
+                "UserKnownHostsFile={}",
+                dir.join("ssh/known_hosts").display()
+            ))
+            .arg(format!("root@{ip}"))
+            .arg(command)
+            .output()
+            .expect("ssh")
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        let _ = self.nixmox(&["lab", "down"]);
+    }
+}
+
+pub fn text(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
