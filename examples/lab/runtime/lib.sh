@@ -78,8 +78,10 @@ daemon_ensure() {
   rm -f "$RUN/$name.pid"
   # A clean environment: nothing from the SSH session (secrets included)
   # leaks into the daemon; it reads /run/nixmox/env itself when it needs to.
+  # A daemon whose pid cannot be recorded (a full disk) is not started: it
+  # could never be stopped or restarted.
   setsid -f env -i PATH="$PATH" HOME="$STATE" LANG=C.UTF-8 LAB="$LAB" \
-    /bin/sh -c 'echo $$ >"$0"; exec "$@"' "$RUN/$name.pid" "$@" \
+    /bin/sh -c 'echo $$ >"$0" || exit 1; exec "$@"' "$RUN/$name.pid" "$@" \
     </dev/null >>"$LOGDIR/$name.log" 2>&1 9>&-
   for i in $(seq 1 50); do [ -s "$RUN/$name.pid" ] && break; sleep 0.1; done
   echo "$fp" >"$RUN/$name.fp"

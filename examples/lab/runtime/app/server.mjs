@@ -12,6 +12,8 @@
 //
 //   GET [<prefix>]/         200 "hello from <service>"
 //   GET [<prefix>]/healthz  200 {ok:true, db:"ok"|"none", oidc:"ok"|"none"} or 503 with reasons
+// Version "crash-after-first-health" exits after its first healthy /healthz
+// (a lab fault, used by tests/host_faults.rs).
 import http from 'node:http';
 import fs from 'node:fs';
 import path from 'node:path';
@@ -95,7 +97,14 @@ async function handle(req, res) {
   if (p === '/healthz') {
     const body = await health();
     res.writeHead(body.ok ? 200 : 503, { 'content-type': 'application/json' });
-    return res.end(`${JSON.stringify(body)}\n`);
+    res.end(`${JSON.stringify(body)}\n`);
+    // A lab fault for tests: this version answers one healthy /healthz, then
+    // dies, like a daemon that crashes right after its activation.
+    if (cfg.version === 'crash-after-first-health' && body.ok) {
+      log('fault: exiting after the first healthy /healthz');
+      setTimeout(() => process.exit(3), 50);
+    }
+    return;
   }
   if (p === '/') {
     const user = req.headers['x-authentik-username'];

@@ -1,0 +1,250 @@
+//! Hosts failing, on the lab stack (as root). Each fault: the run ends in
+//! bounded time with an error naming the host and the step, the host is
+//! rolled back where that applies, the other applications finish, and once
+//! the fault is gone the next apply converges.
+//!
+//! - sshd stopped (SIGSTOP: it accepts connections and never answers);
+//! - a host's link cut in the middle of its deploy;
+//! - a daemon that dies right after its activation (the lab app's
+//!   `crash-after-first-health` version);
+//! - a full disk in a host's data directory (/var/lib/lab).
+
+#[path = "support/lab_stack.rs"]
+#[allow(dead_code)]
+mod lab_stack;
+
+use lab_stack::{text, Lab};
+use serde_json::Value;
+use std::io::BufRead;
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+/// No run of this test may take longer: a fault must end in an error, not a hang.
+const BOUND: Duration = Duration::from_secs(150);
+
+fn events(out: &[u8]) -> Vec<Value> {
+    String::from_utf8_lossy(out)
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect()
+}
+
+/// The event that ended `step`.
+fn end_of<'a>(ev: &'a [Value], step: &str) -> Option<&'a Value> {
+    ev.iter()
+        .rev()
+        .find(|e| e["step"] == step && e["status"] != "started")
+}
+
+/// `apply --json --yes`, bounded by [`BOUND`]; `during` runs when `trigger`
+/// starts (after `delay`).
+fn apply(lab: &Lab, trigger: Option<(&str, Duration, &dyn Fn())>) -> Output {
+    let mut child = lab.spawn(&["apply", "--json", "--yes"]);
+    let stdout = child.stdout.take().expect("stdout");
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    let reader = std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            let _ = tx.send(line);
+        }
+    });
+    let start = Instant::now();
+    let mut lines = Vec::new();
+    let mut fired = trigger.is_none();
+    loop {
+        match rx.recv_timeout(Duration::from_millis(200)) {
+            Ok(line) => {
+                if let (false, Some((step, delay, act))) = (fired, &trigger) {
+                    let e: Value = serde_json::from_str(&line).unwrap_or_default();
+                    if e["step"] == *step && e["status"] == "started" {
+                        std::thread::sleep(*delay);
+                        act();
+                        fired = true;
+                    }
+                }
+                lines.push(line);
+            }
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,
+            Err(_) => {}
+        }
+        if start.elapsed() > BOUND {
+            let _ = child.kill();
+            panic!("apply did not end within {BOUND:?}:\n{}", lines.join("\n"));
+        }
+    }
+    let _ = reader.join();
+    let status = child.wait().expect("wait");
+    assert!(fired, "the fault was never injected:\n{}", lines.join("\n"));
+    Output {
+        status,
+        stdout: lines.join("\n").into_bytes(),
+        stderr: Vec::new(),
+    }
+}
+
+fn set_version(lab: &Lab, service: &str, version: &str) {
+    let path = lab.manifest();
+    let m = std::fs::read_to_string(&path).expect("manifest");
+    let head = format!("    {service} = {{\n      version = \"");
+    let start = m.find(&head).expect("service block") + head.len();
+    let end = start + m[start..].find('"').expect("end of version");
+    let mut m = m;
+    m.replace_range(start..end, version);
+    std::fs::write(&path, m).expect("write manifest");
+}
+
+fn sh(cmd: &str) -> Output {
+    let o = Command::new("sh").arg("-c").arg(cmd).output().expect("sh");
+    assert!(o.status.success(), "{cmd}: {}", text(&o));
+    o
+}
+
+/// The app answers /healthz on its host with its current version's daemon.
+fn app_health(ip: &str) -> bool {
+    Command::new("curl")
+        .args(["-fsS", "-o", "/dev/null", "--max-time", "5"])
+        .arg(format!("http://{ip}:8080/healthz"))
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// The run failed on `step` of `host`, naming it; everything else ended well.
+fn failed_naming(o: &Output, step: &str, host: &str, ip: &str) -> String {
+    assert_eq!(o.status.code(), Some(1), "{}", text(o));
+    let ev = events(&o.stdout);
+    let bad: Vec<&Value> = ev.iter().filter(|e| e["status"] == "failed").collect();
+    assert_eq!(bad.len(), 1, "exactly one step fails: {bad:#?}");
+    let e = bad[0];
+    assert_eq!(e["step"], step, "{e:#}");
+    let detail = e["detail"].as_str().unwrap_or_default().to_string();
+    assert!(
+        detail.contains(host) && detail.contains(ip),
+        "the error names neither host {host} nor {ip}: {detail}"
+    );
+    eprintln!("{step} failed as expected:\n{detail}\n");
+    detail
+}
+
+fn converges(lab: &Lab, app: &str) {
+    let o = apply(lab, None);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let ev = events(&o.stdout);
+    let v = end_of(&ev, &format!("verify:{app}")).expect("verify step");
+    assert!(
+        matches!(v["status"].as_str(), Some("changed" | "unchanged")),
+        "{v:#}"
+    );
+}
+
+#[test]
+fn hosts_failing_give_bounded_errors_and_a_clean_resume() {
+    lab_stack::require_root("the host fault test");
+    let lab = Lab::new();
+    // Tighter bounds than the lab's defaults, so a dead host is given up on sooner.
+    let m = std::fs::read_to_string(lab.manifest()).expect("manifest");
+    let m = m
+        .replacen(
+            "    flake = \".\";",
+            "    flake = \".\";\n    activation_timeout = 30;",
+            1,
+        )
+        .replacen(
+            "    ssh = {\n",
+            "    ssh = {\n      connect_timeout = 5;\n",
+            1,
+        );
+    let dash_health = "readiness = \"http://10.213.0.12:8080/healthz\";\n          interval = 1;\n          timeout = 60;";
+    assert!(
+        m.contains(dash_health),
+        "the lab manifest changed: update this test"
+    );
+    let m = m.replacen(
+        dash_health,
+        &dash_health.replace("timeout = 60;", "timeout = 8;"),
+        1,
+    );
+    std::fs::write(lab.manifest(), m).expect("write manifest");
+    let up = lab.nixmox(&["lab", "up"]);
+    assert_eq!(up.status.code(), Some(0), "lab up:\n{}", text(&up));
+    let lab_dir = lab.lab_dir.path().display().to_string();
+
+    // 1. sshd stopped on notes: connections are accepted and never answered.
+    let sshd = sh(&format!(
+        "pgrep -f '[s]shd -D -e -f {lab_dir}/hosts/notes/sshd_config'"
+    ));
+    let sshd = String::from_utf8_lossy(&sshd.stdout).trim().to_string();
+    sh(&format!("kill -STOP {sshd}"));
+    set_version(&lab, "notes", "fault-1");
+    let o = apply(&lab, None);
+    sh(&format!("kill -CONT {sshd}"));
+    let detail = failed_naming(&o, "nix:service-config:notes", "notes", "10.213.0.11");
+    assert!(detail.contains("timed out"), "{detail}");
+    for app in ["wiki", "dash"] {
+        let ev = events(&o.stdout);
+        let v = end_of(&ev, &format!("verify:{app}")).expect("verify");
+        assert_eq!(v["status"], "unchanged", "{app} should finish: {v:#}");
+    }
+    converges(&lab, "notes");
+
+    // 2. dash's link cut in the middle of its deploy.
+    let link = "nmx0ad5000c"; // the lab's veth for 10.213.0.12
+    set_version(&lab, "dash", "fault-2");
+    let cut = || {
+        sh(&format!("ip link set {link} down"));
+    };
+    let o = apply(
+        &lab,
+        Some(("nix:service-config:dash", Duration::from_millis(300), &cut)),
+    );
+    sh(&format!("ip link set {link} up"));
+    failed_naming(&o, "nix:service-config:dash", "dash", "10.213.0.12");
+    converges(&lab, "dash");
+
+    // 3. A daemon that dies right after its activation: the gate passes, the
+    // daemon exits, verify fails, and dash goes back to its previous system.
+    set_version(&lab, "dash", "crash-after-first-health");
+    let o = apply(&lab, None);
+    let detail = failed_naming(&o, "verify:dash", "dash", "10.213.0.12");
+    assert!(detail.contains("rolled back"), "{detail}");
+    assert!(
+        app_health("10.213.0.12"),
+        "dash is not healthy after its rollback"
+    );
+    set_version(&lab, "dash", "fault-3");
+    converges(&lab, "dash");
+
+    // 4. A full disk in dash's data directory: a small filesystem over
+    // /var/lib/lab on that host, kept full by a writer that takes whatever
+    // space is freed (as a runaway log would).
+    let fill = lab.ssh(
+        "10.213.0.12",
+        "set -e; mkdir -p /run/full; mount -t tmpfs -o size=4m nmx-full /run/full; \
+         cp -a /var/lib/lab/. /run/full/; mount --bind /run/full /var/lib/lab; \
+         setsid -f sh -c 'echo $$ > /run/filler.pid; \
+           while :; do cat /dev/zero >> /var/lib/lab/filler 2>/dev/null; sleep 0.02; done' \
+           < /dev/null > /dev/null 2>&1; sleep 0.5",
+    );
+    assert!(fill.status.success(), "{}", text(&fill));
+    set_version(&lab, "dash", "fault-4");
+    let o = apply(&lab, None);
+    let detail = failed_naming(&o, "nix:service-config:dash", "dash", "10.213.0.12");
+    assert!(detail.contains("No space left"), "{detail}");
+    let free = lab.ssh(
+        "10.213.0.12",
+        "kill $(cat /run/filler.pid) && sleep 0.1 && rm -f /var/lib/lab/filler",
+    );
+    assert!(free.status.success(), "{}", text(&free));
+    converges(&lab, "dash");
+
+    // Everything converged: one more apply changes nothing.
+    let o = apply(&lab, None);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let changed: Vec<String> = events(&o.stdout)
+        .iter()
+        .filter(|e| e["status"] == "changed")
+        .filter_map(|e| e["step"].as_str().map(str::to_string))
+        .collect();
+    assert!(changed.is_empty(), "{changed:#?}");
+}
