@@ -11,7 +11,9 @@
 //! - no Terraform resource and no migration was applied twice: each round's
 //!   Terraform provisioner ran once, each round's migration row exists once;
 //! - Terraform state is intact (the workspace plans clean) and `status`
-//!   reads the journal and state without complaint.
+//!   reads the journal and state without complaint;
+//! - no saved plan or captured Terraform output of a killed run (both can
+//!   hold secrets) is left in /dev/shm.
 //!
 //! Part one kills one apply after another through the first deploy of the
 //! whole stack (core, auth-core, applications), then converges. Part two is
@@ -203,6 +205,21 @@ fn converges(lab: &Lab, round: u32, killed: bool, what: &str) {
     let lines: Vec<&str> = log.lines().collect();
     let want: Vec<String> = (0..=round).map(|r| format!("round {r}")).collect();
     assert_eq!(lines, want, "{what}: Terraform provisioner runs");
+    // Nothing a killed run wrote for Terraform (saved plans, captured output:
+    // both can hold secrets) outlives it.
+    for e in std::fs::read_dir("/dev/shm").into_iter().flatten().flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if let Some(pid) = name
+            .strip_prefix("nixmox-")
+            .and_then(|r| r.split('-').next())
+            .and_then(|p| p.parse::<u32>().ok())
+        {
+            assert!(
+                std::path::Path::new(&format!("/proc/{pid}")).exists(),
+                "{what}: /dev/shm/{name} left behind by a run that is gone"
+            );
+        }
+    }
     // State and journal read cleanly; every service live.
     let st = lab.nixmox(&["status", "--json"]);
     let st: Value = serde_json::from_slice(&st.stdout).expect("status JSON");
