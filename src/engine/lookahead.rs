@@ -115,19 +115,7 @@ impl Lookahead {
 
     /// The questions this run will ask, given its plan and selected phases.
     pub(super) fn new(ctx: &Ctx) -> Self {
-        let core: Vec<&Service> = ctx
-            .plan
-            .core
-            .iter()
-            .filter_map(|n| ctx.m.service(n))
-            .collect();
-        let apps: Vec<&Service> = ctx
-            .plan
-            .waves
-            .iter()
-            .flatten()
-            .filter_map(|n| ctx.m.service(n))
-            .collect();
+        let (core, apps) = (ctx.core_services(), ctx.apps());
         let hosts: Vec<&Service> = core
             .iter()
             .filter(|_| ctx.runs(Phase::NixCore))

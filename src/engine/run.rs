@@ -103,7 +103,7 @@ pub(super) struct Ctx<'a> {
     emit: &'a (dyn Fn(Event) + Sync),
 }
 
-impl Ctx<'_> {
+impl<'a> Ctx<'a> {
     pub(super) fn runs(&self, phase: Phase) -> bool {
         selected(&self.phases, &self.skip, phase)
     }
@@ -131,6 +131,23 @@ impl Ctx<'_> {
             detail,
             seconds: (started.elapsed().as_secs_f64() * 100.0).round() / 100.0,
         });
+    }
+
+    /// The plan's core services, in order.
+    pub(super) fn core_services(&self) -> Vec<&'a Service> {
+        let m = self.m;
+        self.plan.core.iter().filter_map(|n| m.service(n)).collect()
+    }
+
+    /// The plan's applications, wave after wave.
+    pub(super) fn apps(&self) -> Vec<&'a Service> {
+        let m = self.m;
+        self.plan
+            .waves
+            .iter()
+            .flatten()
+            .filter_map(|n| m.service(n))
+            .collect()
     }
 
     pub(super) fn step(&self, id: &str) -> Option<&Step> {
@@ -669,13 +686,11 @@ fn walk(ctx: &Ctx, opts: &ApplyOptions, summary: &mut Summary) -> Result<(), Str
             }
         }
     }
-    let core: Vec<&Service> = ctx
-        .plan
-        .core
-        .iter()
-        .filter_map(|n| ctx.m.service(n))
-        .filter(|_| core_selected)
-        .collect();
+    let core: Vec<&Service> = if core_selected {
+        ctx.core_services()
+    } else {
+        Vec::new()
+    };
     let mut systems = Vec::new();
     for s in &core {
         match ctx.build_one(s) {
@@ -771,13 +786,7 @@ fn walk(ctx: &Ctx, opts: &ApplyOptions, summary: &mut Summary) -> Result<(), Str
         return Ok(());
     }
     // 4. Applications: a small scheduler over the dependency graph.
-    let apps: Vec<&Service> = ctx
-        .plan
-        .waves
-        .iter()
-        .flatten()
-        .filter_map(|n| ctx.m.service(n))
-        .collect();
+    let apps = ctx.apps();
     let deps: HashMap<&str, Vec<&str>> = apps
         .iter()
         .map(|s| {
