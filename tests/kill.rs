@@ -207,7 +207,11 @@ fn converges(lab: &Lab, round: u32, killed: bool, what: &str) {
     assert_eq!(lines, want, "{what}: Terraform provisioner runs");
     // Nothing a killed run wrote for Terraform (saved plans, captured output:
     // both can hold secrets) outlives it.
-    for e in std::fs::read_dir("/dev/shm").into_iter().flatten().flatten() {
+    for e in std::fs::read_dir("/dev/shm")
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
         let name = e.file_name().to_string_lossy().into_owned();
         if let Some(pid) = name
             .strip_prefix("nixmox-")
