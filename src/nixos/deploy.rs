@@ -220,8 +220,13 @@ fn upload(t: &SshTarget, name: &str, bytes: &[u8]) -> Result<(), DeployError> {
     }
 }
 
+/// How long a host may stay silent while its activation runs before nixmox
+/// gives up on it (well before `activation_timeout` when a host is cut off).
+pub const SILENCE_LIMIT: Duration = Duration::from_secs(60);
+
 /// Runs switch-to-configuration detached and polls for its exit status; a
-/// lost SSH connection while polling is retried until the bound.
+/// lost SSH connection while polling is retried, for [`SILENCE_LIMIT`] at
+/// most, and never past the bound.
 pub fn activate(
     t: &SshTarget,
     system: &str,
@@ -247,6 +252,7 @@ pub fn activate(
         });
     }
     let deadline = Instant::now() + limit;
+    let mut answered = Instant::now();
     loop {
         // Each look waits on the host for up to 5 s (never past the deadline).
         let tenths = deadline
@@ -254,12 +260,29 @@ pub fn activate(
             .as_millis()
             .div_ceil(100)
             .clamp(1, 50) as u32;
-        if let Ok(out) = ssh::run(
+        let look = ssh::run(
             t,
             &remote::activation_status(&id, tenths),
             None,
             Duration::from_secs(15),
-        ) {
+        );
+        if look.is_err() && answered.elapsed() > SILENCE_LIMIT.min(limit) {
+            return Err(DeployError::Activation {
+                host: host(t),
+                goal: goal.as_str(),
+                system: system.into(),
+                status: "unknown".into(),
+                log: format!(
+                    "the host stopped answering for {} s while its activation ran (it may still \
+                     be running there); when the host answers again, run `nixmox apply` again: \
+                     it re-checks the host and finishes the job",
+                    answered.elapsed().as_secs()
+                ),
+                rollback: String::new(),
+            });
+        }
+        if let Ok(out) = look {
+            answered = Instant::now();
             let status = out.stdout.trim();
             if !status.is_empty() {
                 if status == "0" {
