@@ -10,6 +10,7 @@
 
 pub mod dns;
 pub mod http;
+pub mod jwt;
 pub mod oidc_flow;
 pub mod tls;
 
@@ -297,9 +298,10 @@ fn oidc(m: &Manifest, s: &Service, o: &crate::manifest::Oidc, ctx: &Context) -> 
         Ok((
             authorization,
             v["token_endpoint"].as_str().map(str::to_string),
+            v["jwks_uri"].as_str().map(str::to_string),
         ))
     });
-    let (endpoint, token_endpoint) = match doc {
+    let (endpoint, token_endpoint, jwks_uri) = match doc {
         Ok(e) => {
             out.push(result(&s.name, "oidc-discovery", issuer.clone(), Ok(())));
             e
@@ -392,6 +394,7 @@ fn oidc(m: &Manifest, s: &Service, o: &crate::manifest::Oidc, ctx: &Context) -> 
                 issuer: &issuer,
                 authorization_endpoint: &endpoint,
                 token_endpoint,
+                jwks_uri: jwks_uri.as_deref(),
                 client: o,
                 secret: ctx.client_secrets.get(&o.client_id).map(|s| s.0.as_str()),
                 user,

@@ -7,11 +7,9 @@
 //! the `client_secrets` output for confidential clients; the PKCE verifier
 //! for every client, the only proof a public client has) for an ID token
 //! whose `iss`, `aud`, `nonce`, `exp` and configured claims (the client's
-//! `username_claim` and `groups_claim`) are checked.
-//!
-//! The ID token's payload is decoded but its signature is NOT verified
-//! against the issuer's JWKS: it comes straight from the token endpoint over
-//! TLS validated against the CA bundle, which is what the check relies on.
+//! `username_claim` and `groups_claim`) are checked, and whose signature is
+//! verified against the issuer's JWKS (`jwks_uri` of its discovery
+//! document; RS256 or ES256, see [`super::jwt`]).
 //!
 //! Secrets — the password, the client secret, the code, the tokens — reach
 //! curl on stdin, live in memory only (the session's cookies in a private
@@ -33,6 +31,8 @@ pub struct Flow<'a> {
     pub issuer: &'a str,
     pub authorization_endpoint: &'a str,
     pub token_endpoint: &'a str,
+    /// The issuer's key set; without one the ID token cannot be trusted.
+    pub jwks_uri: Option<&'a str>,
     pub client: &'a Oidc,
     /// The confidential client's secret.
     pub secret: Option<&'a str>,
@@ -138,7 +138,27 @@ pub fn run(f: &Flow) -> Result<(), String> {
         .as_str()
         .ok_or("token exchange: the token response has no id_token")?;
     let claims = jwt_payload(id_token).map_err(|e| format!("claim check: {e}"))?;
-    check_claims(f, &claims, &nonce).map_err(|e| format!("claim check: {e}"))
+    check_claims(f, &claims, &nonce).map_err(|e| format!("claim check: {e}"))?;
+    let jwks_uri = f
+        .jwks_uri
+        .ok_or("signature check: the discovery document has no jwks_uri")?;
+    let jwks = http::get(&http::Request {
+        url: jwks_uri,
+        pin: Some(f.pin),
+        ca_file: f.ca_file,
+        timeout: f.timeout,
+        cookie: None,
+    })
+    .map_err(|e| format!("signature check: {jwks_uri}: {e}"))?;
+    if jwks.status != 200 {
+        return Err(format!(
+            "signature check: {jwks_uri} answered {}",
+            jwks.status
+        ));
+    }
+    let jwks: Value = serde_json::from_str(&jwks.body)
+        .map_err(|e| format!("signature check: {jwks_uri} is not JSON: {e}"))?;
+    super::jwt::verify_signature(id_token, &jwks).map_err(|e| format!("signature check: {e}"))
 }
 
 /// `: error (description)` of an OAuth error answer, if it is one.
