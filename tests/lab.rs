@@ -80,6 +80,29 @@ fn curl(args: &[&str]) -> Output {
 fn the_lab_from_nothing_to_nothing() {
     lab_stack::require_root("the lab test");
     let lab = Lab::new();
+    // Every host gets the stack's age key (for SOPS), as a secret.
+    let keygen = Command::new("age-keygen")
+        .arg("-o")
+        .arg(lab.copy.path().join("lab-age.key"))
+        .output()
+        .expect("age-keygen (run scripts/setup.sh)");
+    assert!(keygen.status.success(), "{}", text(&keygen));
+    let age_key = std::fs::read_to_string(lab.copy.path().join("lab-age.key")).expect("age key");
+    let age_secret = age_key
+        .lines()
+        .find(|l| l.starts_with("AGE-SECRET-KEY-"))
+        .expect("an age secret key")
+        .to_string();
+    let m = std::fs::read_to_string(lab.manifest()).expect("manifest");
+    std::fs::write(
+        lab.manifest(),
+        m.replacen(
+            "    flake = \".\";",
+            "    flake = \".\";\n    age_key_file = \"lab-age.key\";\n    age_key_target = \"/var/lib/lab/sops-nix/key.txt\";",
+            1,
+        ),
+    )
+    .expect("write manifest");
 
     let up = lab.nixmox(&["lab", "up"]);
     assert_eq!(up.status.code(), Some(0), "lab up failed:\n{}", text(&up));
@@ -180,6 +203,17 @@ fn the_lab_from_nothing_to_nothing() {
         .filter_map(|v| v.as_str().filter(|s| !s.is_empty()).map(str::to_string))
         .collect();
     assert!(!secrets.is_empty(), "no client secret to look for");
+    let mut secrets = secrets;
+    secrets.push(age_secret.clone());
+    let on_host = lab.ssh(
+        "10.213.0.10",
+        "stat -c %a /var/lib/lab/sops-nix/key.txt; cat /var/lib/lab/sops-nix/key.txt",
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&on_host.stdout),
+        format!("600\n{age_key}"),
+        "the age key on the wiki host"
+    );
     let printed = format!("{}{}", text(&up), text(&again));
     let mut files = Vec::new();
     walk(lab.state_dir.path(), &mut files);
@@ -196,7 +230,7 @@ fn the_lab_from_nothing_to_nothing() {
     for secret in &secrets {
         assert!(
             !printed.contains(secret.as_str()),
-            "a client secret was printed"
+            "a secret (client secret or age key) was printed"
         );
         for f in files.iter().filter(|f| {
             !f.file_name()
@@ -205,7 +239,7 @@ fn the_lab_from_nothing_to_nothing() {
             let bytes = std::fs::read(f).unwrap_or_default();
             assert!(
                 !String::from_utf8_lossy(&bytes).contains(secret.as_str()),
-                "{} holds a client secret",
+                "{} holds a secret (client secret or age key)",
                 f.display()
             );
         }

@@ -168,6 +168,7 @@ fn request<'a>(
         system,
         goal: Goal::Switch,
         env: None,
+        age_key: None,
         health: h,
         ports: &[],
         activation_timeout: Duration::from_secs(60),
@@ -235,6 +236,42 @@ fn nixos_executor_against_lab_hosts() {
     }
     assert_eq!(current(&t), v2);
     nixmox::nixos::health::gate(&h, &[], &t).expect("healthy after rollback");
+
+    // The age key goes to its target (root only, atomically) with the
+    // environment; the same key again changes nothing, a new key re-activates.
+    let key = |k: &str| deploy::AgeKey {
+        bytes: format!("# created: lab\nAGE-SECRET-KEY-1{k}\n").into_bytes(),
+        target: "/var/lib/lab/sops-nix/key.txt".into(),
+    };
+    let (k1, k2) = (key("FIRSTKEYNOTREAL"), key("SECONDKEYNOTREAL"));
+    let with = |k| DeployRequest {
+        env: Some("NIXMOX_TF_X=1\n"),
+        age_key: Some(k),
+        ..request(&t, &settings, &v2, &h)
+    };
+    let seen = |cmd: &str| {
+        let o = nixmox::nixos::ssh::run(&t, cmd, None, Duration::from_secs(10)).expect("ssh");
+        o.stdout.trim().to_string()
+    };
+    let first = deploy::deploy(&with(&k1)).expect("deploy with the age key");
+    assert!(matches!(first, Outcome::Activated { .. }), "{first:?}");
+    assert_eq!(
+        seen("stat -c %a /var/lib/lab/sops-nix/key.txt; cat /var/lib/lab/sops-nix/key.txt"),
+        "600\n# created: lab\nAGE-SECRET-KEY-1FIRSTKEYNOTREAL"
+    );
+    let mtime = seen("stat -c %Y.%y /var/lib/lab/sops-nix/key.txt");
+    assert_eq!(
+        deploy::deploy(&with(&k1)).expect("the same key again"),
+        Outcome::Unchanged
+    );
+    assert_eq!(seen("stat -c %Y.%y /var/lib/lab/sops-nix/key.txt"), mtime);
+    let second = deploy::deploy(&with(&k2)).expect("a new key");
+    assert!(matches!(second, Outcome::Activated { .. }), "{second:?}");
+    assert!(seen("cat /var/lib/lab/sops-nix/key.txt").ends_with("SECONDKEYNOTREAL"));
+    assert!(
+        !format!("{k2:?}").contains("SECONDKEY"),
+        "an age key's Debug shows it"
+    );
 
     // A first deploy that fails has nothing to roll back to, and says so.
     let t2 = lab.target("postgresql", 3);

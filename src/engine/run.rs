@@ -97,6 +97,8 @@ pub(super) struct Ctx<'a> {
     /// that may have read older outputs and are built again.
     outputs_changed: std::sync::atomic::AtomicBool,
     pub(super) control_dir: PathBuf,
+    /// `nixos.age_key_file`, read once: installed on every host.
+    age_key: Option<deploy::AgeKey>,
     goal: Goal,
     phases: Vec<Phase>,
     skip: Vec<Phase>,
@@ -238,6 +240,7 @@ impl<'a> Ctx<'a> {
             system,
             goal: self.goal,
             env: env.as_deref(),
+            age_key: self.age_key.as_ref(),
             health: &s.health,
             ports: &s.ports,
             activation_timeout: Duration::from_secs(self.m.nixos.activation_timeout),
@@ -295,11 +298,8 @@ impl<'a> Ctx<'a> {
                 }
             }
         };
-        let env_hash = self
-            .env_for(s)
-            .map(|e| deploy::env_hash(&e))
-            .unwrap_or_default();
-        seen.current == system && seen.env_hash == env_hash && seen.healthy
+        let wanted = deploy::secrets_hash(self.env_for(s).as_deref(), self.age_key.as_ref());
+        seen.current == system && seen.env_hash == wanted && seen.healthy
     }
 
     fn build_one(&self, s: &Service) -> Result<String, String> {
@@ -591,6 +591,14 @@ pub fn apply(
         tf_good: Mutex::new(BTreeMap::new()),
         outputs_changed: std::sync::atomic::AtomicBool::new(false),
         control_dir: control_dir.clone(),
+        age_key: match &m.nixos.age_key_file {
+            Some(file) => Some(deploy::AgeKey::read(
+                file,
+                &stack::base_dir(m),
+                &m.nixos.age_key_target,
+            )?),
+            None => None,
+        },
         goal: opts.goal,
         phases: opts.phases.clone(),
         skip: opts.skip.clone(),

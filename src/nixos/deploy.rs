@@ -12,7 +12,6 @@ use super::health::{self, GateError};
 use super::remote;
 use super::ssh::{self, SshError, SshTarget};
 use crate::manifest::Health;
-use std::hash::{Hash, Hasher};
 use std::time::{Duration, Instant};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -58,11 +57,44 @@ pub struct DeployRequest<'a> {
     pub goal: Goal,
     /// `KEY=VALUE` lines for `/run/nixmox/env` (0600, tmpfs), secrets included; never logged.
     pub env: Option<&'a str>,
+    /// The age key the host decrypts its SOPS secrets with (`nixos.age_key_file`).
+    pub age_key: Option<&'a AgeKey>,
     pub health: &'a Health,
     pub ports: &'a [u16],
     /// Bound on one activation.
     pub activation_timeout: Duration,
     pub rollback: bool,
+}
+
+/// An age private key and where it goes on every host. Its `Debug` never shows it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct AgeKey {
+    pub bytes: Vec<u8>,
+    /// An absolute path on the host (`nixos.age_key_target`).
+    pub target: String,
+}
+
+impl std::fmt::Debug for AgeKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "AgeKey(<redacted> -> {})", self.target)
+    }
+}
+
+impl AgeKey {
+    /// Reads `nixos.age_key_file` (relative paths from the manifest's directory).
+    pub fn read(file: &str, base: &std::path::Path, target: &str) -> Result<AgeKey, String> {
+        let path = base.join(file);
+        let bytes = std::fs::read(&path).map_err(|e| {
+            format!(
+                "nixos.age_key_file {}: cannot read it: {e}; point it at the age key hosts decrypt their SOPS secrets with",
+                path.display()
+            )
+        })?;
+        Ok(AgeKey {
+            bytes,
+            target: target.to_string(),
+        })
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -101,11 +133,28 @@ fn host(t: &SshTarget) -> String {
     format!("{} ({})", t.name, t.address)
 }
 
-/// A hash of the environment file, kept beside it so an unchanged host can tell.
-pub fn env_hash(env: &str) -> String {
-    let mut h = std::collections::hash_map::DefaultHasher::new();
-    env.hash(&mut h);
-    format!("{:016x}", h.finish())
+/// A hash of the secrets a host was given — its environment file and its
+/// age key (and where that went) — kept beside the environment file, so an
+/// unchanged host can tell without anything secret leaving it. Empty when
+/// the host is given neither.
+pub fn secrets_hash(env: Option<&str>, age_key: Option<&AgeKey>) -> String {
+    use sha2::{Digest, Sha256};
+    if env.is_none() && age_key.is_none() {
+        return String::new();
+    }
+    let mut h = Sha256::new();
+    h.update(env.unwrap_or_default().as_bytes());
+    if let Some(k) = age_key {
+        h.update(b"\0age-key\0");
+        h.update(k.target.as_bytes());
+        h.update(b"\0");
+        h.update(&k.bytes);
+    }
+    h.finalize()
+        .iter()
+        .take(16)
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 pub fn deploy(r: &DeployRequest) -> Result<Outcome, DeployError> {
@@ -115,19 +164,17 @@ pub fn deploy(r: &DeployRequest) -> Result<Outcome, DeployError> {
         .stdout
         .trim()
         .to_string();
-    let env_changed = match r.env {
-        Some(env) => {
-            let seen = remote(
-                t,
-                &format!(
-                    "cat {} 2>/dev/null || true",
-                    remote::quote(super::glance::ENV_HASH_FILE)
-                ),
-                quick,
-            )?;
-            seen.stdout.trim() != env_hash(env)
-        }
-        None => false,
+    let wanted = secrets_hash(r.env, r.age_key);
+    let env_changed = !wanted.is_empty() && {
+        let seen = remote(
+            t,
+            &format!(
+                "cat {} 2>/dev/null || true",
+                remote::quote(super::glance::ENV_HASH_FILE)
+            ),
+            quick,
+        )?;
+        seen.stdout.trim() != wanted
     };
     if r.goal.runs() && current == r.system && !env_changed {
         return Ok(Outcome::Unchanged);
@@ -138,7 +185,12 @@ pub fn deploy(r: &DeployRequest) -> Result<Outcome, DeployError> {
     }
     if let Some(env) = r.env {
         upload(t, "env", env.as_bytes())?;
-        upload(t, "env.hash", env_hash(env).as_bytes())?;
+    }
+    if let Some(key) = r.age_key {
+        upload_to(t, &key.target, &key.bytes)?;
+    }
+    if !wanted.is_empty() {
+        upload(t, "env.hash", wanted.as_bytes())?;
     }
     let previous = remote(t, &remote::profile_target(), quick)?
         .stdout
@@ -199,12 +251,21 @@ pub fn deploy(r: &DeployRequest) -> Result<Outcome, DeployError> {
 }
 
 fn upload(t: &SshTarget, name: &str, bytes: &[u8]) -> Result<(), DeployError> {
-    let out = ssh::run(
+    send(
         t,
         &remote::write_secret_file(name),
-        Some(bytes),
-        Duration::from_secs(30),
-    )?;
+        &format!("/run/nixmox/{name}"),
+        bytes,
+    )
+}
+
+/// Writes a secret to `path` on the host (0600, atomically).
+fn upload_to(t: &SshTarget, path: &str, bytes: &[u8]) -> Result<(), DeployError> {
+    send(t, &remote::write_secret_file_at(path), path, bytes)
+}
+
+fn send(t: &SshTarget, cmd: &str, path: &str, bytes: &[u8]) -> Result<(), DeployError> {
+    let out = ssh::run(t, cmd, Some(bytes), Duration::from_secs(30))?;
     if out.ok() {
         Ok(())
     } else {
@@ -212,7 +273,7 @@ fn upload(t: &SshTarget, name: &str, bytes: &[u8]) -> Result<(), DeployError> {
         Err(DeployError::Activation {
             host: host(t),
             goal: "upload",
-            system: format!("/run/nixmox/{name}"),
+            system: path.to_string(),
             status: out.code.map(|c| c.to_string()).unwrap_or_default(),
             log: out.stderr.trim().to_string(),
             rollback: String::new(),

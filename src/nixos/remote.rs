@@ -86,6 +86,22 @@ pub fn write_secret_file(name: &str) -> String {
     format!("umask 077 && mkdir -p {RUN_DIR} && cat > {tmp} && mv {tmp} {path}")
 }
 
+/// Replaces the file at `path` (absolute) atomically with standard input,
+/// readable by root only; its directory is made when missing.
+pub fn write_secret_file_at(path: &str) -> String {
+    let dir = std::path::Path::new(path)
+        .parent()
+        .map(|d| d.display().to_string())
+        .filter(|d| !d.is_empty())
+        .unwrap_or_else(|| "/".into());
+    let tmp = quote(&format!("{path}.nixmox-tmp"));
+    format!(
+        "umask 077 && mkdir -p {} && cat > {tmp} && mv {tmp} {}",
+        quote(&dir),
+        quote(path)
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -116,6 +132,11 @@ mod tests {
             activation_status("42", 50),
             "i=0; while [ ! -e '/run/nixmox/activation-42.status' ] && [ $i -lt 50 ]; do sleep 0.1; i=$((i+1)); done; \
              cat '/run/nixmox/activation-42.status' 2>/dev/null || true"
+        );
+        assert_eq!(
+            write_secret_file_at("/var/lib/sops-nix/key.txt"),
+            "umask 077 && mkdir -p '/var/lib/sops-nix' && cat > '/var/lib/sops-nix/key.txt.nixmox-tmp' \
+             && mv '/var/lib/sops-nix/key.txt.nixmox-tmp' '/var/lib/sops-nix/key.txt'"
         );
         assert_eq!(write_secret_file("env"), "umask 077 && mkdir -p /run/nixmox && cat > '/run/nixmox/.env.tmp' && mv '/run/nixmox/.env.tmp' '/run/nixmox/env'");
     }
