@@ -290,13 +290,18 @@ pub(super) fn start<'s, 'e>(ctx: &'e Ctx<'e>, scope: &'s Scope<'s, 'e>) {
                 if changes.any() {
                     return None;
                 }
-                Some(TfLook {
+                // The outputs read at the start must still be the workspace's:
+                // a Terraform left running by a killed run may have applied
+                // in between (the plan waited for its lock).
+                let held = look
+                    .held_outputs(std::iter::once(&t.workspace))?
+                    .remove(&t.workspace)
+                    .unwrap_or_default();
+                let now = ctx.tf.held_outputs(t.phase, &t.workspace).ok()?;
+                (now == held).then_some(TfLook {
                     derived: spec.derived,
                     upstream: spec.upstream,
-                    outputs: look
-                        .held_outputs(std::iter::once(&t.workspace))?
-                        .remove(&t.workspace)
-                        .unwrap_or_default(),
+                    outputs: held,
                 })
             })
         });
