@@ -462,6 +462,65 @@ fn the_lab_from_nothing_to_nothing() {
         "{tls}"
     );
 
+    // A certificate from the right CA for another name: the TLS check fails
+    // naming the mismatch (and passes for the name the certificate has).
+    let ca_dir = lab.lab_dir.path().join("ca");
+    let wrong = lab.state_dir.path().join("wrong");
+    let sh = |cmd: &str| {
+        let o = Command::new("sh").arg("-c").arg(cmd).output().expect("sh");
+        assert!(o.status.success(), "{cmd}: {}", text(&o));
+    };
+    sh(&format!(
+        "set -e; cd {w}; openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes \
+         -subj /CN=other.nixmox.test -keyout k.pem -out c.csr 2>/dev/null; \
+         printf 'subjectAltName=DNS:other.nixmox.test\\n' > ext; \
+         openssl x509 -req -in c.csr -CA {ca}/ca.crt -CAkey {ca}/ca.key -set_serial 7 -days 2 \
+         -extfile ext -out c.pem 2>/dev/null",
+        w = {
+            std::fs::create_dir_all(&wrong).expect("mkdir");
+            wrong.display()
+        },
+        ca = ca_dir.display()
+    ));
+    let mut server = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            "nixmox-dash",
+            "openssl",
+            "s_server",
+            "-quiet",
+            "-www",
+        ])
+        .args(["-accept", "10.213.0.12:443", "-cert"])
+        .arg(wrong.join("c.pem"))
+        .arg("-key")
+        .arg(wrong.join("k.pem"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("openssl s_server");
+    let ip: std::net::IpAddr = "10.213.0.12".parse().expect("ip");
+    let ca = ca_dir.join("ca.crt").display().to_string();
+    let t = Duration::from_secs(10);
+    let mut right = Err(String::new());
+    for _ in 0..50 {
+        right = nixmox::verify::tls::check(ip, "other.nixmox.test", &ca, 1, t);
+        if right.is_ok() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let mismatch = nixmox::verify::tls::check(ip, "board.nixmox.test", &ca, 1, t);
+    let _ = server.kill();
+    let _ = server.wait();
+    assert_eq!(right, Ok(()), "the certificate's own name");
+    let reason = mismatch.expect_err("a certificate for another name passed");
+    assert!(
+        reason.contains("board.nixmox.test") && reason.contains("mismatch"),
+        "{reason}"
+    );
+
     // A stopped service: verify names it; apply restarts it (its system is current, but it is not healthy).
     let stop = lab.ssh("10.213.0.4", "pkill -x caddy; sleep 0.5; true");
     assert!(stop.status.success(), "{}", text(&stop));
