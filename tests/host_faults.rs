@@ -211,15 +211,15 @@ fn hosts_failing_give_bounded_errors_and_a_clean_resume() {
     converges(&lab, "dash");
 
     // 4. A full disk in dash's data directory: a small filesystem over
-    // /var/lib/lab on that host, kept full by a writer that takes whatever
-    // space is freed (as a runaway log would).
+    // /var/lib/lab on that host, filled to the last page. The daemon's run
+    // files get a second link each, so the activation's deleting them frees
+    // nothing: the disk stays full whatever it removes.
     let fill = lab.ssh(
         "10.213.0.12",
         "set -e; mkdir -p /run/full; mount -t tmpfs -o size=4m nmx-full /run/full; \
          cp -a /var/lib/lab/. /run/full/; mount --bind /run/full /var/lib/lab; \
-         setsid -f sh -c 'echo $$ > /run/filler.pid; \
-           while :; do cat /dev/zero >> /var/lib/lab/filler 2>/dev/null; sleep 0.02; done' \
-           < /dev/null > /dev/null 2>&1; sleep 0.5",
+         for f in /var/lib/lab/run/*; do ln \"$f\" \"/var/lib/lab/.held-${f##*/}\"; done; \
+         dd if=/dev/zero of=/var/lib/lab/filler bs=4k 2>/dev/null || true",
     );
     assert!(fill.status.success(), "{}", text(&fill));
     set_version(&lab, "dash", "fault-4");
@@ -228,7 +228,7 @@ fn hosts_failing_give_bounded_errors_and_a_clean_resume() {
     assert!(detail.contains("No space left"), "{detail}");
     let free = lab.ssh(
         "10.213.0.12",
-        "kill $(cat /run/filler.pid) && sleep 0.1 && rm -f /var/lib/lab/filler",
+        "rm -f /var/lib/lab/filler /var/lib/lab/.held-*",
     );
     assert!(free.status.success(), "{}", text(&free));
     converges(&lab, "dash");
