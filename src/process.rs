@@ -21,6 +21,24 @@ pub enum Bounded {
     Timeout,
 }
 
+/// [`run`] for a tool whose failure to start or to finish is an error
+/// message: `install` says how to get the tool.
+pub fn run_tool(
+    cmd: Command,
+    stdin: Option<&[u8]>,
+    limit: Duration,
+    tool: &str,
+    install: &str,
+) -> Result<Finished, String> {
+    run(cmd, stdin, limit).map_err(|e| match e {
+        Bounded::Spawn(e) => format!("cannot run {tool} ({install}): {e}"),
+        Bounded::Timeout => format!(
+            "{tool} did not finish within {} s and was stopped",
+            limit.as_secs()
+        ),
+    })
+}
+
 /// Runs `cmd` to completion or until `limit`, feeding it `stdin`.
 pub fn run(mut cmd: Command, stdin: Option<&[u8]>, limit: Duration) -> Result<Finished, Bounded> {
     let mut child = cmd

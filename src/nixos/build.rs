@@ -71,17 +71,15 @@ pub fn build(settings: &NixSettings, installables: &[String]) -> Result<Vec<Stri
 pub const NIX_LIMIT: Duration = Duration::from_secs(3600);
 
 /// Runs Nix within [`NIX_LIMIT`]; `what` names it in errors.
-fn run_nix(mut cmd: Command, what: &str) -> Result<crate::process::Finished, NixError> {
-    cmd.stdin(std::process::Stdio::null());
-    let done = crate::process::run(cmd, None, NIX_LIMIT).map_err(|e| match e {
-        crate::process::Bounded::Spawn(e) => NixError(format!(
-            "cannot run nix (install Nix; Debian: apt-get install nix-bin): {e}"
-        )),
-        crate::process::Bounded::Timeout => NixError(format!(
-            "{what} did not finish within {} s and was stopped",
-            NIX_LIMIT.as_secs()
-        )),
-    })?;
+fn run_nix(cmd: Command, what: &str) -> Result<crate::process::Finished, NixError> {
+    let done = crate::process::run_tool(
+        cmd,
+        None,
+        NIX_LIMIT,
+        what,
+        "install Nix; Debian: apt-get install nix-bin",
+    )
+    .map_err(NixError)?;
     if done.code == Some(0) {
         Ok(done)
     } else {

@@ -88,21 +88,27 @@ fn http(url: &str, t: &SshTarget, limit: Duration) -> Result<(), String> {
         let out = if let Some(cmd) = on_host {
             ssh::run(t, &cmd, None, limit + Duration::from_secs(2)).map_err(|e| e.to_string())?
         } else {
-            let o = std::process::Command::new("curl")
-                .args([
-                    "-fsS",
-                    "-o",
-                    "/dev/null",
-                    "--max-time",
-                    &secs.to_string(),
-                    url,
-                ])
-                .output()
-                .map_err(|e| format!("cannot run curl: {e}"))?;
+            let mut cmd = std::process::Command::new("curl");
+            cmd.args([
+                "-fsS",
+                "-o",
+                "/dev/null",
+                "--max-time",
+                &secs.to_string(),
+                url,
+            ]);
+            let o = crate::process::run_tool(
+                cmd,
+                None,
+                limit + Duration::from_secs(2),
+                "curl",
+                "install curl",
+            )
+            .map_err(|e| format!("{url}: {e}"))?;
             ssh::RemoteOutput {
-                code: o.status.code(),
+                code: o.code,
                 stdout: String::new(),
-                stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
+                stderr: o.stderr,
             }
         };
         return if out.ok() {

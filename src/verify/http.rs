@@ -4,10 +4,9 @@
 //! machine's resolver. Every request is bounded by `--max-time`.
 
 use std::collections::BTreeMap;
-use std::io::Write;
 use std::net::IpAddr;
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 #[derive(Debug, Clone)]
@@ -116,34 +115,23 @@ pub fn form_config(f: &Form) -> String {
 /// A GET (no form) or a form POST, with an optional cookie jar. Errors name
 /// the URL without its query (it may carry state the caller keeps private).
 pub fn send(r: &Request, jar: Option<&Path>, form: Option<&Form>) -> Result<Response, String> {
-    let mut child = Command::new("curl")
-        .args(argv_with(r, jar, form.is_some()))
-        .stdin(if form.is_some() {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        })
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|e| format!("cannot run curl (install curl): {e}"))?;
-    if let (Some(f), Some(mut stdin)) = (form, child.stdin.take()) {
-        stdin
-            .write_all(form_config(f).as_bytes())
-            .map_err(|e| format!("cannot pass the request to curl: {e}"))?;
-    }
-    let out = child
-        .wait_with_output()
-        .map_err(|e| format!("curl failed: {e}"))?;
+    let mut cmd = Command::new("curl");
+    cmd.args(argv_with(r, jar, form.is_some()));
+    let config = form.map(form_config);
     let shown = r.url.split('?').next().unwrap_or_default();
-    if !out.status.success() {
-        return Err(format!(
-            "{shown}: {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        ));
+    // curl bounds itself with --max-time; the bound here is for a curl that does not.
+    let out = crate::process::run_tool(
+        cmd,
+        config.as_deref().map(str::as_bytes),
+        r.timeout + Duration::from_secs(5),
+        "curl",
+        "install curl",
+    )
+    .map_err(|e| format!("{shown}: {e}"))?;
+    if out.code != Some(0) {
+        return Err(format!("{shown}: {}", out.stderr.trim()));
     }
-    parse(&String::from_utf8_lossy(&out.stdout))
-        .ok_or_else(|| format!("{shown}: an answer that is not HTTP"))
+    parse(&out.stdout).ok_or_else(|| format!("{shown}: an answer that is not HTTP"))
 }
 
 /// Splits curl's `-i` output into status, headers and body.

@@ -43,6 +43,22 @@ pub struct Flow<'a> {
     pub timeout: Duration,
 }
 
+impl<'a> Flow<'a> {
+    /// A request of this flow: pinned to the proxy, with the CA bundle and the bound.
+    fn request<'u>(&self, url: &'u str) -> http::Request<'u>
+    where
+        'a: 'u,
+    {
+        http::Request {
+            url,
+            pin: Some(self.pin),
+            ca_file: self.ca_file,
+            timeout: self.timeout,
+            cookie: None,
+        }
+    }
+}
+
 /// At most this many requests between the authorization request and the callback.
 const MAX_HOPS: usize = 12;
 
@@ -109,13 +125,7 @@ pub fn run(f: &Flow) -> Result<(), String> {
         }
     };
     let body = body.finish();
-    let req = http::Request {
-        url: f.token_endpoint,
-        pin: Some(f.pin),
-        ca_file: f.ca_file,
-        timeout: f.timeout,
-        cookie: None,
-    };
+    let req = f.request(f.token_endpoint);
     let resp = http::send(
         &req,
         None,
@@ -142,14 +152,8 @@ pub fn run(f: &Flow) -> Result<(), String> {
     let jwks_uri = f
         .jwks_uri
         .ok_or("signature check: the discovery document has no jwks_uri")?;
-    let jwks = http::get(&http::Request {
-        url: jwks_uri,
-        pin: Some(f.pin),
-        ca_file: f.ca_file,
-        timeout: f.timeout,
-        cookie: None,
-    })
-    .map_err(|e| format!("signature check: {jwks_uri}: {e}"))?;
+    let jwks =
+        http::get(&f.request(jwks_uri)).map_err(|e| format!("signature check: {jwks_uri}: {e}"))?;
     if jwks.status != 200 {
         return Err(format!(
             "signature check: {jwks_uri} answered {}",
@@ -193,13 +197,7 @@ fn browse(
             next.path()
         );
         let url = next.to_string();
-        let req = http::Request {
-            url: &url,
-            pin: Some(f.pin),
-            ca_file: f.ca_file,
-            timeout: f.timeout,
-            cookie: None,
-        };
+        let req = f.request(&url);
         let resp = http::send(
             &req,
             Some(jar),

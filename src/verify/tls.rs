@@ -2,9 +2,8 @@
 //! certificate is for that name, and it does not expire within the window.
 //! openssl does the handshake; every call is bounded by `timeout`.
 
-use std::io::Write;
 use std::net::IpAddr;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 pub fn s_client_argv(ip: IpAddr, domain: &str, ca_file: &str) -> Vec<String> {
@@ -29,22 +28,14 @@ pub fn s_client_argv(ip: IpAddr, domain: &str, ca_file: &str) -> Vec<String> {
     .collect()
 }
 
-fn openssl(args: &[String], stdin: &[u8], limit: Duration) -> Result<std::process::Output, String> {
-    let mut child = Command::new("timeout")
-        .arg(limit.as_secs().max(1).to_string())
-        .arg("openssl")
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|e| format!("cannot run openssl: {e}"))?;
-    if let Some(mut i) = child.stdin.take() {
-        let _ = i.write_all(stdin);
-    }
-    child
-        .wait_with_output()
-        .map_err(|e| format!("openssl failed: {e}"))
+fn openssl(
+    args: &[String],
+    stdin: &[u8],
+    limit: Duration,
+) -> Result<crate::process::Finished, String> {
+    let mut cmd = Command::new("openssl");
+    cmd.args(args);
+    crate::process::run_tool(cmd, Some(stdin), limit, "openssl", "install openssl")
 }
 
 /// Passes when the certificate served for `domain` at `ip` verifies and
@@ -56,10 +47,10 @@ pub fn check(
     min_days: u64,
     limit: Duration,
 ) -> Result<(), String> {
-    let hello = openssl(&s_client_argv(ip, domain, ca_file), b"", limit)?;
-    let text = String::from_utf8_lossy(&hello.stdout).into_owned();
-    let err = String::from_utf8_lossy(&hello.stderr).into_owned();
-    if !hello.status.success() {
+    let hello = openssl(&s_client_argv(ip, domain, ca_file), b"", limit)
+        .map_err(|e| format!("{domain} at {ip}:443: {e}"))?;
+    let (text, err) = (hello.stdout, hello.stderr);
+    if hello.code != Some(0) {
         let reason = err
             .lines()
             .chain(text.lines())
@@ -95,7 +86,7 @@ pub fn check(
         pem.as_bytes(),
         limit,
     )?;
-    if !check.status.success() {
+    if check.code != Some(0) {
         return Err(format!(
             "{domain}: the certificate expires within {min_days} days"
         ));
