@@ -16,6 +16,17 @@ pub enum StepStatus {
     Skipped,
 }
 
+impl StepStatus {
+    /// How a finished step that did (or did not) change something ends.
+    pub fn done(changed: bool) -> Self {
+        if changed {
+            StepStatus::Changed
+        } else {
+            StepStatus::Unchanged
+        }
+    }
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct Event {
     pub event: &'static str,

@@ -361,11 +361,7 @@ impl<'a> Ctx<'a> {
                 Ok((changed, detail)) => {
                     any |= changed;
                     activated |= changed && phase == Phase::NixServiceConfig;
-                    let status = if changed {
-                        StepStatus::Changed
-                    } else {
-                        StepStatus::Unchanged
-                    };
+                    let status = StepStatus::done(changed);
                     self.event(step, status, detail, started)
                 }
                 Err(e) => {
@@ -640,16 +636,7 @@ fn stack_step(ctx: &Ctx, id: &str, phase: Phase) -> Result<(), String> {
     ctx.event(step, StepStatus::Started, String::new(), started);
     match ctx.terraform(step) {
         Ok(c) => {
-            ctx.event(
-                step,
-                if c {
-                    StepStatus::Changed
-                } else {
-                    StepStatus::Unchanged
-                },
-                String::new(),
-                started,
-            );
+            ctx.event(step, StepStatus::done(c), String::new(), started);
             Ok(())
         }
         Err(e) => {
@@ -756,16 +743,7 @@ fn walk(ctx: &Ctx, opts: &ApplyOptions, summary: &mut Summary) -> Result<(), Str
         ctx.event(step, StepStatus::Started, String::new(), started);
         match ctx.deploy(s, system, true) {
             Ok(c) => {
-                ctx.event(
-                    step,
-                    if c {
-                        StepStatus::Changed
-                    } else {
-                        StepStatus::Unchanged
-                    },
-                    system.clone(),
-                    started,
-                );
+                ctx.event(step, StepStatus::done(c), system.clone(), started);
                 if let Some(gate) = ctx.step(&format!("health:{}", s.name)) {
                     ctx.event(gate, StepStatus::Unchanged, "passed".into(), started);
                 }
