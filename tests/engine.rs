@@ -11,6 +11,16 @@ use std::process::{Command, Output};
 
 const NET: &str = "10.215.0";
 
+/// The run exited 0 (its output shown otherwise).
+fn succeeded(o: &Output) {
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&o.stdout)
+    );
+}
+
 struct Stack {
     dir: tempfile::TempDir,
 }
@@ -274,12 +284,7 @@ fn apply_rolls_back_skips_dependents_and_finishes_the_rest() {
     let log = s.dir.path().join("activations.log");
     let _ = std::fs::remove_file(&log);
     let o = s.nixmox(&["apply", "--json", "--parallel", "1", "--only", "c,d"]);
-    assert_eq!(
-        o.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&o.stdout)
-    );
+    succeeded(&o);
     let ev = events(&o);
     assert!(
         ev.iter()
@@ -352,12 +357,7 @@ fn apply_rolls_back_skips_dependents_and_finishes_the_rest() {
     let _ = victim.wait();
     let o = s.nixmox(&["apply", "--json", "--only", "c,d"]);
     let ev = events(&o);
-    assert_eq!(
-        o.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&o.stdout)
-    );
+    succeeded(&o);
     let resume = ev
         .iter()
         .find(|e| e["event"] == "resume")
@@ -386,12 +386,7 @@ fn apply_rolls_back_skips_dependents_and_finishes_the_rest() {
     // --skip-phase and --phase choose steps; the rest are reported as not selected.
     let o = s.nixmox(&["apply", "--json", "--only", "c", "--skip-phase", "verify"]);
     let ev = events(&o);
-    assert_eq!(
-        o.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&o.stdout)
-    );
+    succeeded(&o);
     assert_eq!(status_of(&ev, "verify:c"), ["skipped"]);
     assert_eq!(
         status_of(&ev, "nix:service-config:c"),
@@ -406,12 +401,7 @@ fn apply_rolls_back_skips_dependents_and_finishes_the_rest() {
         "tf:infra,tf:auth-core",
     ]);
     let ev = events(&o);
-    assert_eq!(
-        o.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&o.stdout)
-    );
+    succeeded(&o);
     assert_eq!(status_of(&ev, "nix:core:dns"), ["skipped"]);
     assert_eq!(status_of(&ev, "nix:service-config:c"), ["skipped"]);
     assert_eq!(status_of(&ev, "tf:infra"), ["started", "unchanged"]);

@@ -15,6 +15,11 @@ use std::time::Duration;
 mod lab_stack;
 use lab_stack::{text, Lab};
 
+/// The checks of a `verify --json` report.
+fn checks(v: &Value) -> &[Value] {
+    v["checks"].as_array().map(Vec::as_slice).expect("checks")
+}
+
 /// Every file below `dir`.
 fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
     for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
@@ -273,9 +278,7 @@ fn the_lab_from_nothing_to_nothing() {
     let o = lab.nixmox(&["verify", "--json"]);
     let v: Value = serde_json::from_slice(&o.stdout).expect("verify JSON");
     assert_eq!(v["ok"], true, "{v:#}");
-    let kinds: std::collections::BTreeSet<&str> = v["checks"]
-        .as_array()
-        .expect("checks")
+    let kinds: std::collections::BTreeSet<&str> = checks(&v)
         .iter()
         .filter_map(|c| c["check"].as_str())
         .collect();
@@ -294,9 +297,7 @@ fn the_lab_from_nothing_to_nothing() {
 
     // Without the verification user's password, the whole-flow checks are
     // listed as skipped (they do not fail the run).
-    let logins: Vec<&Value> = v["checks"]
-        .as_array()
-        .expect("checks")
+    let logins: Vec<&Value> = checks(&v)
         .iter()
         .filter(|c| c["check"] == "oidc-login")
         .collect();
@@ -330,9 +331,7 @@ fn the_lab_from_nothing_to_nothing() {
         (o, v)
     };
     let login = |v: &Value, service: &str| -> Value {
-        v["checks"]
-            .as_array()
-            .expect("checks")
+        checks(v)
             .iter()
             .find(|c| c["check"] == "oidc-login" && c["service"] == service)
             .cloned()
@@ -382,8 +381,7 @@ fn the_lab_from_nothing_to_nothing() {
     std::fs::write(lab.manifest(), &good).expect("restore manifest");
     assert_eq!(o.status.code(), Some(1));
     let v: Value = serde_json::from_slice(&o.stdout).expect("verify JSON");
-    let checks = v["checks"].as_array().expect("checks");
-    let dns = checks
+    let dns = checks(&v)
         .iter()
         .find(|c| {
             c["check"] == "dns"
@@ -401,7 +399,7 @@ fn the_lab_from_nothing_to_nothing() {
             .contains("wiki-gone.nixmox.test"),
         "{dns}"
     );
-    let proxy = checks
+    let proxy = checks(&v)
         .iter()
         .find(|c| c["check"] == "proxy" && c["target"] == "https://docs.nixmox.test/")
         .expect("proxy check");
@@ -447,9 +445,7 @@ fn the_lab_from_nothing_to_nothing() {
         .expect("verify");
     assert_eq!(o.status.code(), Some(1));
     let v: Value = serde_json::from_slice(&o.stdout).expect("verify JSON");
-    let tls = v["checks"]
-        .as_array()
-        .expect("checks")
+    let tls = checks(&v)
         .iter()
         .find(|c| c["check"] == "tls" && c["target"] == "docs.nixmox.test")
         .expect("tls check");
@@ -526,9 +522,7 @@ fn the_lab_from_nothing_to_nothing() {
     assert!(stop.status.success(), "{}", text(&stop));
     let o = lab.nixmox(&["verify", "--json", "--only", "wiki"]);
     let v: Value = serde_json::from_slice(&o.stdout).expect("verify JSON");
-    let proxy = v["checks"]
-        .as_array()
-        .expect("checks")
+    let proxy = checks(&v)
         .iter()
         .find(|c| c["check"] == "proxy" && c["target"] == "https://docs.nixmox.test/")
         .expect("proxy check");
