@@ -5,7 +5,9 @@
 //!
 //! Needs root (lab hosts). Run: `cargo bench --bench parallel_deploy`.
 
-use serde_json::json;
+#[path = "../tests/support/script_stack.rs"]
+mod script_stack;
+
 use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -58,37 +60,21 @@ fn main() {
     }
     let tmp = tempfile::tempdir().expect("tempdir");
     let root = tmp.path();
-    let health = |ip: &str| json!({"readiness": format!("http://{ip}:8080/healthz"), "interval": 1, "timeout": 20, "retries": 20});
-    let mut core = serde_json::Map::new();
-    for (i, n) in ["dns", "postgresql", "caddy", "authentik"]
-        .iter()
-        .enumerate()
-    {
-        let ip = format!("{NET}.{}", i + 2);
-        core.insert(n.to_string(), json!({"ip": ip, "hostname": format!("{n}.bench.test"), "interface": {"health": health(&ip)}}));
-    }
-    let mut apps = serde_json::Map::new();
-    for (i, n) in APPS.iter().enumerate() {
-        let ip = format!("{NET}.{}", i + 10);
-        apps.insert(n.to_string(), json!({"ip": ip, "hostname": format!("{n}.bench.test"), "interface": {"health": health(&ip)}}));
-    }
-    let manifest = json!({
-        "network": {"domain": "bench.test", "gateway": format!("{NET}.1"), "network_cidr": format!("{NET}.0/24")},
-        "core_services": core, "services": apps,
-        "nixos": {"nix_config": "experimental-features = nix-command flakes\nsubstituters =\nsandbox = false"},
-    });
+    let apps: Vec<(&str, &[&str])> = APPS.iter().map(|n| (*n, &[][..])).collect();
+    let manifest = script_stack::manifest(NET, "bench.test", &apps, 20);
     std::fs::write(root.join("manifest.json"), manifest.to_string()).expect("manifest");
-    let systems: String = ["dns", "postgresql", "caddy", "authentik"].iter().chain(APPS.iter())
-        .map(|n| {
-            let script = if n.starts_with("app") { "app.sh" } else { "core.sh" };
-            format!("    nixosConfigurations.{n}.config.system.build.toplevel = derivation {{ name = \"nixos-system-{n}\"; system = \"x86_64-linux\"; builder = \"/bin/sh\"; switch = ./{script}; args = [ \"-c\" \"/bin/mkdir -p $out/bin && /bin/cp $switch $out/bin/switch-to-configuration && /bin/chmod +x $out/bin/switch-to-configuration\" ]; }};\n")
-        })
+    let hosts: Vec<&str> = script_stack::CORE
+        .iter()
+        .chain(APPS.iter())
+        .copied()
         .collect();
-    std::fs::write(
-        root.join("flake.nix"),
-        format!("{{\n  outputs = {{ self }}: {{\n{systems}  }};\n}}\n"),
-    )
-    .expect("flake");
+    script_stack::write_flake(root, &hosts, |n| {
+        if n.starts_with("app") {
+            "app.sh"
+        } else {
+            "core.sh"
+        }
+    });
     write_systems(root, 0);
     let up = nixmox(root, &["lab", "up", "--no-systems"]);
     assert!(

@@ -5,6 +5,9 @@
 //! The systems are a flake written by the test: each records when its
 //! activation starts and ends, so concurrency is observed, not timed.
 
+#[path = "support/script_stack.rs"]
+mod script_stack;
+
 use serde_json::{json, Value};
 use std::path::Path;
 use std::process::{Command, Output};
@@ -36,35 +39,12 @@ impl Stack {
         );
         let dir = tempfile::tempdir().expect("tempdir");
         let root = dir.path();
-        let health = |ip: &str| json!({"readiness": format!("http://{ip}:8080/healthz"), "interval": 1, "timeout": 6, "retries": 6});
-        let mut core = serde_json::Map::new();
-        for (i, n) in ["dns", "postgresql", "caddy", "authentik"]
-            .iter()
-            .enumerate()
-        {
-            let ip = format!("{NET}.{}", i + 2);
-            core.insert(n.to_string(), json!({"ip": ip, "hostname": format!("{n}.engine.test"), "interface": {"health": health(&ip)}}));
-        }
-        let mut apps = serde_json::Map::new();
-        for (i, (n, deps)) in [
-            ("a", vec![]),
-            ("b", vec!["a"]),
-            ("c", vec![]),
-            ("d", vec![]),
-        ]
-        .iter()
-        .enumerate()
-        {
-            let ip = format!("{NET}.{}", i + 10);
-            apps.insert(n.to_string(), json!({"ip": ip, "hostname": format!("{n}.engine.test"), "depends_on": deps, "interface": {"health": health(&ip)}}));
-        }
-        let manifest = json!({
-            "network": {"domain": "engine.test", "gateway": format!("{NET}.1"), "network_cidr": format!("{NET}.0/24")},
-            "core_services": core,
-            "services": apps,
-            "nixos": {"nix_config": "experimental-features = nix-command flakes\nsubstituters =\nsandbox = false"},
-        });
-        let mut manifest = manifest;
+        let mut manifest = script_stack::manifest(
+            NET,
+            "engine.test",
+            &[("a", &[]), ("b", &["a"]), ("c", &[]), ("d", &[])],
+            6,
+        );
         // Service c has Terraform of its own, to prove the rollback of its workspace.
         manifest["services"]["c"]["interface"]["terraform"] =
             json!({"modules": ["tf/c"], "variables": {"label": "v1"}});
@@ -87,19 +67,20 @@ impl Stack {
             broken = root.join("broken").display()
         );
         std::fs::write(root.join("switch.sh"), script).expect("write switch");
-        let systems: String = ["dns", "postgresql", "caddy", "authentik", "a", "b", "c", "d"]
-            .iter()
-            .map(|n| {
-                format!(
-                    "    nixosConfigurations.{n}.config.system.build.toplevel = derivation {{ name = \"nixos-system-{n}\"; system = \"x86_64-linux\"; builder = \"/bin/sh\"; switch = ./switch.sh; args = [ \"-c\" \"/bin/mkdir -p $out/bin && /bin/cp $switch $out/bin/switch-to-configuration && /bin/chmod +x $out/bin/switch-to-configuration\" ]; }};\n"
-                )
-            })
-            .collect();
-        std::fs::write(
-            root.join("flake.nix"),
-            format!("{{\n  outputs = {{ self }}: {{\n{systems}  }};\n}}\n"),
-        )
-        .expect("write flake");
+        script_stack::write_flake(
+            root,
+            &[
+                "dns",
+                "postgresql",
+                "caddy",
+                "authentik",
+                "a",
+                "b",
+                "c",
+                "d",
+            ],
+            |_| "switch.sh",
+        );
         let s = Stack { dir };
         let o = s.nixmox(&["lab", "up", "--no-systems"]);
         assert!(
