@@ -2,7 +2,9 @@
 # Installs what nixmox's tests and demo need on a fresh Debian machine, and
 # nothing that is already there. Safe to run again. Needs root.
 #
-#   Debian: nix-bin (evaluates .nix manifests and modules), graphviz (graph
+#   Debian: ca-certificates, procps and libc6-dev (a minimal Debian has
+#           none of them; gcc and Rust link against libc6-dev),
+#           nix-bin (evaluates .nix manifests and modules), graphviz (graph
 #           --format svg), age (SOPS recipients), gcc (builds the Terraform
 #           command line below), postgresql (the pg state backend in tests)
 #           and for the lab's hosts: openssh-server/-client, unbound, caddy,
@@ -23,10 +25,13 @@ log() { printf 'setup: %s\n' "$*"; }
 here=$(cd "$(dirname "$0")/.." && pwd)
 
 need_apt=()
+[[ -e /etc/ssl/certs/ca-certificates.crt ]] || need_apt+=(ca-certificates)
+command -v pgrep >/dev/null 2>&1 || need_apt+=(procps)
 command -v nix-instantiate >/dev/null 2>&1 || need_apt+=(nix-bin)
 command -v dot >/dev/null 2>&1 || need_apt+=(graphviz)
 command -v age-keygen >/dev/null 2>&1 || need_apt+=(age)
 command -v cc >/dev/null 2>&1 || need_apt+=(gcc)
+[[ -e /usr/include/stdio.h ]] || need_apt+=(libc6-dev)
 compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || need_apt+=(postgresql)
 command -v psql >/dev/null 2>&1 || need_apt+=(postgresql-client)
 [[ -x /usr/sbin/sshd ]] || need_apt+=(openssh-server)
@@ -49,6 +54,41 @@ if ((${#need_apt[@]})); then
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
   apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >/dev/null
+fi
+
+# Nix builds as root hand each build to an unprivileged build user of the
+# group named by `build-users-group` (default: nixbld). Debian's nix-bin keeps
+# that default but creates neither the group nor the users (its
+# nix-setup-systemd package would, through systemd-sysusers, which these
+# machines lack), so every build fails. Create them as Nix's own multi-user
+# installer does: group nixbld (gid 30000 where free), users nixbld1..32
+# (uids 30001.. where free), no login, home /var/empty; and write the same
+# /etc/nix/nix.conf line. Builds then never run as root.
+NIX_BUILD_USERS=32
+if [[ $(id -u) -ne 0 ]] && ! getent passwd "nixbld$NIX_BUILD_USERS" >/dev/null; then
+  log "Nix's build users (group nixbld) are missing; run this script as root to create them" >&2
+  exit 1
+fi
+if ! getent group nixbld >/dev/null; then
+  log "creating the Nix build group nixbld"
+  if getent group 30000 >/dev/null; then groupadd --system nixbld; else groupadd --system --gid 30000 nixbld; fi
+fi
+nixbld_gid=$(getent group nixbld | cut -d: -f3)
+nologin=$(command -v nologin || echo /usr/sbin/nologin)
+for i in $(seq 1 "$NIX_BUILD_USERS"); do
+  getent passwd "nixbld$i" >/dev/null && continue
+  uid_opt=(--uid $((30000 + i)))
+  getent passwd $((30000 + i)) >/dev/null && uid_opt=()
+  # -K: uids above 999 are what the installer uses too; no warning about them.
+  useradd --system -K SYS_UID_MAX=$((30000 + NIX_BUILD_USERS)) --no-create-home --home-dir /var/empty --shell "$nologin" \
+    --gid "$nixbld_gid" --groups nixbld --no-user-group "${uid_opt[@]}" \
+    --comment "Nix build user $i" --password '!' "nixbld$i"
+done
+members=$(getent group nixbld | cut -d: -f4 | tr ',' '\n' | grep -c . || true)
+((members >= NIX_BUILD_USERS)) || { log "group nixbld has $members members, expected $NIX_BUILD_USERS" >&2; exit 1; }
+mkdir -p /etc/nix
+if [[ ! -e /etc/nix/nix.conf ]] || ! grep -q '^ *build-users-group' /etc/nix/nix.conf; then
+  echo 'build-users-group = nixbld' >>/etc/nix/nix.conf
 fi
 
 mkdir -p "$TOOLS/bin"
