@@ -2,8 +2,9 @@
 # The main job: on a fresh machine (as root), install what is missing, build
 # nixmox, and deploy the whole lab stack — hosts made by real Terraform in
 # network namespaces, DNS, PostgreSQL, Caddy, an OIDC provider standing in
-# for Authentik, and three applications — then apply again to show that
-# nothing changes. `nixmox lab down -m examples/lab/manifest.nix` removes it all.
+# for Authentik, and three applications — then apply again and plan to show
+# that nothing changes, and verify it end to end.
+# `nixmox lab down -m examples/lab/manifest.nix` removes it all.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -19,6 +20,10 @@ echo "demo: nixmox lab up (network, hosts through tf:infra, then every phase of 
 time "$bin" lab up -m "$manifest"
 echo "demo: nixmox apply again: nothing changes"
 time "$bin" apply -m "$manifest"
+echo "demo: nixmox plan: every workspace, host and database asked; nothing to do (exit 0)"
+"$bin" plan -m "$manifest"
+echo "demo: nixmox verify: end to end, every OIDC login included"
+"$bin" verify -m "$manifest"
 "$bin" outputs -m "$manifest"
 "$bin" lab status -m "$manifest"
 mkdir -p target/demo

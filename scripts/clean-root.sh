@@ -1,0 +1,196 @@
+#!/usr/bin/env bash
+# Proves the README's two commands on a machine nobody touched: a Debian 12
+# root made anew with debootstrap from Debian's packages, holding nothing but
+# a clone of this checkout and the machine's Rust toolchain (read-only; every
+# fresh machine has one). In it, as root:
+#
+#   1. with the package registries reachable: scripts/setup.sh from nothing,
+#      then every crate the builds need fetched (so step 2 needs no network);
+#   2. in a network namespace of its own that holds only loopback (no route
+#      anywhere; the lab's bridge and hosts live inside it too):
+#      scripts/demo.sh (the main job: the whole lab stack deployed, applied
+#      again, taken down), then scripts/test.sh (every check).
+#
+# Whatever was installed by hand on this machine cannot help: the root has
+# its own /etc, /usr, /nix and /opt. Needs root, debootstrap (installed when
+# missing), unshare and ip. Usage:
+#
+#   scripts/clean-root.sh [all|demo|test|shell]   (default: all)
+#
+# NIXMOX_CLEAN_ROOT: where the root is made (default /var/tmp/nixmox-clean-root);
+# it is removed first and after a successful run (NIXMOX_KEEP_ROOT=1 keeps it).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+repo=$PWD
+what=${1:-all}
+case $what in all | demo | test | shell) ;; *)
+  echo "usage: $0 [all|demo|test|shell]" >&2
+  exit 2
+  ;;
+esac
+
+ROOT=${NIXMOX_CLEAN_ROOT:-/var/tmp/nixmox-clean-root}
+SUITE=bookworm
+MIRROR=${NIXMOX_DEBIAN_MIRROR:-http://deb.debian.org/debian}
+NETNS=nixmox-clean-root
+log() { printf 'clean-root: %s\n' "$*"; }
+die() {
+  log "$*" >&2
+  exit 1
+}
+
+[[ $(id -u) -eq 0 ]] || die "run as root: it makes a Debian root with debootstrap and mounts into it"
+[[ $ROOT == /*/* && $ROOT != *..* ]] || die "NIXMOX_CLEAN_ROOT must be an absolute path two levels deep or more, not $ROOT"
+
+# The machine's Rust toolchain, shared read-only.
+cargo_bin=$(dirname "$(command -v cargo || die 'cargo (Rust) is required on PATH')")
+rustup_home=${RUSTUP_HOME:-$HOME/.rustup}
+[[ -d $rustup_home ]] || die "no Rust toolchain at $rustup_home (set RUSTUP_HOME)"
+
+# Everything mounted under the root, deepest first.
+mounts_under() { awk -v r="$ROOT" '$2 == r || index($2, r "/") == 1 { print $2 }' /proc/self/mounts | sort -r; }
+
+teardown() {
+  # Processes whose root is the clean root (daemons of its lab among them).
+  local p
+  for p in /proc/[0-9]*; do
+    [[ $(readlink "$p/root" 2>/dev/null) == "$ROOT" ]] && kill -9 "${p#/proc/}" 2>/dev/null
+  done
+  sleep 0.2
+  local m
+  for m in $(mounts_under); do umount -l "$m" 2>/dev/null || true; done
+  ip netns del "$NETNS" 2>/dev/null || true
+  [[ -z $(mounts_under) ]] || die "cannot unmount everything under $ROOT: $(mounts_under | tr '\n' ' ')"
+}
+
+remove_root() {
+  teardown
+  # --one-file-system: never follow into anything still mounted (the toolchain is read-only anyway).
+  [[ -e $ROOT ]] && rm -rf --one-file-system "$ROOT"
+  return 0
+}
+
+# Runs a command in the root, as a fresh login shell would: the toolchain on
+# PATH, a CARGO_HOME of its own. `offline`: in a network namespace of its own
+# that holds only loopback, and cargo told not to try the network.
+in_root() {
+  local net=$1 cmd=$2 pre=() offline=()
+  if [[ $net == offline ]]; then
+    ip netns add "$NETNS"
+    ip -n "$NETNS" link set lo up
+    pre=(ip netns exec "$NETNS")
+    offline=(CARGO_NET_OFFLINE=true)
+  fi
+  # The machine's pointers at its certificate bundle, where it has them.
+  local v pass=()
+  for v in SSL_CERT_FILE SSL_CERT_DIR CURL_CA_BUNDLE PIP_CERT REQUESTS_CA_BUNDLE NODE_EXTRA_CA_CERTS NIX_SSL_CERT_FILE GIT_SSL_CAINFO; do
+    [[ -n ${!v:-} ]] && pass+=("$v=${!v}")
+  done
+  local rc=0
+  "${pre[@]}" chroot "$ROOT" /usr/bin/env -i HOME=/root TERM=dumb LANG=C.UTF-8 CI=true \
+    PATH=/root/.cargo/bin:/opt/rust/cargo-bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
+    RUSTUP_HOME=/opt/rust/rustup CARGO_HOME=/root/.cargo RUSTUP_AUTO_INSTALL=0 "${pass[@]}" "${offline[@]}" \
+    /bin/bash -c "$cmd" || rc=$?
+  [[ $net == offline ]] && ip netns del "$NETNS" 2>/dev/null
+  return $rc
+}
+
+mount_all() {
+  # The root is a mount point of its own, as / is on any machine: `ip netns
+  # exec` (the lab uses it) remounts / and fails where / is a plain directory.
+  mount --bind "$ROOT" "$ROOT"
+  mount -t proc proc "$ROOT/proc"
+  mount --rbind /sys "$ROOT/sys" && mount --make-rslave "$ROOT/sys"
+  mount --rbind /dev "$ROOT/dev" && mount --make-rslave "$ROOT/dev"
+  mkdir -p "$ROOT/dev/shm" "$ROOT/run"
+  mount -t tmpfs -o mode=1777 shm "$ROOT/dev/shm"
+  mount -t tmpfs -o mode=755 run "$ROOT/run"
+  mkdir -p "$ROOT/opt/rust/rustup" "$ROOT/opt/rust/cargo-bin"
+  mount --bind "$rustup_home" "$ROOT/opt/rust/rustup" && mount -o remount,bind,ro "$ROOT/opt/rust/rustup"
+  mount --bind "$cargo_bin" "$ROOT/opt/rust/cargo-bin" && mount -o remount,bind,ro "$ROOT/opt/rust/cargo-bin"
+}
+
+if ! command -v debootstrap >/dev/null 2>&1; then
+  log "installing debootstrap"
+  DEBIAN_FRONTEND=noninteractive apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends debootstrap >/dev/null
+fi
+
+trap 'teardown' EXIT
+remove_root
+started=$SECONDS
+log "debootstrap $SUITE into $ROOT (from $MIRROR)"
+debootstrap --variant=minbase "$SUITE" "$ROOT" "$MIRROR" >"$ROOT.debootstrap.log" 2>&1 ||
+  die "debootstrap failed; see $ROOT.debootstrap.log"
+rm -f "$ROOT.debootstrap.log"
+# How this machine reaches the package registries, as every machine of its
+# kind is set up: name resolution, the certificate authorities it trusts
+# beyond Debian's own list (those the registries' TLS chains to; the root's
+# ca-certificates, once setup.sh installs it, takes them in), and the pip and
+# npm settings that point at that trust. Nothing installed is carried over.
+cp /etc/resolv.conf "$ROOT/etc/resolv.conf"
+mkdir -p "$ROOT/usr/local/share/ca-certificates"
+if [[ -r /etc/ssl/certs/ca-certificates.crt ]]; then
+  python3 - /etc/ssl/certs/ca-certificates.crt /usr/share/ca-certificates "$ROOT/usr/local/share/ca-certificates" <<'PY'
+import os, re, sys
+bundle, debian_dir, out = sys.argv[1:]
+pem = re.compile(r"-----BEGIN CERTIFICATE-----.*?-----END CERTIFICATE-----", re.S)
+debian = set()
+for d, _, files in os.walk(debian_dir):
+    for f in files:
+        with open(os.path.join(d, f), errors="replace") as fh:
+            debian.update(c.strip() for c in pem.findall(fh.read()))
+with open(bundle) as fh:
+    extra = [c for c in pem.findall(fh.read()) if c.strip() not in debian]
+for i, c in enumerate(extra):
+    with open(os.path.join(out, f"machine-{i}.crt"), "w") as fh:
+        fh.write(c + "\n")
+PY
+fi
+for f in /etc/pip.conf /etc/npmrc; do [[ -e $f ]] && cp "$f" "$ROOT$f"; done
+# Debian's security updates, as on any Debian 12 machine.
+cat >"$ROOT/etc/apt/sources.list" <<EOF
+deb $MIRROR $SUITE main
+deb $MIRROR $SUITE-updates main
+deb ${MIRROR%/debian}/debian-security $SUITE-security main
+EOF
+# The checkout: its files as git sees them (tracked, and new ones not
+# ignored), never build output or state left in this working tree.
+mkdir -p "$ROOT/work/nixmox"
+git -C "$repo" ls-files -z --cached --others --exclude-standard |
+  (cd "$repo" && xargs -0 -r tar --no-recursion -cf - --) | tar -xf - -C "$ROOT/work/nixmox"
+log "root made in $((SECONDS - started)) s: $(du -sh --exclude=work "$ROOT" 2>/dev/null | cut -f1)"
+mount_all
+
+if [[ $what == shell ]]; then
+  trap - EXIT
+  log "root ready at $ROOT; enter with: chroot $ROOT /bin/bash (run scripts/clean-root.sh again to remove it)"
+  exit 0
+fi
+
+step() {
+  local name=$1 offline=$2 cmd=$3 t=$SECONDS
+  log "== $name"
+  in_root "$offline" "$cmd" ||
+    die "$name failed in the clean root (after $((SECONDS - t)) s); rerun with NIXMOX_KEEP_ROOT=1 to look inside"
+  log "== $name: ok in $((SECONDS - t)) s"
+}
+
+step "scripts/setup.sh from nothing" online "cd /work/nixmox && scripts/setup.sh"
+step "fetching the crates the builds need" online \
+  "cd /work/nixmox && cargo fetch --locked -q && (cd fuzz && cargo fetch -q)"
+if [[ $what == all || $what == demo ]]; then
+  step "scripts/demo.sh (the main job, no network)" offline \
+    "cd /work/nixmox && scripts/demo.sh && target/release/nixmox lab down -m examples/lab/manifest.nix"
+fi
+if [[ $what == all || $what == test ]]; then
+  step "scripts/test.sh (every check, no network)" offline "cd /work/nixmox && scripts/test.sh"
+fi
+log "all steps passed in $((SECONDS - started)) s"
+if [[ ${NIXMOX_KEEP_ROOT:-} == 1 ]]; then
+  trap - EXIT
+  log "kept $ROOT (NIXMOX_KEEP_ROOT=1)"
+else
+  trap - EXIT
+  remove_root
+fi
