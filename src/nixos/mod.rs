@@ -2,6 +2,7 @@
 //! SSH with health gates and rollback.
 
 pub mod build;
+pub mod closure;
 pub mod database;
 pub mod deploy;
 pub mod glance;
