@@ -1,14 +1,15 @@
 //! The native-migration SQL against a real PostgreSQL (through psql, as the
 //! engine sends it to the database host): a migration applies once, as its
 //! owner; two sessions racing on one migration apply it exactly once, and
-//! neither fails; `in_place` reads what `ensure` would do.
+//! neither fails; `survey` reads what `ensure` would do, on a server that
+//! has nothing yet too.
 
 #[path = "support/postgres.rs"]
 #[allow(dead_code)] // url() serves the tests that connect from Rust
 mod postgres;
 
 use nixmox::manifest::{Database, DbMode};
-use nixmox::nixos::database::{ensure_sql, in_place_sql, migration_sql, TRACKING_TABLE};
+use nixmox::nixos::database::{ensure_sql, migration_sql, survey_sql, TRACKING_TABLE};
 use std::process::{Command, Output};
 
 fn psql(pg: &postgres::Postgres, db: &str, sql: &str) -> Output {
@@ -66,8 +67,19 @@ fn a_migration_applies_once_even_when_two_sessions_race() {
         migrations: vec!["m/001.sql".into()],
         additional: vec![],
     };
+    // Before anything exists, the survey still answers: no role, no database.
+    let before = psql(&pg, "postgres", &survey_sql(&db));
+    assert!(before.status.success(), "{}", text(&before));
+    assert_eq!(String::from_utf8_lossy(&before.stdout).trim(), "");
     let o = psql(&pg, "postgres", &ensure_sql(&db));
     assert!(o.status.success(), "{}", text(&o));
+    // The database without its tracking table yet: role and database, no migrations.
+    let created = psql(&pg, "postgres", &survey_sql(&db));
+    assert!(created.status.success(), "{}", text(&created));
+    assert_eq!(
+        String::from_utf8_lossy(&created.stdout).trim(),
+        "role wiki\ndb wiki"
+    );
     let o = psql(
         &pg,
         "wiki",
@@ -108,8 +120,8 @@ fn a_migration_applies_once_even_when_two_sessions_race() {
     assert!(again.status.success(), "{}", text(&again));
     assert!(!String::from_utf8_lossy(&again.stdout).contains("applied"));
 
-    // in_place's script sees the owner, the database and the recorded migration.
-    let seen = psql(&pg, "postgres", &in_place_sql(&db));
+    // The survey sees the owner, the database and the recorded migration.
+    let seen = psql(&pg, "postgres", &survey_sql(&db));
     assert!(seen.status.success(), "{}", text(&seen));
     let seen = String::from_utf8_lossy(&seen.stdout);
     for line in ["role wiki", "db wiki", "migration m/001.sql abc"] {

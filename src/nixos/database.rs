@@ -163,9 +163,10 @@ pub fn ensure(t: &SshTarget, psql: &str, base: &Path, db: &Database) -> Result<u
     Ok(count)
 }
 
-/// The read-only psql script of [`in_place`]: the owner, the databases, and
-/// the recorded migrations of the main database (`\\c` moves to it).
-pub fn in_place_sql(db: &Database) -> String {
+/// The read-only psql script of [`survey`]: the owner, the databases, and
+/// the recorded migrations of the main database when it and its tracking
+/// table exist (`\\c` moves to it).
+pub fn survey_sql(db: &Database) -> String {
     let names: Vec<String> = std::iter::once(&db.name)
         .chain(&db.additional)
         .map(|n| literal(n))
@@ -178,41 +179,102 @@ pub fn in_place_sql(db: &Database) -> String {
     );
     if !db.migrations.is_empty() {
         sql.push_str(&format!(
-            "\\c {}\nSELECT 'migration ' || name || ' ' || checksum FROM nixmox_migrations;\n",
-            literal(&db.name)
+            "SELECT EXISTS (SELECT FROM pg_database WHERE datname = {name}) AS nixmox_db \\gset\n\
+             \\if :nixmox_db\n\\c {name}\n\
+             SELECT to_regclass('nixmox_migrations') IS NOT NULL AS nixmox_tracked \\gset\n\
+             \\if :nixmox_tracked\n\
+             SELECT 'migration ' || name || ' ' || checksum FROM nixmox_migrations;\n\
+             \\endif\n\\endif\n",
+            name = literal(&db.name)
         ));
     }
     sql
 }
 
-/// True when [`ensure`] would do nothing: the owner and every database
-/// exist and every listed migration is recorded with its checksum. One
-/// read-only round trip; an error (a missing database, no tracking table)
-/// reads as "not in place", and `ensure` then says what is wrong.
-pub fn in_place(t: &SshTarget, psql: &str, base: &Path, db: &Database) -> Result<bool, String> {
-    if db.mode != Some(DbMode::NativeMigration) {
-        return Ok(true);
+/// What [`ensure`] would do for one `db`/`dbs` entry; empty when nothing.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Pending {
+    /// The owner role, when it would be created.
+    pub role: Option<String>,
+    /// Databases that would be created.
+    pub databases: Vec<String>,
+    /// Migrations that would run, in order.
+    pub migrations: Vec<String>,
+    /// Migrations applied before whose file has changed since: `apply` refuses them.
+    pub edited: Vec<String>,
+}
+
+impl Pending {
+    pub fn is_empty(&self) -> bool {
+        self.role.is_none()
+            && self.databases.is_empty()
+            && self.migrations.is_empty()
+            && self.edited.is_empty()
     }
-    let Ok(seen) = run(t, psql, None, &in_place_sql(db), "looking at the databases") else {
-        return Ok(false);
-    };
-    let lines: std::collections::HashSet<&str> = seen.lines().map(str::trim).collect();
-    if !lines.contains(format!("role {}", db.owner).as_str())
-        || std::iter::once(&db.name)
+}
+
+/// Reads [`survey_sql`]'s answer against the entry and its migration files.
+pub fn pending(db: &Database, answer: &str, base: &Path) -> Result<Pending, String> {
+    let mut roles = std::collections::HashSet::new();
+    let mut dbs = std::collections::HashSet::new();
+    let mut recorded = std::collections::HashMap::new();
+    for line in answer.lines().map(str::trim) {
+        if let Some(r) = line.strip_prefix("role ") {
+            roles.insert(r);
+        } else if let Some(d) = line.strip_prefix("db ") {
+            dbs.insert(d);
+        } else if let Some((name, sum)) = line
+            .strip_prefix("migration ")
+            .and_then(|m| m.rsplit_once(' '))
+        {
+            recorded.insert(name, sum);
+        }
+    }
+    let mut p = Pending {
+        role: (!roles.contains(db.owner.as_str())).then(|| db.owner.clone()),
+        databases: std::iter::once(&db.name)
             .chain(&db.additional)
-            .any(|n| !lines.contains(format!("db {n}").as_str()))
-    {
-        return Ok(false);
-    }
+            .filter(|n| !dbs.contains(n.as_str()))
+            .cloned()
+            .collect(),
+        ..Pending::default()
+    };
     for rel in &db.migrations {
         let path = base.join(rel);
         let body = std::fs::read_to_string(&path)
             .map_err(|e| format!("migration {rel} ({}): {e}", path.display()))?;
-        if !lines.contains(format!("migration {rel} {}", checksum(&body)).as_str()) {
-            return Ok(false);
+        match recorded.get(rel.as_str()) {
+            None => p.migrations.push(rel.clone()),
+            Some(sum) if *sum != checksum(&body) => p.edited.push(rel.clone()),
+            Some(_) => {}
         }
     }
-    Ok(true)
+    Ok(p)
+}
+
+/// What [`ensure`] would do, in one read-only round trip to the PostgreSQL host.
+pub fn survey(t: &SshTarget, psql: &str, base: &Path, db: &Database) -> Result<Pending, String> {
+    if db.mode != Some(DbMode::NativeMigration) {
+        return Ok(Pending::default());
+    }
+    let seen = run(
+        t,
+        psql,
+        None,
+        &survey_sql(db),
+        &format!("looking at database {} and its migrations", db.name),
+    )?;
+    pending(db, &seen, base)
+}
+
+/// True when [`ensure`] would do nothing. An error (the host or PostgreSQL
+/// not answering) reads as "not in place", and `ensure` then says what is wrong.
+pub fn in_place(t: &SshTarget, psql: &str, base: &Path, db: &Database) -> Result<bool, String> {
+    match survey(t, psql, base, db) {
+        Ok(p) => Ok(p.is_empty()),
+        Err(e) if e.starts_with("migration ") => Err(e),
+        Err(_) => Ok(false),
+    }
 }
 
 #[cfg(test)]
@@ -242,19 +304,72 @@ mod tests {
             "runuser -u postgres -- psql -X -q -v ON_ERROR_STOP=1 -tA -d 'wiki' -f -"
         );
         assert_eq!(literal("it's"), "'it''s'");
+        let with_migrations = Database {
+            migrations: vec!["m/001.sql".into()],
+            ..db.clone()
+        };
         assert_eq!(
-            in_place_sql(&Database {
-                migrations: vec!["m/001.sql".into()],
-                ..db.clone()
-            }),
+            survey_sql(&with_migrations),
             "SELECT 'role ' || rolname FROM pg_roles WHERE rolname = 'wiki';\n\
              SELECT 'db ' || datname FROM pg_database WHERE datname IN ('wiki', 'wiki_log');\n\
-             \\c 'wiki'\nSELECT 'migration ' || name || ' ' || checksum FROM nixmox_migrations;\n"
+             SELECT EXISTS (SELECT FROM pg_database WHERE datname = 'wiki') AS nixmox_db \\gset\n\
+             \\if :nixmox_db\n\\c 'wiki'\n\
+             SELECT to_regclass('nixmox_migrations') IS NOT NULL AS nixmox_tracked \\gset\n\
+             \\if :nixmox_tracked\n\
+             SELECT 'migration ' || name || ' ' || checksum FROM nixmox_migrations;\n\
+             \\endif\n\\endif\n"
         );
         assert_eq!(ident("a\"b"), "\"a\"\"b\"");
         assert!(
             migration_sql("wiki", "001.sql", "abc", "CREATE TABLE t ();")
                 .contains("SET LOCAL ROLE \"wiki\";\nCREATE TABLE t ();")
         );
+    }
+
+    #[test]
+    fn pending_reads_what_is_missing() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(dir.path().join("001.sql"), "CREATE TABLE a ();").expect("write");
+        std::fs::write(dir.path().join("002.sql"), "CREATE TABLE b ();").expect("write");
+        std::fs::write(dir.path().join("003.sql"), "CREATE TABLE c ();").expect("write");
+        let db = Database {
+            key: None,
+            name: "wiki".into(),
+            owner: "wiki".into(),
+            host: None,
+            port: 5432,
+            mode: Some(DbMode::NativeMigration),
+            migrations: vec!["001.sql".into(), "002.sql".into(), "003.sql".into()],
+            additional: vec!["wiki_log".into()],
+        };
+        // A fresh server: everything.
+        let fresh = pending(&db, "", dir.path()).expect("pending");
+        assert_eq!(fresh.role.as_deref(), Some("wiki"));
+        assert_eq!(fresh.databases, ["wiki", "wiki_log"]);
+        assert_eq!(fresh.migrations, ["001.sql", "002.sql", "003.sql"]);
+        // 001 applied as it is, 002 edited since it was applied, 003 new.
+        let answer = format!(
+            "role wiki\ndb wiki\ndb wiki_log\nmigration 001.sql {}\nmigration 002.sql 0000\n",
+            checksum("CREATE TABLE a ();")
+        );
+        let p = pending(&db, &answer, dir.path()).expect("pending");
+        assert_eq!(
+            p,
+            Pending {
+                role: None,
+                databases: vec![],
+                migrations: vec!["003.sql".into()],
+                edited: vec!["002.sql".into()],
+            }
+        );
+        assert!(!p.is_empty());
+        // A migration file that is gone is an error naming it.
+        let gone = Database {
+            migrations: vec!["nope.sql".into()],
+            ..db
+        };
+        assert!(pending(&gone, "", dir.path())
+            .expect_err("missing file")
+            .starts_with("migration nope.sql"));
     }
 }
