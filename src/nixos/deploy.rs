@@ -133,28 +133,42 @@ fn host(t: &SshTarget) -> String {
     format!("{} ({})", t.name, t.address)
 }
 
-/// A hash of the secrets a host was given — its environment file and its
-/// age key (and where that went) — kept beside the environment file, so an
-/// unchanged host can tell without anything secret leaving it. Empty when
+/// Hashes of the secrets a host was given — `env=<hex>` for its environment
+/// file, `age=<hex>` for its age key (and where that went) — kept beside the
+/// environment file, so an unchanged host can tell without anything secret
+/// leaving it, and a plan can say which of the two would change. Empty when
 /// the host is given neither.
 pub fn secrets_hash(env: Option<&str>, age_key: Option<&AgeKey>) -> String {
     use sha2::{Digest, Sha256};
-    if env.is_none() && age_key.is_none() {
-        return String::new();
+    let hex = |h: Sha256| -> String {
+        h.finalize()
+            .iter()
+            .take(16)
+            .map(|b| format!("{b:02x}"))
+            .collect()
+    };
+    let mut parts = Vec::new();
+    if let Some(env) = env {
+        let mut h = Sha256::new();
+        h.update(env.as_bytes());
+        parts.push(format!("env={}", hex(h)));
     }
-    let mut h = Sha256::new();
-    h.update(env.unwrap_or_default().as_bytes());
     if let Some(k) = age_key {
-        h.update(b"\0age-key\0");
+        let mut h = Sha256::new();
         h.update(k.target.as_bytes());
         h.update(b"\0");
         h.update(&k.bytes);
+        parts.push(format!("age={}", hex(h)));
     }
-    h.finalize()
-        .iter()
-        .take(16)
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    parts.join(" ")
+}
+
+/// One part (`env` or `age`) of a hash [`secrets_hash`] made; `None` when
+/// the host was not given that secret (or recorded its hash in another form).
+pub fn hash_part<'a>(recorded: &'a str, part: &str) -> Option<&'a str> {
+    recorded
+        .split_whitespace()
+        .find_map(|p| p.strip_prefix(part)?.strip_prefix('='))
 }
 
 pub fn deploy(r: &DeployRequest) -> Result<Outcome, DeployError> {
@@ -452,4 +466,38 @@ pub fn roll_back_by_hand(
         rollback: String::new(),
     })?;
     Ok(previous)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secrets_hash_names_its_parts_and_hides_the_values() {
+        let key = AgeKey {
+            bytes: b"AGE-SECRET-KEY-1XYZ".to_vec(),
+            target: "/var/lib/sops/age.key".into(),
+        };
+        assert_eq!(secrets_hash(None, None), "");
+        let both = secrets_hash(Some("TOKEN=s3cret\n"), Some(&key));
+        let env = hash_part(&both, "env").expect("env part");
+        let age = hash_part(&both, "age").expect("age part");
+        assert_eq!((env.len(), age.len()), (32, 32));
+        assert_eq!(both, format!("env={env} age={age}"));
+        assert!(!both.contains("s3cret") && !both.contains("XYZ"));
+        // Each part moves with its own secret only.
+        let other_env = secrets_hash(Some("TOKEN=other\n"), Some(&key));
+        assert_ne!(hash_part(&other_env, "env"), Some(env));
+        assert_eq!(hash_part(&other_env, "age"), Some(age));
+        let moved = AgeKey {
+            target: "/etc/age.key".into(),
+            ..key.clone()
+        };
+        assert_ne!(
+            hash_part(&secrets_hash(None, Some(&moved)), "age"),
+            Some(age)
+        );
+        assert_eq!(hash_part("0123abcd", "env"), None);
+        assert_eq!(hash_part(&secrets_hash(None, Some(&key)), "env"), None);
+    }
 }
