@@ -102,16 +102,12 @@ pub fn run(cli: &Cli, args: &StatusArgs) -> Result<ExitCode, CliError> {
     let phases = stack::plan_all(m, &p, &tf).map_err(|e| CliError::Message(e.to_string()))?;
     let tf_drift: Vec<(String, String)> = phases
         .iter()
-        .filter_map(|ph| match &ph.plan {
-            PhasePlan::Planned { changes } if changes.any() || !changes.drift.is_empty() => {
-                Some((ph.workspace.clone(), changes.short()))
-            }
-            PhasePlan::Pending { waits_on } => Some((
-                ph.workspace.clone(),
-                format!("pending on {}", waits_on.join(", ")),
-            )),
-            _ => None,
+        .filter(|ph| match &ph.plan {
+            PhasePlan::Planned { changes } => changes.any() || !changes.drift.is_empty(),
+            PhasePlan::Pending { .. } | PhasePlan::Replan { .. } => true,
+            PhasePlan::NoModules => false,
         })
+        .map(|ph| (ph.workspace.clone(), ph.describe()))
         .collect();
 
     let degraded = services.iter().any(|s| !s.live || s.drifted) || !tf_drift.is_empty();

@@ -61,9 +61,14 @@ pub fn terraform_for(m: &Manifest) -> Result<Terraform, String> {
 #[serde(tag = "state", rename_all = "snake_case")]
 pub enum PhasePlan {
     NoModules,
-    /// Its inputs wait on workspaces not applied yet (or about to change): never mocked.
+    /// Its inputs wait on workspaces never applied yet: never mocked.
     Pending {
         waits_on: Vec<String>,
+    },
+    /// Its inputs are outputs of workspaces whose outputs change (or may):
+    /// it is planned again once those are applied, never shown as "no changes".
+    Replan {
+        after: Vec<String>,
     },
     Planned {
         changes: Changes,
@@ -84,13 +89,16 @@ impl PlannedPhase {
     pub fn pending_changes(&self) -> bool {
         match &self.plan {
             PhasePlan::NoModules => false,
-            PhasePlan::Pending { .. } => true,
+            PhasePlan::Pending { .. } | PhasePlan::Replan { .. } => true,
             PhasePlan::Planned { changes } => changes.any(),
         }
     }
 }
 
-/// Plans every Terraform phase whose inputs are known.
+/// Plans every Terraform phase whose inputs are known. A workspace whose
+/// upstream was never applied is pending; one whose upstream's outputs
+/// change (or may: it is itself pending or re-planned) is re-planned after
+/// it; only the rest are planned now, with the outputs their upstream holds.
 pub fn plan_all(m: &Manifest, plan: &Plan, tf: &Terraform) -> Result<Vec<PlannedPhase>, TfError> {
     let steps = phases::steps(m, plan);
     let with_modules: BTreeSet<&str> = steps
@@ -99,35 +107,47 @@ pub fn plan_all(m: &Manifest, plan: &Plan, tf: &Terraform) -> Result<Vec<Planned
         .map(|s| s.workspace.as_str())
         .collect();
     let base = base_dir(m);
-    let mut changing: BTreeSet<String> = BTreeSet::new();
+    // Workspaces whose outputs are not known to stay as they are.
+    let mut moving: BTreeSet<String> = BTreeSet::new();
     let mut known: BTreeMap<String, Outputs> = BTreeMap::new();
     let mut out = Vec::new();
     for step in &steps {
+        let upstream: Vec<&String> = step
+            .upstream
+            .iter()
+            .filter(|ws| with_modules.contains(ws.as_str()))
+            .collect();
         let planned = if step.config.is_empty() {
             PhasePlan::NoModules
         } else {
-            let waits_on: Vec<String> = step
-                .upstream
+            let unapplied: Vec<String> = upstream
                 .iter()
-                .filter(|ws| {
-                    with_modules.contains(ws.as_str())
-                        && (changing.contains(*ws) || !tf.has_state(ws))
-                })
-                .cloned()
+                .filter(|ws| !tf.has_state(ws))
+                .map(|ws| ws.to_string())
                 .collect();
-            if !waits_on.is_empty() {
-                changing.insert(step.workspace.clone());
-                PhasePlan::Pending { waits_on }
+            let after: Vec<String> = upstream
+                .iter()
+                .filter(|ws| moving.contains(ws.as_str()))
+                .map(|ws| ws.to_string())
+                .collect();
+            if !unapplied.is_empty() {
+                moving.insert(step.workspace.clone());
+                PhasePlan::Pending {
+                    waits_on: unapplied,
+                }
+            } else if !after.is_empty() {
+                moving.insert(step.workspace.clone());
+                PhasePlan::Replan { after }
             } else {
-                for ws in &step.upstream {
-                    if with_modules.contains(ws.as_str()) && !known.contains_key(ws) {
-                        known.insert(ws.clone(), tf.outputs(step.phase, ws)?);
+                for ws in &upstream {
+                    if !known.contains_key(ws.as_str()) {
+                        known.insert(ws.to_string(), tf.outputs(step.phase, ws)?);
                     }
                 }
                 let spec = step.spec(m, &base, &known);
                 let changes = tf.plan_phase(&spec, PlanMode::Normal)?.unwrap_or_default();
-                if changes.any() || !tf.has_state(&step.workspace) {
-                    changing.insert(step.workspace.clone());
+                if !changes.outputs.is_empty() || !tf.has_state(&step.workspace) {
+                    moving.insert(step.workspace.clone());
                 }
                 PhasePlan::Planned { changes }
             }
@@ -140,6 +160,27 @@ pub fn plan_all(m: &Manifest, plan: &Plan, tf: &Terraform) -> Result<Vec<Planned
         });
     }
     Ok(out)
+}
+
+impl PlannedPhase {
+    /// What the phase would do, in a few words.
+    pub fn describe(&self) -> String {
+        match &self.plan {
+            PhasePlan::NoModules => "no modules".to_string(),
+            PhasePlan::Pending { waits_on } => format!(
+                "pending: its inputs wait on {}, not applied yet",
+                waits_on.join(", ")
+            ),
+            PhasePlan::Replan { after } => format!(
+                "re-planned after {} (whose outputs change)",
+                after.join(", ")
+            ),
+            PhasePlan::Planned { changes } if changes.any() || !changes.drift.is_empty() => {
+                changes.short()
+            }
+            PhasePlan::Planned { .. } => "no changes".to_string(),
+        }
+    }
 }
 
 /// Applies every Terraform phase in plan order, each receiving the outputs of
