@@ -186,7 +186,7 @@ fn terraform_phases_end_to_end() {
     let mut shown = String::new();
 
     // Nothing applied yet: tf:infra plans, everything downstream waits on it.
-    let o = s.nixmox(&["plan"]);
+    let o = s.nixmox(&["plan", "--terraform-only"]);
     shown += &text(&o);
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));
     let out = String::from_utf8_lossy(&o.stdout);
@@ -235,7 +235,7 @@ fn terraform_phases_end_to_end() {
         serials,
         "state rewritten by a no-op run"
     );
-    let o = s.nixmox(&["plan"]);
+    let o = s.nixmox(&["plan", "--terraform-only"]);
     shown += &text(&o);
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
     assert!(String::from_utf8_lossy(&o.stdout).contains("No changes."));

@@ -68,7 +68,7 @@ fn pg_backend_keeps_state_and_secrets_off_the_disk() {
             .expect("run nixmox")
     };
     // Before any apply the remote state is empty: auth-core waits on infra.
-    let o = nixmox(&["plan"]);
+    let o = nixmox(&["plan", "--terraform-only"]);
     assert_eq!(
         o.status.code(),
         Some(2),
@@ -84,7 +84,7 @@ fn pg_backend_keeps_state_and_secrets_off_the_disk() {
         String::from_utf8_lossy(&o.stderr)
     );
     assert_eq!(o.status.code(), Some(0), "{shown}");
-    let o = nixmox(&["plan"]);
+    let o = nixmox(&["plan", "--terraform-only"]);
     assert_eq!(
         o.status.code(),
         Some(0),

@@ -180,70 +180,19 @@ fn full(
     })
 }
 
-/// On a terminal: what would change (Terraform plans with changes or
-/// pending, hosts whose built system differs from the one they run), and
-/// the user's answer. Nothing to change: no question.
+/// On a terminal: what would change — the online plan's summary, the same
+/// `plan` shows — and the user's answer. Nothing to change: no question.
 fn confirm(m: &crate::manifest::Manifest, plan: &plan::Plan) -> Result<bool, CliError> {
-    use crate::nixos::{build, remote, ssh, targets};
-    use crate::terraform::stack::PhasePlan;
     use std::io::{BufRead, Write};
-    let mut changes = Vec::new();
-    let tf = stack::terraform_for(m).map_err(CliError::Message)?;
-    for p in stack::plan_all(m, plan, &tf).map_err(|e| CliError::Message(e.to_string()))? {
-        match &p.plan {
-            PhasePlan::Planned { changes: c } if c.any() => changes.push(format!(
-                "{:<18} {:<20} {}",
-                p.phase.id(),
-                p.workspace,
-                c.short()
-            )),
-            PhasePlan::Pending { waits_on } => changes.push(format!(
-                "{:<18} {:<20} pending on {}",
-                p.phase.id(),
-                p.workspace,
-                waits_on.join(", ")
-            )),
-            _ => {}
-        }
-    }
-    let nix = targets::nix_settings(m);
-    let control = std::env::temp_dir().join(format!("nixmox-ssh-{}", std::process::id()));
-    for name in plan.core.iter().chain(plan.waves.iter().flatten()) {
-        let Some(s) = m.service(name) else { continue };
-        let built = build::build(
-            &nix,
-            &[build::installable(&nix.flake, &targets::attribute(s))],
-        )
-        .map_err(|e| CliError::Message(e.to_string()))?;
-        let t = targets::target(m, s, control.clone()).map_err(CliError::Message)?;
-        let current = ssh::run(
-            &t,
-            &remote::current_system(),
-            None,
-            std::time::Duration::from_secs(15),
-        )
-        .map(|o| o.stdout.trim().to_string())
-        .unwrap_or_default();
-        if built.first().is_some_and(|b| *b != current) {
-            changes.push(format!(
-                "{:<18} {:<20} {}",
-                "nix",
-                name,
-                if current.is_empty() {
-                    "first deploy".to_string()
-                } else {
-                    "new system".to_string()
-                }
-            ));
-        }
-    }
-    if changes.is_empty() {
+    let p = crate::engine::preview::preview(m, plan, true).map_err(CliError::Message)?;
+    if !p.changes() {
         return Ok(true);
     }
     eprintln!("nixmox apply would change:");
-    for c in &changes {
-        eprintln!("  {c}");
-    }
+    eprint!(
+        "{}",
+        crate::report::preview::human(&p, &m.source.display().to_string(), true)
+    );
     eprint!("Apply these changes? [y/N] ");
     let _ = std::io::stderr().flush();
     let mut answer = String::new();

@@ -86,11 +86,16 @@ pub struct ValidateArgs {
 
 #[derive(Args, Debug)]
 pub struct PlanArgs {
-    /// Build the plan from the manifest alone, without running Terraform. Without
-    /// it, every Terraform phase whose inputs are known is planned; exit status
-    /// 2 when something would change.
+    /// Build the plan from the manifest alone: no tool runs, no host is
+    /// contacted. Without it, the plan shows everything `apply` would do
+    /// (Terraform plans, each host's system and closure diff, env files and
+    /// age keys by hash, migrations), changing nothing; exit status 2 when
+    /// something would change or cannot be known.
     #[arg(long)]
     pub offline: bool,
+    /// Plan the Terraform phases only: no host or database is contacted.
+    #[arg(long, conflicts_with = "offline")]
+    pub terraform_only: bool,
     /// Only these services and what they depend on (repeat or separate with commas).
     #[arg(long, value_name = "SERVICE", value_delimiter = ',')]
     pub only: Vec<String>,

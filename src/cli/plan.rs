@@ -1,11 +1,16 @@
-//! `nixmox plan`: the deployment plan, and (online) what Terraform would change.
+//! `nixmox plan`: the deployment plan; online (the default), everything
+//! `apply` would do — Terraform changes and what is downstream of them, each
+//! host's system and closure, env files and age keys by hash, migrations —
+//! with exit status 2 when anything would change.
 
 use super::common::{self, CliError};
 use super::{Cli, PlanArgs};
+use crate::engine::preview;
 use crate::plan;
-use crate::terraform::stack::{self, PhasePlan};
-use std::fmt::Write;
 use std::process::ExitCode;
+
+/// The version of the online `plan --json` shape (see docs/plan-json.md).
+pub const ONLINE_PLAN_JSON_VERSION: u32 = 2;
 
 pub fn run(cli: &Cli, args: &PlanArgs) -> Result<ExitCode, CliError> {
     let v = common::load(cli)?;
@@ -20,69 +25,38 @@ pub fn run(cli: &Cli, args: &PlanArgs) -> Result<ExitCode, CliError> {
         common::emit(&text)?;
         return Ok(ExitCode::SUCCESS);
     }
-    let tf = stack::terraform_for(m).map_err(CliError::Message)?;
-    let phases = stack::plan_all(m, &plan, &tf).map_err(|e| CliError::Message(e.to_string()))?;
-    let pending = phases.iter().any(|p| p.pending_changes());
+    let p = preview::preview(m, &plan, !args.terraform_only).map_err(CliError::Message)?;
+    let changes = p.changes();
     if args.json {
         #[derive(serde::Serialize)]
         struct Online<'a> {
             version: u32,
             manifest: String,
+            /// `full`, or `terraform-only` (no host was contacted).
+            scope: &'static str,
             changes: bool,
-            terraform: &'a [stack::PlannedPhase],
-            nixos: &'static str,
+            #[serde(flatten)]
+            preview: &'a preview::Preview,
         }
         common::emit(&common::to_json(&Online {
-            version: plan::render::PLAN_JSON_VERSION,
+            version: ONLINE_PLAN_JSON_VERSION,
             manifest: m.source.display().to_string(),
-            changes: pending,
-            terraform: &phases,
-            nixos: "not checked: the NixOS executor is not available yet",
+            scope: if args.terraform_only {
+                "terraform-only"
+            } else {
+                "full"
+            },
+            changes,
+            preview: &p,
         })?)?;
     } else {
-        let mut out = String::new();
-        let width = phases
-            .iter()
-            .map(|p| p.workspace.len())
-            .max()
-            .unwrap_or(0)
-            .max(9);
-        let _ = writeln!(out, "Terraform phases of {}:", m.source.display());
-        for p in &phases {
-            let what = match &p.plan {
-                PhasePlan::NoModules => "no modules".to_string(),
-                PhasePlan::Pending { waits_on } => format!(
-                    "pending: its inputs wait on {} (not applied, or changing)",
-                    waits_on.join(", ")
-                ),
-                PhasePlan::Planned { changes } if changes.any() || !changes.drift.is_empty() => {
-                    changes.short()
-                }
-                PhasePlan::Planned { .. } => "no changes".to_string(),
-            };
-            let _ = writeln!(
-                out,
-                "  {:<18} {:<width$}  {what}",
-                p.phase.id(),
-                p.workspace
-            );
+        let mut text = crate::report::preview::human(&p, &m.source.display().to_string(), false);
+        if args.terraform_only {
+            text.push_str("(Terraform only: no host was contacted.)\n");
         }
-        let _ = writeln!(
-            out,
-            "NixOS phases: not checked (the NixOS executor is not available yet)."
-        );
-        let _ = writeln!(
-            out,
-            "{}",
-            if pending {
-                "Changes pending."
-            } else {
-                "No changes."
-            }
-        );
-        common::emit(&out)?;
+        common::emit(&text)?;
     }
-    Ok(if pending {
+    Ok(if changes {
         ExitCode::from(2)
     } else {
         ExitCode::SUCCESS

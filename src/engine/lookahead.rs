@@ -335,9 +335,5 @@ fn databases(ctx: &Ctx, name: &str) -> Option<()> {
 fn verify(ctx: &Ctx, name: &str, known: &BTreeMap<String, Outputs>) -> Option<String> {
     let s = ctx.m.service(name)?;
     let vctx = crate::verify::Context::new(ctx.m, known);
-    let checks = crate::verify::service(ctx.m, s, &vctx);
-    checks
-        .iter()
-        .all(|c| c.ok)
-        .then(|| format!("health and {} end-to-end check(s) passed", checks.len()))
+    crate::verify::verdict(&crate::verify::service(ctx.m, s, &vctx)).ok()
 }

@@ -11,8 +11,10 @@
 //! plan with no changes applies nothing, a host already on its system is
 //! not switched again.
 
+mod env;
 mod event;
 mod lookahead;
+pub mod preview;
 pub mod record;
 mod run;
 

@@ -9,7 +9,7 @@ use crate::nixos::{glance, health, targets};
 use crate::plan::{Phase, Plan, Step};
 use crate::terraform::phases::{self, TfStep};
 use crate::terraform::runner::Status;
-use crate::terraform::{sinks, stack, Outputs, Terraform};
+use crate::terraform::{stack, Outputs, Terraform};
 use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::PathBuf;
@@ -189,37 +189,10 @@ impl<'a> Ctx<'a> {
         Ok(changed)
     }
 
-    /// The `KEY=VALUE` env file a service's host receives: the outputs of the
-    /// workspaces its Terraform phases see.
+    /// The env file a service's host receives, from the outputs known now.
     fn env_for(&self, s: &Service) -> Option<String> {
-        let wanted: BTreeSet<String> = self
-            .tf_steps
-            .values()
-            .filter(|t| {
-                t.service.as_deref() == Some(s.name.as_str()) && t.phase == Phase::TfServiceConfig
-            })
-            .flat_map(|t| t.upstream.iter().cloned())
-            .chain(["infra".to_string(), "auth-core".to_string()])
-            .collect();
         let known = self.known.lock().ok()?;
-        let picked: BTreeMap<String, Outputs> = known
-            .iter()
-            .filter(|(ws, _)| wanted.contains(*ws))
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect();
-        if picked.is_empty() {
-            return None;
-        }
-        let mut text = String::new();
-        for (k, v) in sinks::env_values(&picked) {
-            let v = if v.contains('\n') {
-                serde_json::Value::String(v).to_string()
-            } else {
-                v
-            };
-            text.push_str(&format!("{k}={v}\n"));
-        }
-        Some(text)
+        super::env::file(&self.tf_steps, s, &known)
     }
 
     /// Builds, deploys and gates one host; `Ok(changed)`.
@@ -543,19 +516,7 @@ impl<'a> Ctx<'a> {
         let known = self.known.lock().map(|k| k.clone()).unwrap_or_default();
         let ctx = crate::verify::Context::new(self.m, &known);
         let checks = crate::verify::service(self.m, s, &ctx);
-        let failed: Vec<String> = checks
-            .iter()
-            .filter(|c| !c.ok)
-            .map(|c| format!("{} {}: {}", c.check, c.target, c.reason))
-            .collect();
-        if failed.is_empty() {
-            Ok(format!(
-                "health and {} end-to-end check(s) passed",
-                checks.len()
-            ))
-        } else {
-            Err(format!("verify failed: {}", failed.join("; ")))
-        }
+        crate::verify::verdict(&checks)
     }
 }
 

@@ -1,5 +1,6 @@
 //! What people and programs see: diagnostics, colour decisions.
 
+pub mod preview;
 pub mod progress;
 pub mod runlog;
 

@@ -36,9 +36,26 @@ let
       "app/listen" = concatStringsSep "\n" (map (l: "${l.host} ${toString l.port}") (render.appListen s)) + "\n";
     };
 
+  # An application host's package, named the way nixpkgs names packages
+  # (`<name>-<version>`), so a new version shows in a closure diff as one
+  # package changing, as it would on a real NixOS host.
+  appPackage = s: derivation {
+    name = if s ? version then "${s.name}-${s.version}" else s.name;
+    system = "x86_64-linux";
+    builder = "/bin/sh";
+    args = [ "-c" ''
+      /bin/mkdir -p "$out/share/${s.name}"
+      echo ${shellQuote (s.version or "")} > "$out/share/${s.name}/version"
+    '' ];
+  };
+
   toplevel = s:
     let
       files = filesFor s;
+      # The application's package: referenced from the system, so it is in its closure.
+      linkPackage = if s.role == "app" then ''
+        /bin/ln -s ${appPackage s} "$out/sw"
+      '' else "";
       roleSrc = src s.role (runtime + "/${s.role}");
       header = builtins.toFile "switch-header-${s.name}" ''
         HOST=${shellQuote s.name}
@@ -62,6 +79,7 @@ let
         set -e
         /bin/mkdir -p "$out/bin" "$out/etc"
         ${copyFiles}
+        ${linkPackage}
         { echo '#!/bin/bash'
           echo '# switch-to-configuration for lab host ${s.name} (generated; see lab/lib.sh)'
           echo "TOPLEVEL=$out"
