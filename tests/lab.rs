@@ -295,22 +295,79 @@ fn the_lab_from_nothing_to_nothing() {
         assert!(kinds.contains(k), "no {k} check in {kinds:?}");
     }
 
-    // Without the verification user's password, the whole-flow checks are
-    // listed as skipped (they do not fail the run).
+    // The verification user's password comes from the file the manifest
+    // names (the stand-in keeps it there), with no variable set: every OIDC
+    // client's whole login flow ran and passed; nothing was left out.
+    assert_eq!(v["skipped"], 0, "{v:#}");
+    assert_eq!(v["failed"], 0, "{v:#}");
     let logins: Vec<&Value> = checks(&v)
         .iter()
         .filter(|c| c["check"] == "oidc-login")
         .collect();
     assert!(
-        logins.len() == 2 && logins.iter().all(|c| c["skipped"] == true),
+        logins.len() == 2
+            && logins
+                .iter()
+                .all(|c| c["ok"] == true && c.get("skipped").is_none()),
         "{logins:#?}"
     );
-    // With it (the stand-in's lab user, its password made on the authentik
-    // host), the authorization-code flow succeeds for both clients.
     let pw = lab.ssh("10.213.0.5", "cat /var/lib/lab/authentik/labuser.password");
     assert!(pw.status.success(), "{}", text(&pw));
     let password = String::from_utf8_lossy(&pw.stdout).trim().to_string();
     assert!(!password.is_empty());
+    assert!(
+        !text(&o).contains(&password),
+        "verify printed the password it read from its file"
+    );
+    // Without any password (no variable, the file gone), the logins are not
+    // run: reported as skipped with the reason, never as ok, counted apart,
+    // and they do not fail verify.
+    let good = std::fs::read_to_string(lab.manifest()).expect("read manifest");
+    let no_password = good.replacen(
+        "/authentik/labuser.password\";",
+        "/authentik/no-such.password\";",
+        1,
+    );
+    assert_ne!(
+        no_password, good,
+        "the lab manifest changed shape: update this test"
+    );
+    std::fs::write(lab.manifest(), &no_password).expect("write manifest");
+    let o = lab.nixmox(&["verify", "--json"]);
+    let human = lab.nixmox(&["verify"]);
+    std::fs::write(lab.manifest(), &good).expect("restore manifest");
+    let v: Value = serde_json::from_slice(&o.stdout).expect("verify JSON");
+    assert_eq!(o.status.code(), Some(0), "{v:#}");
+    assert_eq!(
+        (v["ok"].clone(), v["skipped"].clone(), v["failed"].clone()),
+        (Value::Bool(true), 2.into(), 0.into()),
+        "{v:#}"
+    );
+    for c in checks(&v).iter().filter(|c| c["check"] == "oidc-login") {
+        assert_eq!(
+            (c["ok"].clone(), c["skipped"].clone()),
+            (Value::Bool(false), Value::Bool(true)),
+            "{c}"
+        );
+        let reason = c["reason"].as_str().unwrap_or_default();
+        assert!(
+            reason.starts_with("not run: ") && reason.contains("no-such.password"),
+            "{c}"
+        );
+    }
+    let human = text(&human);
+    assert!(
+        human
+            .lines()
+            .filter(|l| l.starts_with("SKIP") && l.contains("oidc-login"))
+            .count()
+            == 2
+            && !human
+                .lines()
+                .any(|l| l.starts_with("ok") && l.contains("oidc-login"))
+            && human.contains("failed, 2 not run"),
+        "{human}"
+    );
     let verify_as = |password: &str| -> (Output, Value) {
         let o = Command::new(env!("CARGO_BIN_EXE_nixmox"))
             .args(["verify", "--json", "-m"])

@@ -159,12 +159,14 @@
     # Proxy certificates chain to the lab's CA.
     ca_file = "/var/lib/nixmox-lab/ca/ca.crt";
     # `verify` logs in as the stand-in's lab user and runs each OIDC client's
-    # whole authorization-code flow. Its password is random, on the authentik
-    # host at /var/lib/lab/authentik/labuser.password; export it as
-    # NIXMOX_VERIFY_PASSWORD (without it, those checks are skipped).
+    # whole authorization-code flow. Its password is random, made by the
+    # authentik host (/var/lib/lab/authentik/labuser.password there), whose
+    # state the lab keeps on this machine at the path below.
+    # NIXMOX_VERIFY_PASSWORD, when set, wins over the file.
     user = {
       username = "labuser";
       password_env = "NIXMOX_VERIFY_PASSWORD";
+      password_file = "/var/lib/nixmox-lab/hosts/authentik/state/authentik/labuser.password";
       groups = [ "lab-admins" ];
     };
   };

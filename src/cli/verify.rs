@@ -22,15 +22,23 @@ pub fn run(cli: &Cli, args: &VerifyArgs) -> Result<ExitCode, CliError> {
         .cloned()
         .collect();
     let checks = verify::all(m, &services, &ctx);
-    let ok = checks.iter().all(|c| c.ok);
+    let failed = checks.iter().filter(|c| c.failed()).count();
+    let skipped = checks.iter().filter(|c| c.skipped).count();
+    let ok = failed == 0;
     if args.json {
         common::emit(&common::to_json(
-            &serde_json::json!({"ok": ok, "checks": checks}),
+            &serde_json::json!({"ok": ok, "passed": checks.len() - failed - skipped, "failed": failed, "skipped": skipped, "checks": checks}),
         )?)?;
     } else {
         let mut out = String::new();
         for c in &checks {
-            let mark = if c.ok { "ok  " } else { "FAIL" };
+            let mark = if c.ok {
+                "ok  "
+            } else if c.skipped {
+                "SKIP"
+            } else {
+                "FAIL"
+            };
             let _ = writeln!(
                 out,
                 "{mark} {:<12} {:<22} {}{}",
@@ -44,8 +52,12 @@ pub fn run(cli: &Cli, args: &VerifyArgs) -> Result<ExitCode, CliError> {
                 }
             );
         }
-        let failed = checks.iter().filter(|c| !c.ok).count();
-        let _ = writeln!(out, "{} checks, {} failed", checks.len(), failed);
+        let _ = writeln!(
+            out,
+            "{} checks: {} passed, {failed} failed, {skipped} not run",
+            checks.len(),
+            checks.len() - failed - skipped
+        );
         common::emit(&out)?;
     }
     Ok(if ok {

@@ -52,15 +52,17 @@ impl Default for VerifySettings {
     }
 }
 
-/// `verify.user = { username; password_env; password_output; groups; }`.
+/// `verify.user = { username; password_env; password_file; password_output; groups; }`.
 /// The password itself never appears in the manifest: it is read from the
-/// environment variable `password_env` or, when that is unset, from the
-/// Terraform output (SOPS-backed outputs included) named `password_output`.
+/// environment variable `password_env`, else from the file `password_file`
+/// (relative to the manifest's directory), else from the Terraform output
+/// (SOPS-backed outputs included) named `password_output`.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct VerifyUser {
     pub username: String,
     /// Default `NIXMOX_VERIFY_PASSWORD`.
     pub password_env: String,
+    pub password_file: Option<String>,
     pub password_output: Option<String>,
     /// Groups the ID token's groups claim must contain (it may name more).
     pub groups: Vec<String>,

@@ -33,6 +33,8 @@ pub struct Context {
     /// The verification user (`verify.user`) and where its password came from.
     pub user: Option<crate::manifest::VerifyUser>,
     pub password: Option<Secret>,
+    /// Why there is no password, when there is none (never the password).
+    pub password_missing: String,
 }
 
 /// A secret held in memory: its `Debug` never shows it.
@@ -51,11 +53,42 @@ pub struct Check {
     pub check: &'static str,
     pub target: String,
     pub ok: bool,
-    /// Not run, for a reason given in `reason` (a skipped check does not fail the run).
+    /// Not run, for a reason given in `reason`: `ok` is false, yet it does
+    /// not fail the run; it is counted apart from passed and failed checks.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub skipped: bool,
     #[serde(skip_serializing_if = "String::is_empty")]
     pub reason: String,
+}
+
+impl Check {
+    /// Ran and did not pass (a check not run is neither passed nor failed).
+    pub fn failed(&self) -> bool {
+        !self.ok && !self.skipped
+    }
+}
+
+/// A verify step's verdict on its checks: what passed (and what was not
+/// run) when none failed, else what failed.
+pub fn verdict(checks: &[Check]) -> Result<String, String> {
+    let failed: Vec<String> = checks
+        .iter()
+        .filter(|c| c.failed())
+        .map(|c| format!("{} {}: {}", c.check, c.target, c.reason))
+        .collect();
+    if !failed.is_empty() {
+        return Err(format!("verify failed: {}", failed.join("; ")));
+    }
+    let passed = checks.iter().filter(|c| c.ok).count();
+    let mut detail = format!("health and {passed} end-to-end check(s) passed");
+    if let Some(first) = checks.iter().find(|c| c.skipped) {
+        let skipped = checks.iter().filter(|c| c.skipped).count();
+        detail.push_str(&format!(
+            ", {skipped} not run ({} {}: {})",
+            first.check, first.target, first.reason
+        ));
+    }
+    Ok(detail)
 }
 
 fn result(service: &str, check: &'static str, target: String, r: Result<(), String>) -> Check {
@@ -375,15 +408,11 @@ fn oidc(m: &Manifest, s: &Service, o: &crate::manifest::Oidc, ctx: &Context) -> 
                 service: s.name.clone(),
                 check: "oidc-login",
                 target,
-                ok: true,
+                ok: false,
                 skipped: true,
                 reason: format!(
-                    "skipped: no password for the verification user: set {}{}",
-                    user.password_env,
-                    user.password_output
-                        .as_ref()
-                        .map(|o| format!(" or apply the stack so its output {o} exists"))
-                        .unwrap_or_default()
+                    "not run: no password for the verification user: {}",
+                    ctx.password_missing
                 ),
             });
             return out;
@@ -422,11 +451,10 @@ impl Context {
         let mut db_passwords = std::collections::BTreeMap::new();
         let mut client_secrets = std::collections::BTreeMap::new();
         let user = m.verify.user.clone();
-        let mut password = user
-            .as_ref()
-            .and_then(|u| std::env::var(&u.password_env).ok())
-            .filter(|p| !p.is_empty())
-            .map(Secret);
+        let (mut password, mut password_missing) = match &user {
+            Some(u) => password_of(m, u),
+            None => (None, String::new()),
+        };
         for o in outputs.values() {
             if let Some(serde_json::Value::Object(map)) =
                 o.0.get("client_secrets").map(|x| &x.value)
@@ -445,6 +473,7 @@ impl Context {
                     .filter(|p| !p.is_empty())
                 {
                     password = Some(Secret(pw.to_string()));
+                    password_missing.clear();
                 }
             }
             if let Some(serde_json::Value::Object(map)) = o.0.get("db_passwords").map(|x| &x.value)
@@ -478,8 +507,53 @@ impl Context {
             client_secrets,
             user,
             password,
+            password_missing,
         }
     }
+}
+
+/// The most a password file may hold.
+const PASSWORD_FILE_LIMIT: u64 = 4096;
+
+/// The verification user's password from `password_env`, else
+/// `password_file`; else why there is none (so far: `password_output` is
+/// looked up among the outputs afterwards).
+fn password_of(m: &Manifest, u: &crate::manifest::VerifyUser) -> (Option<Secret>, String) {
+    if let Some(pw) = std::env::var(&u.password_env)
+        .ok()
+        .filter(|p| !p.is_empty())
+    {
+        return (Some(Secret(pw)), String::new());
+    }
+    let mut why = vec![format!("{} is not set", u.password_env)];
+    if let Some(file) = &u.password_file {
+        let path = crate::terraform::stack::base_dir(m).join(file);
+        match crate::files::read_regular(&path, PASSWORD_FILE_LIMIT, "verify.user.password_file") {
+            Ok(bytes) => {
+                // The first line, as password files are written (`echo pw > file`).
+                let text = String::from_utf8_lossy(&bytes);
+                let pw = text
+                    .lines()
+                    .next()
+                    .unwrap_or_default()
+                    .trim_end_matches('\r');
+                if !pw.is_empty() {
+                    return (Some(Secret(pw.to_string())), String::new());
+                }
+                why.push(format!(
+                    "verify.user.password_file {} is empty",
+                    path.display()
+                ));
+            }
+            Err(e) => why.push(e),
+        }
+    }
+    if let Some(o) = &u.password_output {
+        why.push(format!(
+            "no Terraform output {o} yet (apply the stack first)"
+        ));
+    }
+    (None, why.join("; "))
 }
 
 /// The checks of every selected service, in plan order.
@@ -489,4 +563,41 @@ pub fn all(m: &Manifest, services: &[String], ctx: &Context) -> Vec<Check> {
         .filter_map(|n| m.service(n))
         .flat_map(|s| service(m, s, ctx))
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check(ok: bool, skipped: bool, reason: &str) -> Check {
+        Check {
+            service: "wiki".into(),
+            check: if skipped { "oidc-login" } else { "dns" },
+            target: "t".into(),
+            ok,
+            skipped,
+            reason: reason.into(),
+        }
+    }
+
+    #[test]
+    fn a_check_not_run_is_neither_passed_nor_failed() {
+        let skipped = check(false, true, "not run: no password");
+        assert!(!skipped.failed() && !skipped.ok);
+        let passed = [check(true, false, ""), check(true, false, "")];
+        assert_eq!(
+            verdict(&passed),
+            Ok("health and 2 end-to-end check(s) passed".into())
+        );
+        let some_not_run = [check(true, false, ""), skipped.clone()];
+        assert_eq!(
+            verdict(&some_not_run),
+            Ok("health and 1 end-to-end check(s) passed, 1 not run (oidc-login t: not run: no password)".into())
+        );
+        let failing = [check(false, false, "no A record"), skipped];
+        assert_eq!(
+            verdict(&failing),
+            Err("verify failed: dns t: no A record".into())
+        );
+    }
 }

@@ -46,8 +46,18 @@ impl Lab {
             &PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("examples/lab"),
             copy.path(),
         );
+        let lab_dir = tempfile::tempdir().expect("tempdir");
+        // The manifest's files of the lab (its key, its CA, the verification
+        // user's password) are where this test's lab keeps them.
+        let manifest = copy.path().join("manifest.nix");
+        let text = std::fs::read_to_string(&manifest).expect("read manifest");
+        let moved = text.replace(
+            "/var/lib/nixmox-lab/",
+            &format!("{}/", lab_dir.path().display()),
+        );
+        std::fs::write(&manifest, moved).expect("write manifest");
         Lab {
-            lab_dir: tempfile::tempdir().expect("tempdir"),
+            lab_dir,
             state_dir: tempfile::tempdir().expect("tempdir"),
             copy,
         }

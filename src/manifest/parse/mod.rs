@@ -284,6 +284,7 @@ fn verify_user(diags: &mut Diagnostics, path: Path, value: &Value) -> Option<Ver
         &[
             "username",
             "password_env",
+            "password_file",
             "password_output",
             "groups",
             "password",
@@ -294,7 +295,7 @@ fn verify_user(diags: &mut Diagnostics, path: Path, value: &Value) -> Option<Ver
             &obj.at("password"),
             "the verification password never goes in the manifest",
             Some(format!(
-                "name an environment variable in password_env (default {}) or a Terraform output in password_output",
+                "name an environment variable in password_env (default {}), a file in password_file or a Terraform output in password_output",
                 VerifyUser::DEFAULT_PASSWORD_ENV
             )),
         );
@@ -324,6 +325,17 @@ fn verify_user(diags: &mut Diagnostics, path: Path, value: &Value) -> Option<Ver
     {
         diags.error(&obj.at("password_output"), "empty output name");
     }
+    let password_file: Option<String> = obj.opt(diags, "password_file");
+    if let Some(f) = &password_file {
+        if f.trim().is_empty() {
+            diags.error(&obj.at("password_file"), "empty file name");
+        } else if f.chars().any(char::is_control) {
+            diags.error(
+                &obj.at("password_file"),
+                "a file name with control characters (a newline, a tab, …)",
+            );
+        }
+    }
     let groups: Vec<String> = obj.or(diags, "groups", Vec::new());
     for (i, g) in groups.iter().enumerate() {
         if g.trim().is_empty() {
@@ -333,6 +345,7 @@ fn verify_user(diags: &mut Diagnostics, path: Path, value: &Value) -> Option<Ver
     Some(VerifyUser {
         username,
         password_env,
+        password_file,
         password_output,
         groups,
     })
