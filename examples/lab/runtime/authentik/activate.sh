@@ -4,6 +4,6 @@
 activate() {
   local conf=$TOPLEVEL/etc/authentik/config.json
   $DRY || install -d -m 0700 "$STATE/authentik"
-  daemon_ensure authentik "$(hash_of "$conf")" /usr/bin/node "$ROLE_SRC/server.mjs" "$conf"
+  daemon_ensure authentik "$(hash_of "$conf")" "${NIXMOX_NODE_PREFIX:-/opt/nixmox}/bin/node" "$ROLE_SRC/server.mjs" "$conf"
   wait_tcp authentik "$IP" "$(sed -n 's/.*"port":\([0-9]*\).*/\1/p' "$conf")"
 }
