@@ -7,6 +7,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 scripts/setup.sh
+# The tools setup.sh installed (terraform, sops, the lab's node), as the README says.
+export PATH="${NIXMOX_TOOLS:-/opt/nixmox}/bin:$PATH"
 cargo fmt --check
 cargo clippy --all-targets -- -D warnings
 # Benches are run by cargo bench below, not as tests.
