@@ -271,6 +271,7 @@ pub fn main() -> ExitCode {
             };
         }
     };
+    crate::process::stop_tools_on_signals();
     let result = match &cli.command {
         Command::Validate(args) => validate::run(&cli, args),
         Command::Plan(args) => plan::run(&cli, args),
