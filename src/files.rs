@@ -8,8 +8,9 @@ use std::io::Read;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
-/// The file's bytes; `what` names it in errors (`verify.user.password_file`).
-pub fn read_regular(path: &Path, limit: u64, what: &str) -> Result<Vec<u8>, String> {
+/// Opens `path` without blocking and makes sure it is a regular file of at
+/// most `limit` bytes; `what` names it in errors (`verify.user.password_file`).
+fn open_regular(path: &Path, limit: u64, what: &str) -> Result<std::fs::File, String> {
     let file = std::fs::OpenOptions::new()
         .read(true)
         .custom_flags(libc::O_NONBLOCK)
@@ -32,6 +33,18 @@ pub fn read_regular(path: &Path, limit: u64, what: &str) -> Result<Vec<u8>, Stri
             meta.len()
         ));
     }
+    Ok(file)
+}
+
+/// Refuses what [`read_regular`] refuses, without reading (a file another
+/// tool reads: a `.nix` manifest for Nix).
+pub fn check_regular(path: &Path, limit: u64, what: &str) -> Result<(), String> {
+    open_regular(path, limit, what).map(|_| ())
+}
+
+/// The file's bytes; `what` names it in errors (`verify.user.password_file`).
+pub fn read_regular(path: &Path, limit: u64, what: &str) -> Result<Vec<u8>, String> {
+    let file = open_regular(path, limit, what)?;
     let mut bytes = Vec::new();
     file.take(limit + 1)
         .read_to_end(&mut bytes)

@@ -1614,7 +1614,10 @@ fn a_directory() {
     let path = dir.path().join("manifest.json");
     std::fs::create_dir(&path).expect("create a directory named manifest.json");
     let stderr = validate_fails(&path);
-    assert_mentions(&stderr, &["cannot read manifest", "it is a directory"]);
+    assert_mentions(
+        &stderr,
+        &["manifest.json: not a regular file (a directory)"],
+    );
 }
 
 #[test]
@@ -1622,7 +1625,7 @@ fn a_nonexistent_path() {
     let dir = tempfile::tempdir().expect("create a temporary directory");
     let path = dir.path().join("nowhere.json");
     let stderr = validate_fails(&path);
-    assert_mentions(&stderr, &["cannot read manifest", "nowhere.json"]);
+    assert_mentions(&stderr, &["nowhere.json: cannot open it"]);
 }
 
 #[test]

@@ -1,6 +1,7 @@
 //! The manifest layer: finding and reading the file, the typed model, and
 //! validation. Nothing here runs anything but Nix's evaluator.
 
+mod convert;
 pub mod decode;
 pub mod diag;
 pub mod model;
@@ -28,11 +29,15 @@ pub struct Validated {
 pub enum LoadError {
     #[error(transparent)]
     Source(#[from] SourceError),
-    #[error("manifest {manifest} is invalid: {} error(s)", errors.len())]
+    #[error("manifest {manifest} is invalid: {error_total} error(s)")]
     Invalid {
         manifest: String,
+        /// The first errors (and a last line counting the rest).
         errors: Vec<Diagnostic>,
         warnings: Vec<Diagnostic>,
+        /// How many errors and warnings there were in all.
+        error_total: usize,
+        warning_total: usize,
     },
 }
 
@@ -51,6 +56,7 @@ pub fn validate_value(source: &FsPath, value: &Value) -> Result<Validated, LoadE
         crate::graph::check_cycles(&mut diags, &m);
         m
     });
+    let (error_total, warning_total) = diags.counts();
     let (errors, warnings) = diags.into_sorted();
     match manifest {
         Some(manifest) if errors.is_empty() => Ok(Validated { manifest, warnings }),
@@ -58,6 +64,8 @@ pub fn validate_value(source: &FsPath, value: &Value) -> Result<Validated, LoadE
             manifest: source.display().to_string(),
             errors,
             warnings,
+            error_total,
+            warning_total,
         }),
     }
 }

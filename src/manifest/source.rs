@@ -1,11 +1,11 @@
 //! Finding the manifest and turning its file, whatever the format, into one
 //! JSON value tree.
 
+use super::convert;
 use serde_json::Value;
-use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
 /// Files larger than this are refused before parsing: no real manifest comes close.
 pub const MAX_MANIFEST_BYTES: u64 = 16 * 1024 * 1024;
@@ -37,6 +37,9 @@ pub enum SourceError {
         path: String,
         source: std::io::Error,
     },
+    /// Not a regular file, too large, or not readable: the message says which.
+    #[error("{0}")]
+    File(String),
     #[error("manifest {path} is {size} bytes; at most {max} are accepted")]
     TooLarge { path: String, size: u64, max: u64 },
     #[error(
@@ -120,30 +123,24 @@ pub fn locate(
 pub fn read(path: &Path) -> Result<Value, SourceError> {
     let shown = path.display().to_string();
     let format = Format::of(path)?;
-    let meta = std::fs::metadata(path).map_err(|source| SourceError::Read {
-        path: shown.clone(),
-        source,
-    })?;
-    if meta.is_dir() {
-        return Err(SourceError::Read {
-            path: shown,
-            source: std::io::Error::other("it is a directory"),
-        });
-    }
-    if meta.len() > MAX_MANIFEST_BYTES {
-        return Err(SourceError::TooLarge {
-            path: shown,
-            size: meta.len(),
-            max: MAX_MANIFEST_BYTES,
-        });
+    // A FIFO, a device or a directory is refused before anything reads it.
+    if let Ok(meta) = std::fs::metadata(path) {
+        if meta.is_file() && meta.len() > MAX_MANIFEST_BYTES {
+            return Err(SourceError::TooLarge {
+                path: shown,
+                size: meta.len(),
+                max: MAX_MANIFEST_BYTES,
+            });
+        }
     }
     if format == Format::Nix {
+        crate::files::check_regular(path, MAX_MANIFEST_BYTES, "manifest")
+            .map_err(SourceError::File)?;
         return eval_nix(path);
     }
-    let bytes = std::fs::read(path).map_err(|source| SourceError::Read {
-        path: shown.clone(),
-        source,
-    })?;
+    let bytes = crate::files::read_regular(path, MAX_MANIFEST_BYTES, "manifest")
+        .map_err(SourceError::File)?;
+
     let text = String::from_utf8(bytes).map_err(|e| SourceError::Syntax {
         path: shown.clone(),
         format: "UTF-8 text",
@@ -158,19 +155,39 @@ pub fn read(path: &Path) -> Result<Value, SourceError> {
 
 /// Parses JSON, TOML or YAML text; the error carries the format's name and the parser's message.
 pub fn parse_text(text: &str, format: Format) -> Result<Value, (&'static str, String)> {
+    // A byte order mark is not part of the text (some editors write one).
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
     match format {
         Format::Json => serde_json::from_str::<UniqueKeys>(text)
             .map(|v| v.0)
-            .map_err(|e| ("JSON", e.to_string())),
-        Format::Toml => toml::from_str::<Value>(text)
-            .map(plain_toml_datetimes)
-            .map_err(|e| ("TOML", toml_message(text, &e))),
+            .map_err(|e| {
+                if e.to_string().contains("recursion limit exceeded") {
+                    (
+                        "JSON",
+                        format!(
+                            "nested deeper than {MAX_DEPTH} levels; a manifest needs a handful"
+                        ),
+                    )
+                } else {
+                    ("JSON", e.to_string())
+                }
+            }),
+        Format::Toml => {
+            let value: toml::Value =
+                toml::from_str(text).map_err(|e| ("TOML", toml_message(text, &e)))?;
+            convert::toml(value, &mut Vec::new()).map_err(|e| ("TOML", e))
+        }
         Format::Yaml => {
+            if let Some((tag, line)) = convert::yaml_tag(text) {
+                return Err((
+                    "YAML",
+                    format!("at line {line}: the YAML tag {tag} is not accepted: a manifest holds plain values only"),
+                ));
+            }
             let mut value: serde_yaml_ng::Value =
-                serde_yaml_ng::from_str(text).map_err(|e| ("YAML", e.to_string()))?;
+                serde_yaml_ng::from_str(text).map_err(|e| ("YAML", yaml_message(&e)))?;
             value.apply_merge().map_err(|e| ("YAML", e.to_string()))?;
-            serde_json::to_value(&value)
-                .map_err(|e| ("YAML", format!("{e} (keys must be strings)")))
+            convert::yaml(value, &mut Vec::new()).map_err(|e| ("YAML", e))
         }
         Format::Nix => Err((
             "Nix",
@@ -210,8 +227,8 @@ impl<'de> serde::de::Visitor<'de> for UniqueKeysVisitor {
     fn visit_u64<E>(self, v: u64) -> Result<Value, E> {
         Ok(Value::from(v))
     }
-    fn visit_f64<E>(self, v: f64) -> Result<Value, E> {
-        Ok(Value::from(v))
+    fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<Value, E> {
+        convert::number(v).map_err(E::custom)
     }
     fn visit_str<E>(self, v: &str) -> Result<Value, E> {
         Ok(Value::from(v))
@@ -242,24 +259,33 @@ impl<'de> serde::de::Visitor<'de> for UniqueKeysVisitor {
     }
 }
 
-/// TOML dates and times arrive from the toml crate as a private marker object;
-/// every other format gives them as strings, so they become strings here too.
-fn plain_toml_datetimes(value: Value) -> Value {
-    const MARKER: &str = "$__toml_private_datetime";
-    match value {
-        Value::Object(map) if map.len() == 1 && map.contains_key(MARKER) => map
-            .into_iter()
-            .next()
-            .map(|(_, v)| v)
-            .unwrap_or(Value::Null),
-        Value::Object(map) => Value::Object(
-            map.into_iter()
-                .map(|(k, v)| (k, plain_toml_datetimes(v)))
-                .collect(),
-        ),
-        Value::Array(items) => Value::Array(items.into_iter().map(plain_toml_datetimes).collect()),
-        other => other,
+/// The YAML parser's message, saying plainly which bound was hit.
+fn yaml_message(e: &serde_yaml_ng::Error) -> String {
+    let m = e.to_string();
+    let place = e
+        .location()
+        .map(|l| format!(" (line {}, column {})", l.line(), l.column()))
+        .unwrap_or_default();
+    if m.contains("recursion limit exceeded") {
+        return format!("nested deeper than the YAML parser allows{place}; a manifest needs a handful of levels");
     }
+    // Integers past 64 bits arrive as 128-bit ones the tree cannot hold.
+    if let (Some(start), true) = (m.find("invalid type: integer `"), m.contains("128")) {
+        let digits: String = m[start + "invalid type: integer `".len()..]
+            .chars()
+            .take_while(|c| *c != '`')
+            .collect();
+        let at = m[..start].trim_end_matches(": ").trim();
+        return format!(
+            "{}the integer {digits} is beyond 64 bits{place}: no setting takes one that large",
+            if at.is_empty() {
+                String::new()
+            } else {
+                format!("at {at}: ")
+            }
+        );
+    }
+    m
 }
 
 /// toml's own rendering of an error quotes the offending source line, which
@@ -327,59 +353,34 @@ pub fn eval_nix_file(path: &Path, inputs: Option<&Path>) -> Result<Value, Source
         None => None,
     };
     let args = nix_eval_args(&abs, inputs.as_deref());
-    let mut child = Command::new(&program)
-        .args(&args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|e| {
-            if e.kind() == std::io::ErrorKind::NotFound {
-                nix_err(format!(
-                    "{program} was not found on PATH. Install Nix (Debian: apt-get install nix-bin) or write the manifest as .json, .toml or .yaml"
-                ))
-            } else {
-                nix_err(format!("cannot run {program}: {e}"))
-            }
-        })?;
-    let mut out_pipe = child.stdout.take();
-    let mut err_pipe = child.stderr.take();
-    let out_reader = std::thread::spawn(move || {
-        let mut buf = Vec::new();
-        if let Some(p) = out_pipe.as_mut() {
-            let _ = p.take(MAX_MANIFEST_BYTES * 4).read_to_end(&mut buf);
-        }
-        buf
-    });
-    let err_reader = std::thread::spawn(move || {
-        let mut buf = Vec::new();
-        if let Some(p) = err_pipe.as_mut() {
-            let _ = p.take(1024 * 1024).read_to_end(&mut buf);
-        }
-        buf
-    });
-    let started = Instant::now();
-    let status = loop {
-        match child.try_wait() {
-            Ok(Some(status)) => break status,
-            Ok(None) if started.elapsed() > NIX_EVAL_TIMEOUT => {
-                let _ = child.kill();
-                let _ = child.wait();
-                return Err(nix_err(format!(
-                    "{program} did not finish within {} s (an endless evaluation?); it was stopped",
-                    NIX_EVAL_TIMEOUT.as_secs()
-                )));
-            }
-            Ok(None) => std::thread::sleep(Duration::from_millis(5)),
-            Err(e) => return Err(nix_err(format!("waiting for {program} failed: {e}"))),
-        }
-    };
-    let stdout = out_reader.join().unwrap_or_default();
-    let stderr = err_reader.join().unwrap_or_default();
-    if !status.success() {
-        let message = without_source_excerpt(&String::from_utf8_lossy(&stderr));
+    let mut cmd = Command::new(&program);
+    cmd.args(&args);
+    // Bounded in time and output, and never outliving nixmox (nor what it starts).
+    let done = crate::process::run(cmd, None, NIX_EVAL_TIMEOUT).map_err(|e| match e {
+        crate::process::Bounded::Spawn(e) if e.kind() == std::io::ErrorKind::NotFound => nix_err(format!(
+            "{program} was not found on PATH. Install Nix (Debian: apt-get install nix-bin) or write the manifest as .json, .toml or .yaml"
+        )),
+        crate::process::Bounded::Spawn(e) => nix_err(format!("cannot run {program}: {e}")),
+        crate::process::Bounded::Timeout => nix_err(format!(
+            "{program} did not finish within {} s (an endless evaluation?); it was stopped",
+            NIX_EVAL_TIMEOUT.as_secs()
+        )),
+        crate::process::Bounded::TooMuch { stream: "standard output" } => nix_err(format!(
+            "the manifest evaluates to more than {} MiB of JSON; no stack needs that much (a value repeated without end?)",
+            crate::process::MAX_OUTPUT >> 20
+        )),
+        crate::process::Bounded::TooMuch { .. } => nix_err(format!(
+            "{program} printed more than {} MiB of messages; it was stopped",
+            crate::process::MAX_OUTPUT >> 20
+        )),
+    })?;
+    if done.code != Some(0) {
+        let message = without_source_excerpt(&done.stderr);
         return Err(nix_err(format!(
-            "Nix evaluation failed ({status}):\n{}",
+            "Nix evaluation failed ({}):\n{}",
+            done.code
+                .map(|c| format!("exit status {c}"))
+                .unwrap_or_else(|| "killed by a signal".into()),
             if message.is_empty() {
                 "(Nix printed nothing)".into()
             } else {
@@ -387,8 +388,20 @@ pub fn eval_nix_file(path: &Path, inputs: Option<&Path>) -> Result<Value, Source
             }
         )));
     }
-    serde_json::from_slice(&stdout)
-        .map_err(|e| nix_err(format!("Nix printed output that is not JSON: {e}")))
+    serde_json::from_str(&done.stdout)
+        .map_err(|e| nix_err(json_limit_message(&e, "Nix's JSON of the manifest")))
+}
+
+/// The deepest nesting a manifest may have (serde_json's own limit).
+pub const MAX_DEPTH: usize = 128;
+
+/// A JSON error, saying plainly when a bound was hit rather than blaming the syntax.
+fn json_limit_message(e: &serde_json::Error, what: &str) -> String {
+    if e.to_string().contains("recursion limit exceeded") {
+        format!("{what} is nested deeper than {MAX_DEPTH} levels; a manifest needs a handful")
+    } else {
+        format!("{what} is not valid JSON: {e}")
+    }
 }
 
 /// The exact argument vector for evaluating a manifest; the path travels as
@@ -479,6 +492,44 @@ mod tests {
         assert_eq!(
             without_source_excerpt(nix),
             "error: syntax error, unexpected '}'\n\n       at /m.nix:5:3:"
+        );
+    }
+
+    #[test]
+    fn values_are_never_changed_on_the_way() {
+        let (format, message) = parse_text(
+            "services:\n  wiki:\n    vmid: 99999999999999999999999\n",
+            Format::Yaml,
+        )
+        .expect_err("a 77-bit integer");
+        assert_eq!(format, "YAML");
+        assert!(
+            message.starts_with("at services.wiki.vmid: the integer 99999999999999999999999 is beyond 64 bits (line 3"),
+            "{message}"
+        );
+        let (_, message) =
+            parse_text(r#"{"vmid": 123456789012345678901234}"#, Format::Json).expect_err("big");
+        assert!(message.contains("beyond 64 bits"), "{message}");
+        let (_, message) = parse_text("a: .inf\n", Format::Yaml).expect_err("inf");
+        assert!(message.contains("at a: a value is infinity"), "{message}");
+        let (_, message) = parse_text("a: !!binary aGk=\n", Format::Yaml).expect_err("tag");
+        assert!(message.contains("YAML tag"), "{message}");
+        // A byte order mark is not part of the document, in any format.
+        for (text, format) in [
+            ("\u{feff}{\"a\": 1}", Format::Json),
+            ("\u{feff}a: 1\n", Format::Yaml),
+            ("\u{feff}a = 1\n", Format::Toml),
+        ] {
+            assert_eq!(
+                parse_text(text, format).expect("a BOM is accepted"),
+                serde_json::json!({"a": 1})
+            );
+        }
+        let deep = format!("{}{}", "[".repeat(200), "]".repeat(200));
+        let (_, message) = parse_text(&deep, Format::Json).expect_err("deep");
+        assert!(
+            message.starts_with("nested deeper than 128 levels"),
+            "{message}"
         );
     }
 

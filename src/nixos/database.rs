@@ -73,6 +73,16 @@ pub fn psql_command(psql: &str, database: Option<&str>, tuples: bool) -> String 
     cmd
 }
 
+/// The largest migration file read: no SQL migration comes close.
+const MIGRATION_LIMIT: u64 = 64 * 1024 * 1024;
+
+/// A migration file's text: a regular UTF-8 file within the bound.
+fn read_migration(rel: &str, path: &Path) -> Result<String, String> {
+    let bytes = crate::files::read_regular(path, MIGRATION_LIMIT, &format!("migration {rel}:"))?;
+    String::from_utf8(bytes)
+        .map_err(|_| format!("migration {rel}: {} is not UTF-8 text", path.display()))
+}
+
 fn checksum(body: &str) -> String {
     use std::hash::{Hash, Hasher};
     let mut h = std::collections::hash_map::DefaultHasher::new();
@@ -141,8 +151,7 @@ pub fn ensure(t: &SshTarget, psql: &str, base: &Path, db: &Database) -> Result<u
     let mut count = 0;
     for rel in &db.migrations {
         let path = base.join(rel);
-        let body = std::fs::read_to_string(&path)
-            .map_err(|e| format!("migration {rel} ({}): {e}", path.display()))?;
+        let body = read_migration(rel, &path)?;
         let sum = checksum(&body);
         match applied.get(rel) {
             Some(old) if *old == sum => continue,
@@ -241,8 +250,7 @@ pub fn pending(db: &Database, answer: &str, base: &Path) -> Result<Pending, Stri
     };
     for rel in &db.migrations {
         let path = base.join(rel);
-        let body = std::fs::read_to_string(&path)
-            .map_err(|e| format!("migration {rel} ({}): {e}", path.display()))?;
+        let body = read_migration(rel, &path)?;
         match recorded.get(rel.as_str()) {
             None => p.migrations.push(rel.clone()),
             Some(sum) if *sum != checksum(&body) => p.edited.push(rel.clone()),

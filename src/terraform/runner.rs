@@ -113,6 +113,9 @@ impl Drop for PlanFile {
     }
 }
 
+/// The largest local state file read directly.
+const STATE_LIMIT: u64 = 256 * 1024 * 1024;
+
 impl Terraform {
     /// `binary` unless `NIXMOX_TERRAFORM` names another.
     pub fn new(binary: &str, root: PathBuf, lock: Locking, retry: RetryPolicy) -> Self {
@@ -236,7 +239,8 @@ impl Terraform {
     /// The outputs a workspace holds now. With local state (no backend block:
     /// init then leaves no `.terraform/terraform.tfstate`) they are read from
     /// the state file, which costs no Terraform process; otherwise, or when
-    /// the file is not a state Terraform 0.12+ writes, `output -json`.
+    /// the file is not a state Terraform 0.12+ writes (or is larger than
+    /// [`STATE_LIMIT`]), `output -json`.
     pub fn held_outputs(&self, phase: Phase, workspace: &str) -> Result<Outputs, TfError> {
         let dir = self.workdir(workspace);
         if !dir.join(".terraform").join("terraform.tfstate").exists() {
@@ -244,9 +248,11 @@ impl Terraform {
                 .join("terraform.tfstate.d")
                 .join(workspace)
                 .join("terraform.tfstate");
-            if let Some(outputs) = std::fs::read_to_string(state)
-                .ok()
-                .and_then(|text| Outputs::from_state(&text))
+            if let Some(outputs) =
+                crate::files::read_regular(&state, STATE_LIMIT, "terraform state")
+                    .ok()
+                    .and_then(|bytes| String::from_utf8(bytes).ok())
+                    .and_then(|text| Outputs::from_state(&text))
             {
                 return Ok(outputs);
             }
@@ -527,10 +533,22 @@ impl Terraform {
             let _ = pipe.write_all(text.as_bytes());
         }
         let status = child.wait().map_err(|e| spawn_err(e.to_string()))?;
+        // What Terraform printed is read within a bound, like every tool's output.
+        let printed = |path: &Path, stream: &str| -> Result<Vec<u8>, TfError> {
+            let limit = crate::process::MAX_OUTPUT as u64;
+            match std::fs::metadata(path) {
+                Ok(m) if m.len() > limit => Err(spawn_err(format!(
+                    "`terraform {}` printed more than {} MiB on its {stream}; nixmox does not read that much",
+                    args.first().map(String::as_str).unwrap_or_default(),
+                    limit >> 20
+                ))),
+                _ => Ok(crate::files::read_regular(path, limit, "terraform's output").unwrap_or_default()),
+            }
+        };
         let out = std::process::Output {
             status,
-            stdout: std::fs::read(out_file.path()).unwrap_or_default(),
-            stderr: std::fs::read(err_file.path()).unwrap_or_default(),
+            stdout: printed(out_file.path(), "standard output")?,
+            stderr: printed(err_file.path(), "standard error")?,
         };
 
         // `output` and `show` print values, sensitive ones included: never logged.

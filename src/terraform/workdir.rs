@@ -70,7 +70,11 @@ pub fn prepare(
                     &mut placed,
                 )?;
             } else if name.ends_with(".tf") || name.ends_with(".tf.json") {
-                let bytes = std::fs::read(&src).map_err(|e| format!("module {module}: {e}"))?;
+                let bytes = crate::files::read_regular(
+                    &src,
+                    MODULE_FILE_LIMIT,
+                    &format!("module {module}:"),
+                )?;
                 place(&dir, Path::new(name), &bytes, module, &mut placed)?;
             } else {
                 return Err(format!(
@@ -116,6 +120,13 @@ fn clear(dir: &Path) -> Result<(), String> {
     Ok(())
 }
 
+/// The largest file a module may hold: no Terraform file comes close, and
+/// a link to `/dev/zero` or a huge file must not eat the machine.
+const MODULE_FILE_LIMIT: u64 = 64 * 1024 * 1024;
+
+/// How deep a module's directories may nest (a symlink loop ends here).
+const MODULE_DEPTH_LIMIT: usize = 32;
+
 fn copy_tree(
     src: &Path,
     dest_root: &Path,
@@ -123,6 +134,12 @@ fn copy_tree(
     module: &str,
     placed: &mut BTreeMap<PathBuf, String>,
 ) -> Result<(), String> {
+    if rel.components().count() > MODULE_DEPTH_LIMIT {
+        return Err(format!(
+            "module {module}: {} is nested more than {MODULE_DEPTH_LIMIT} directories deep (a symlink loop?)",
+            src.display()
+        ));
+    }
     let mut entries: Vec<_> = std::fs::read_dir(src)
         .map_err(|e| format!("module {module}: cannot list {}: {e}", src.display()))?
         .flatten()
@@ -138,8 +155,8 @@ fn copy_tree(
         if path.is_dir() {
             copy_tree(&path, dest_root, &rel_path, module, placed)?;
         } else {
-            let bytes = std::fs::read(&path)
-                .map_err(|e| format!("module {module}: {}: {e}", path.display()))?;
+            let bytes =
+                crate::files::read_regular(&path, MODULE_FILE_LIMIT, &format!("module {module}:"))?;
             place(dest_root, &rel_path, &bytes, module, placed)?;
         }
     }
