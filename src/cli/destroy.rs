@@ -97,7 +97,7 @@ pub fn rollback(cli: &Cli, args: &RollbackArgs) -> Result<ExitCode, CliError> {
     };
     let store = std::sync::Mutex::new(common::open_store(cli, m)?);
     let (run, _) = record::start(&store, "rollback", Duration::ZERO).map_err(CliError::Message)?;
-    let control = std::env::temp_dir().join(format!("nixmox-ssh-{}", std::process::id()));
+    let control = crate::nixos::ssh::control_dir();
     let target = targets::target(m, s, control.clone()).map_err(CliError::Message)?;
     let result = deploy::roll_back_by_hand(
         &target,

@@ -45,7 +45,7 @@ pub fn run(cli: &Cli, args: &StatusArgs) -> Result<ExitCode, CliError> {
 
     // Liveness and the running system, one quick look per host.
     let p = plan::build(m, &[])?;
-    let control = std::env::temp_dir().join(format!("nixmox-ssh-{}", std::process::id()));
+    let control = crate::nixos::ssh::control_dir();
     let mut services = Vec::new();
     for name in p.core.iter().chain(p.waves.iter().flatten()) {
         let Some(s) = m.service(name) else { continue };

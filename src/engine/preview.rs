@@ -109,7 +109,7 @@ impl Preview {
 /// Terraform-only plan, which contacts no host.
 pub fn preview(m: &Manifest, plan: &Plan, hosts: bool) -> Result<Preview, String> {
     let tf = stack::terraform_for(m)?;
-    let control_dir = std::env::temp_dir().join(format!("nixmox-ssh-{}", std::process::id()));
+    let control_dir = crate::nixos::ssh::control_dir();
     let services: Vec<&Service> = if hosts {
         plan.core
             .iter()

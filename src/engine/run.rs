@@ -130,7 +130,8 @@ impl<'a> Ctx<'a> {
             phase: step.phase.id().to_string(),
             service: step.service.clone(),
             status,
-            detail,
+            // What tools and hosts said: escape sequences in it are shown, not obeyed.
+            detail: crate::manifest::syntax::sanitize(&detail),
             seconds: (started.elapsed().as_secs_f64() * 100.0).round() / 100.0,
         });
     }
@@ -532,7 +533,7 @@ pub fn apply(
         .into_iter()
         .map(|s| (s.step_id.clone(), s))
         .collect();
-    let control_dir = std::env::temp_dir().join(format!("nixmox-ssh-{}", std::process::id()));
+    let control_dir = crate::nixos::ssh::control_dir();
     let mut ctx = Ctx {
         m,
         plan,

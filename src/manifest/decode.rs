@@ -14,7 +14,8 @@ pub fn kind_of(value: &Value) -> &'static str {
     match value {
         Value::Null => "null",
         Value::Bool(_) => "a boolean",
-        Value::Number(n) if n.is_f64() => "a fractional number",
+        Value::Number(n) if n.as_f64().is_some_and(|f| f.fract() != 0.0) => "a fractional number",
+        Value::Number(n) if n.is_f64() => "a floating-point number",
         Value::Number(_) => "an integer",
         Value::String(_) => "a string",
         Value::Array(_) => "a list",
@@ -34,15 +35,79 @@ pub trait Decode: Sized {
     fn decode(diags: &mut Diagnostics, path: &Path, value: &Value) -> Option<Self>;
 }
 
+/// A manifest string is one line of text. Its values end up in command
+/// lines, SSH options, SQL, env files and the Caddy and Unbound
+/// configuration, where a line break or another control character could
+/// start a directive of its own: refused at the root, for every field.
 impl Decode for String {
     fn decode(diags: &mut Diagnostics, path: &Path, value: &Value) -> Option<Self> {
         match value {
-            Value::String(s) => Some(s.clone()),
+            Value::String(s) => {
+                if let Some(c) = s.chars().find(|c| super::syntax::is_unsafe_char(*c)) {
+                    diags.error(
+                        path,
+                        format!(
+                            "{} contains {}: a value here is one line of plain text",
+                            super::syntax::quote(s),
+                            char_name(c)
+                        ),
+                    );
+                    return None;
+                }
+                Some(s.clone())
+            }
             other => {
                 mismatch(diags, path, "a string", other);
                 None
             }
         }
+    }
+}
+
+/// Text that may span lines — Nix settings, a Caddy snippet, a shell
+/// command — where line breaks and tabs are part of the syntax; every other
+/// control character is still refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Text(pub String);
+
+impl Decode for Text {
+    fn decode(diags: &mut Diagnostics, path: &Path, value: &Value) -> Option<Self> {
+        match value {
+            Value::String(s) => {
+                if let Some(c) = s
+                    .chars()
+                    .find(|c| *c != '\n' && *c != '\t' && super::syntax::is_unsafe_char(*c))
+                {
+                    diags.error(
+                        path,
+                        format!(
+                            "{} contains {}: only line breaks and tabs may be in this text",
+                            super::syntax::quote(s),
+                            char_name(c)
+                        ),
+                    );
+                    return None;
+                }
+                Some(Text(s.clone()))
+            }
+            other => {
+                mismatch(diags, path, "a string", other);
+                None
+            }
+        }
+    }
+}
+
+/// How a refused character is named in a message.
+fn char_name(c: char) -> String {
+    match c {
+        '\n' => "a line break (LF)".into(),
+        '\r' => "a carriage return (CR)".into(),
+        '\t' => "a tab".into(),
+        '\0' => "a NUL byte".into(),
+        '\u{1b}' => "an escape character (ESC)".into(),
+        c if c.is_control() => format!("the control character U+{:04X}", c as u32),
+        c => format!("the invisible formatting character U+{:04X}", c as u32),
     }
 }
 

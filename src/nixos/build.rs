@@ -23,8 +23,10 @@ pub fn default_attribute(service: &str) -> String {
     format!("nixosConfigurations.{service}.config.system.build.toplevel")
 }
 
+/// `nix build --json --no-link -- <installables>`: after `--` no
+/// installable can be read as an option.
 pub fn build_argv(installables: &[String]) -> Vec<String> {
-    let mut a: Vec<String> = ["build", "--json", "--no-link"]
+    let mut a: Vec<String> = ["build", "--json", "--no-link", "--"]
         .iter()
         .map(|s| s.to_string())
         .collect();
@@ -37,6 +39,7 @@ pub fn copy_argv(t: &SshTarget, path: &str) -> Vec<String> {
         "copy".into(),
         "--to".into(),
         format!("ssh://{}", t.destination()),
+        "--".into(),
         path.into(),
     ]
 }
@@ -91,12 +94,46 @@ fn build_one(settings: &NixSettings, installable: &str) -> Result<String, NixErr
     let mut cmd = nix(settings);
     cmd.args(build_argv(&[installable.to_string()]));
     let out = run_nix(cmd, &format!("nix build {installable}"))?;
-    let doc: serde_json::Value = serde_json::from_str(&out.stdout)
-        .map_err(|e| NixError(format!("nix build printed no JSON: {e}")))?;
-    doc[0]["outputs"]["out"]
+    parse_build(&out.stdout, installable)
+}
+
+/// The output path `nix build --json` names for one installable: a store
+/// path, one line, nothing else.
+pub fn parse_build(stdout: &str, installable: &str) -> Result<String, NixError> {
+    let doc: serde_json::Value = serde_json::from_str(stdout)
+        .map_err(|e| NixError(format!("nix build {installable} printed no JSON: {e}")))?;
+    let path = doc[0]["outputs"]["out"]
         .as_str()
-        .map(str::to_string)
-        .ok_or_else(|| NixError(format!("nix build {installable} named no output path")))
+        .ok_or_else(|| NixError(format!("nix build {installable} named no output path")))?;
+    store_path(path).map_err(|e| NixError(format!("nix build {installable}: {e}")))
+}
+
+/// A store path Nix printed, checked before it goes into a command line.
+pub fn store_path(path: &str) -> Result<String, String> {
+    let name = path.strip_prefix("/nix/store/").unwrap_or("");
+    let ok = name.len() > 33
+        && name.as_bytes()[32] == b'-'
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "+-._?=".contains(c));
+    if ok {
+        Ok(path.to_string())
+    } else {
+        Err(format!(
+            "{} is not a store path",
+            crate::manifest::syntax::quote(path)
+        ))
+    }
+}
+
+/// The map of `nix eval --json` in [`evaluate_all`]: service → store path.
+pub fn parse_eval(stdout: &str) -> Result<std::collections::BTreeMap<String, String>, NixError> {
+    let map: std::collections::BTreeMap<String, String> = serde_json::from_str(stdout)
+        .map_err(|e| NixError(format!("nix eval printed no map of store paths: {e}")))?;
+    for path in map.values() {
+        store_path(path).map_err(|e| NixError(format!("nix eval: {e}")))?;
+    }
+    Ok(map)
 }
 
 /// The `nix eval` arguments that evaluate many systems' store paths in one
@@ -137,9 +174,10 @@ pub fn eval_argv(flake: &str, attributes: &[(String, String)]) -> Option<(String
         vec![
             "eval".into(),
             "--json".into(),
-            installable(flake, root),
             "--apply".into(),
             apply,
+            "--".into(),
+            installable(flake, root),
         ],
     ))
 }
@@ -155,8 +193,7 @@ pub fn evaluate_all(
     let mut cmd = nix(settings);
     cmd.args(&argv);
     let out = run_nix(cmd, "nix eval of the systems' store paths")?;
-    serde_json::from_str(&out.stdout)
-        .map_err(|e| NixError(format!("nix eval printed no map of store paths: {e}")))
+    parse_eval(&out.stdout)
 }
 
 /// Copies a closure to the host over SSH (reusing the multiplexed connection).
@@ -164,7 +201,7 @@ pub fn copy(settings: &NixSettings, t: &SshTarget, path: &str) -> Result<(), Nix
     let _ = std::fs::create_dir_all(&t.control_dir);
     let mut cmd = nix(settings);
     cmd.args(copy_argv(t, path))
-        .env("NIX_SSHOPTS", t.nix_sshopts());
+        .env("NIX_SSHOPTS", t.nix_sshopts().map_err(NixError)?);
     run_nix(
         cmd,
         &format!("host {} ({}): nix copy of {path}", t.name, t.address),
@@ -177,6 +214,24 @@ mod tests {
     use super::*;
 
     #[test]
+    fn what_nix_prints_is_checked() {
+        let p = format!("/nix/store/{}-nixos-system-wiki-23.11", "a".repeat(32));
+        let json = format!(r#"[{{"drvPath":"/nix/store/x.drv","outputs":{{"out":"{p}"}}}}]"#);
+        assert_eq!(parse_build(&json, "i").expect("path"), p);
+        for bad in [
+            r#"[{"outputs":{"out":"/etc/passwd"}}]"#,
+            r#"[{"outputs":{"out":"/nix/store/aaa; rm -rf /"}}]"#,
+            r#"[{"outputs":{}}]"#,
+            "not json",
+            "[]",
+        ] {
+            assert!(parse_build(bad, "i").is_err(), "{bad}");
+        }
+        assert!(parse_eval(&format!(r#"{{"wiki":"{p}"}}"#)).is_ok());
+        assert!(parse_eval(r#"{"wiki":"-oProxyCommand=x"}"#).is_err());
+    }
+
+    #[test]
     fn exact_nix_argv() {
         let i = installable("path:/srv/stack", &default_attribute("wiki"));
         assert_eq!(
@@ -185,7 +240,7 @@ mod tests {
         );
         assert_eq!(
             build_argv(std::slice::from_ref(&i)),
-            ["build", "--json", "--no-link", i.as_str()]
+            ["build", "--json", "--no-link", "--", i.as_str()]
         );
         let (root, argv) = eval_argv(
             "path:/srv/stack",
@@ -201,11 +256,12 @@ mod tests {
             [
                 "eval",
                 "--json",
-                "path:/srv/stack#nixosConfigurations",
                 "--apply",
                 "root: builtins.mapAttrs (n: p: (builtins.foldl' (a: k: a.${k}) root p).outPath) \
                  (builtins.fromJSON \"{\\\"dns\\\":[\\\"dns\\\",\\\"config\\\",\\\"system\\\",\\\"build\\\",\\\"toplevel\\\"],\
-                 \\\"wiki\\\":[\\\"wiki\\\",\\\"config\\\",\\\"system\\\",\\\"build\\\",\\\"toplevel\\\"]}\")"
+                 \\\"wiki\\\":[\\\"wiki\\\",\\\"config\\\",\\\"system\\\",\\\"build\\\",\\\"toplevel\\\"]}\")",
+                "--",
+                "path:/srv/stack#nixosConfigurations",
             ]
         );
         // Quoted attribute names, or two roots: each is built on its own.

@@ -64,6 +64,10 @@ pub fn parse(stdout: &str, commands: usize) -> Option<(String, String, bool)> {
     if verdicts.len() != commands || verdicts.iter().any(|v| *v != "ok" && *v != "fail") {
         return None;
     }
+    // The running system goes into later command lines: a store path or nothing.
+    if !current.is_empty() && super::build::store_path(&current).is_err() {
+        return None;
+    }
     Some((current, env_hash, verdicts.iter().all(|v| *v == "ok")))
 }
 
@@ -134,17 +138,20 @@ mod tests {
     #[test]
     fn parses_answers() {
         let m = MARK;
+        let sys = format!("/nix/store/{}-sys", "a".repeat(32));
         assert_eq!(
-            parse(&format!("/nix/store/a-sys\n{m}\nabc\n{m}\nok\nok\n"), 2),
-            Some(("/nix/store/a-sys".into(), "abc".into(), true))
+            parse(&format!("{sys}\n{m}\nabc\n{m}\nok\nok\n"), 2),
+            Some((sys.clone(), "abc".into(), true))
         );
+        // Anything but a store path where the system should be: not an answer.
+        assert_eq!(parse(&format!("/etc/passwd\n{m}\n\n{m}\n"), 0), None);
         assert_eq!(
             parse(&format!("{m}\n\n{m}\nok\nfail\n"), 2),
             Some((String::new(), String::new(), false))
         );
         assert_eq!(
-            parse(&format!("/nix/store/a\n{m}\n\n{m}\n"), 0),
-            Some(("/nix/store/a".into(), String::new(), true))
+            parse(&format!("{sys}\n{m}\n\n{m}\n"), 0),
+            Some((sys, String::new(), true))
         );
         // Too few verdicts, garbage, or no marks at all: not an answer.
         assert_eq!(parse(&format!("x\n{m}\n\n{m}\nok\n"), 2), None);

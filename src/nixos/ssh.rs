@@ -98,18 +98,32 @@ impl SshTarget {
         o
     }
 
-    /// `ssh <options> <user@host> -- <command>`.
+    /// `ssh <options> -- <user@host> <command>`: after `--` nothing is read
+    /// as an option, neither the destination nor the command.
     pub fn argv(&self, command: &str) -> Vec<String> {
         let mut a = self.options();
-        a.push(self.destination());
         a.push("--".into());
+        a.push(self.destination());
         a.push(command.into());
         a
     }
 
-    /// `NIX_SSHOPTS` for `nix copy --to ssh://…` (Nix splits it on spaces).
-    pub fn nix_sshopts(&self) -> String {
-        self.options().join(" ")
+    /// `NIX_SSHOPTS` for `nix copy --to ssh://…`. Nix splits it on spaces, so
+    /// an option with a space in it (a key path, a known-hosts file) cannot
+    /// travel there and is refused, naming it, instead of being split.
+    pub fn nix_sshopts(&self) -> Result<String, String> {
+        let options = self.options();
+        if let Some(bad) = options.iter().find(|o| o.chars().any(char::is_whitespace)) {
+            return Err(format!(
+                "host {} ({}): the ssh option {} has a space in it, and nix copy passes ssh options \
+                 through NIX_SSHOPTS, which Nix splits on spaces; use a key and known-hosts \
+                 file (and TMPDIR) whose paths have no spaces",
+                self.name,
+                self.address,
+                crate::manifest::syntax::quote(bad)
+            ));
+        }
+        Ok(options.join(" "))
     }
 }
 
@@ -148,6 +162,27 @@ pub enum SshError {
         port: u16,
         message: String,
     },
+    #[error("host {name} ({address}): `{command}` printed more than {mib} MiB on its {stream}; nixmox stopped it")]
+    Flood {
+        name: String,
+        address: IpAddr,
+        command: String,
+        stream: &'static str,
+        mib: usize,
+    },
+}
+
+/// Where a run keeps its multiplexed SSH connections: under the temporary
+/// directory, unless its path has a space (ssh options travel through
+/// NIX_SSHOPTS, which Nix splits on spaces), then under /tmp.
+pub fn control_dir() -> PathBuf {
+    let base = std::env::temp_dir();
+    let base = if base.to_string_lossy().chars().any(char::is_whitespace) {
+        PathBuf::from("/tmp")
+    } else {
+        base
+    };
+    base.join(format!("nixmox-ssh-{}", std::process::id()))
 }
 
 /// Runs `command` on the host, feeding `stdin`, within `limit`. Exit code 255
@@ -172,6 +207,13 @@ pub fn run(
             name: t.name.clone(),
             address: t.address,
             message: e.to_string(),
+        },
+        crate::process::Bounded::TooMuch { stream } => SshError::Flood {
+            name: t.name.clone(),
+            address: t.address,
+            command: first_word(command),
+            stream,
+            mib: crate::process::MAX_OUTPUT >> 20,
         },
     })?;
     let result = RemoteOutput {
@@ -255,14 +297,24 @@ mod tests {
                 "/lab/ssh/id_ed25519",
                 "-o",
                 "IdentitiesOnly=yes",
-                "root@10.213.0.10",
                 "--",
+                "root@10.213.0.10",
                 "readlink -f /run/current-system"
             ]
         );
         assert!(target()
             .nix_sshopts()
+            .expect("no spaces")
             .contains("-p 22 -o UserKnownHostsFile=/lab/ssh/known_hosts"));
+        let spaced = SshTarget {
+            key: Some("/home/me/my keys/id".into()),
+            ..target()
+        };
+        let e = spaced.nix_sshopts().expect_err("a space in a key path");
+        assert!(
+            e.contains("\"/home/me/my keys/id\"") && e.contains("NIX_SSHOPTS"),
+            "{e}"
+        );
         assert_eq!(KnownHosts::parse("strict"), Some(KnownHosts::Strict));
         assert_eq!(KnownHosts::parse("maybe"), None);
     }

@@ -365,7 +365,10 @@ fn proxy(
     }
     let tls = flexible(diags, &obj, "tls");
     let authz = flexible(diags, &obj, "authz");
-    let extra_config = obj.opt::<String>(diags, "extra_config");
+    // Caddy directives, one per line: line breaks are its syntax.
+    let extra_config = obj
+        .opt::<crate::manifest::decode::Text>(diags, "extra_config")
+        .map(|t| t.0);
     let default_client = match &name {
         Some(n) => format!("{service}-{n}-oidc"),
         None => format!("{service}-oidc"),
@@ -482,6 +485,8 @@ fn database(
     for (i, m) in migrations.iter().enumerate() {
         if m.trim().is_empty() {
             diags.error(&obj.at("migrations").index(i), "empty migration path");
+        } else if let Err(e) = syntax::argument(m) {
+            diags.error(&obj.at("migrations").index(i), e);
         }
     }
     if !migrations.is_empty() && mode == Some(DbMode::Terraform) {
@@ -597,7 +602,8 @@ pub fn check_timing(diags: &mut Diagnostics, path: &Path, seconds: u64, is_timeo
 }
 
 fn probe(diags: &mut Diagnostics, obj: &Obj, key: &str) -> Option<Probe> {
-    let text: String = obj.opt(diags, key)?;
+    // A command is shell code by design: it may span lines.
+    let text = obj.opt::<crate::manifest::decode::Text>(diags, key)?.0;
     let at = obj.at(key);
     let trimmed = text.trim();
     if trimmed.is_empty() {
@@ -607,19 +613,44 @@ fn probe(diags: &mut Diagnostics, obj: &Obj, key: &str) -> Option<Probe> {
         );
         return None;
     }
-    if trimmed.starts_with("http://") || trimmed.starts_with("https://") {
-        return syntax::http_url(trimmed)
-            .map(|_| Probe::Url(trimmed.to_string()))
-            .map_err(|e| diags.error(&at, e))
-            .ok();
-    }
-    if let Some(target) = trimmed.strip_prefix("tcp://") {
-        return syntax::host_port(target)
-            .map(|_| Probe::Tcp(target.to_string()))
-            .map_err(|e| diags.error(&at, e))
-            .ok();
+    match url_scheme(trimmed).as_deref() {
+        None => {}
+        Some("http") | Some("https") => {
+            return syntax::http_url(trimmed)
+                .map(|_| Probe::Url(trimmed.to_string()))
+                .map_err(|e| diags.error(&at, e))
+                .ok();
+        }
+        Some("tcp") => {
+            let target = &trimmed["tcp://".len()..];
+            return syntax::host_port(target)
+                .map(|_| Probe::Tcp(target.to_string()))
+                .map_err(|e| diags.error(&at, e))
+                .ok();
+        }
+        // Any other scheme is a mistake, never a shell command by accident.
+        Some(scheme) => {
+            diags.error_hint(
+                &at,
+                format!(
+                    "{} is a {scheme}:// URL: a probe is an http://, https:// or tcp:// URL, or a shell command",
+                    syntax::quote(trimmed)
+                ),
+                Some("a command that must start like a URL can be written `exec <command>`".into()),
+            );
+            return None;
+        }
     }
     Some(Probe::Command(text))
+}
+
+/// The scheme of text that starts like a URL (`scheme://`), lowercased.
+fn url_scheme(text: &str) -> Option<String> {
+    let (scheme, _) = text.split_once("://")?;
+    let mut chars = scheme.chars();
+    (chars.next()?.is_ascii_alphabetic()
+        && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.')))
+    .then(|| scheme.to_ascii_lowercase())
 }
 
 fn service_terraform(
@@ -657,6 +688,8 @@ pub fn terraform_phase(
     for (i, m) in phase.modules.iter().enumerate() {
         if m.trim().is_empty() {
             diags.error(&obj.at("modules").index(i), "empty module path");
+        } else if let Err(e) = syntax::argument(m) {
+            diags.error(&obj.at("modules").index(i), e);
         }
     }
     for name in phase.variables.keys() {

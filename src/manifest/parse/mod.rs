@@ -197,7 +197,10 @@ fn nixos(diags: &mut Diagnostics, path: Path, value: &Value) -> Option<NixosSett
     let d = NixosSettings::default();
     let mut n = NixosSettings {
         flake: obj.or(diags, "flake", d.flake),
-        nix_config: obj.opt(diags, "nix_config"),
+        // NIX_CONFIG lines: line breaks are its syntax.
+        nix_config: obj
+            .opt::<crate::manifest::decode::Text>(diags, "nix_config")
+            .map(|t| t.0),
         activation_timeout: obj.or(diags, "activation_timeout", d.activation_timeout),
         ssh: d.ssh,
         age_key_file: obj.opt(diags, "age_key_file"),
@@ -210,6 +213,12 @@ fn nixos(diags: &mut Diagnostics, path: Path, value: &Value) -> Option<NixosSett
         n.activation_timeout,
         true,
     );
+    if let Err(e) = super::syntax::argument(&n.flake) {
+        diags.error(&obj.at("flake"), e);
+    }
+    if let Some(Err(e)) = n.age_key_file.as_deref().map(super::syntax::argument) {
+        diags.error(&obj.at("age_key_file"), e);
+    }
     if !n.age_key_target.starts_with('/') {
         diags.error(
             &obj.at("age_key_target"),
@@ -239,6 +248,17 @@ fn nixos(diags: &mut Diagnostics, path: Path, value: &Value) -> Option<NixosSett
                 known_hosts_file: ssh.opt(diags, "known_hosts_file"),
                 connect_timeout: ssh.or(diags, "connect_timeout", ds.connect_timeout),
             };
+            if let Err(e) = super::syntax::user_name(&n.ssh.user) {
+                diags.error(&ssh.at("user"), e);
+            }
+            for (key, value) in [
+                ("key", &n.ssh.key),
+                ("known_hosts_file", &n.ssh.known_hosts_file),
+            ] {
+                if let Some(Err(e)) = value.as_deref().map(super::syntax::ssh_file) {
+                    diags.error(&ssh.at(key), e);
+                }
+            }
             if !matches!(n.ssh.known_hosts.as_str(), "accept-new" | "strict" | "off") {
                 diags.error(&ssh.at("known_hosts"), format!("unknown known-hosts policy {}: expected \"accept-new\", \"strict\" or \"off\"", super::syntax::quote(&n.ssh.known_hosts)));
             }
@@ -354,6 +374,13 @@ fn verify_user(diags: &mut Diagnostics, path: Path, value: &Value) -> Option<Ver
 fn secrets(diags: &mut Diagnostics, path: Path, value: &Value) -> Option<SecretsSettings> {
     let obj = Obj::open(diags, path, value, &["sops_file"])?;
     let sops_file: Option<String> = obj.opt(diags, "sops_file");
+    if let Some(Err(e)) = sops_file
+        .as_deref()
+        .filter(|f| !f.trim().is_empty())
+        .map(super::syntax::argument)
+    {
+        diags.error(&obj.at("sops_file"), e);
+    }
     if sops_file.as_deref().is_some_and(|f| f.trim().is_empty()) {
         diags.error(&obj.at("sops_file"), "empty file name");
     }
@@ -385,6 +412,8 @@ fn terraform_settings(
     if let Some(binary) = obj.opt::<String>(diags, "binary") {
         if binary.trim().is_empty() {
             diags.error(&obj.at("binary"), "the Terraform binary name is empty");
+        } else if let Err(e) = super::syntax::argument(&binary) {
+            diags.error(&obj.at("binary"), e);
         } else {
             settings.binary = binary;
         }

@@ -89,6 +89,20 @@ pub fn network(diags: &mut Diagnostics, path: Path, value: &Value) -> Option<Net
                 &obj.at("gateway"),
                 format!("gateway {gw} is outside network_cidr {net}"),
             );
+        } else if net.prefix_len() + 1 < net.max_prefix_len()
+            && (gw == net.network() || gw == net.broadcast())
+        {
+            diags.error(
+                &obj.at("gateway"),
+                format!(
+                    "gateway {gw} is the {} address of network_cidr {net}, not a host address",
+                    if gw == net.network() {
+                        "network"
+                    } else {
+                        "broadcast"
+                    }
+                ),
+            );
         }
     }
     Some(Network {

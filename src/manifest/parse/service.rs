@@ -137,11 +137,39 @@ fn service_nixos(
         attribute: obj.opt(diags, "attribute"),
         ..Default::default()
     };
+    if let Some(Err(e)) = out.attribute.as_deref().map(|a| {
+        crate::manifest::syntax::argument(a).and_then(|_| {
+            if a.chars().any(char::is_whitespace) {
+                Err(format!(
+                    "{} is not a flake attribute path: it has a space",
+                    crate::manifest::syntax::quote(a)
+                ))
+            } else {
+                Ok(())
+            }
+        })
+    }) {
+        diags.error(&obj.at("attribute"), e);
+    }
     if let Some(v) = obj.raw("ssh") {
         if let Some(ssh) = Obj::open(diags, obj.at("ssh"), v, &["user", "port", "key"]) {
             out.ssh_user = ssh.opt(diags, "user");
             out.ssh_port = ssh.opt(diags, "port");
             out.ssh_key = ssh.opt(diags, "key");
+            if let Some(Err(e)) = out
+                .ssh_user
+                .as_deref()
+                .map(crate::manifest::syntax::user_name)
+            {
+                diags.error(&ssh.at("user"), e);
+            }
+            if let Some(Err(e)) = out
+                .ssh_key
+                .as_deref()
+                .map(crate::manifest::syntax::ssh_file)
+            {
+                diags.error(&ssh.at("key"), e);
+            }
         }
     }
     Some(out)
