@@ -77,12 +77,77 @@ fn main() {
             ratio / size_ratio
         );
     }
+    long_lists();
     if let Some((_, t)) = results.iter().find(|(n, _)| *n == 2_000) {
         let target = 100.0;
         let ms = t.as_secs_f64() * 1e3;
         println!(
             "2,000 services: {ms:.2} ms = {:.2} of the 100 ms target",
             ms / target
+        );
+    }
+}
+
+/// Validation is linear in the length of a list: a `depends_on` of N
+/// entries (half of them unknown, a tenth listed twice) against the time
+/// it takes only to parse the same text. The ratio stays flat as N grows
+/// ten times; a quadratic check would multiply it by ten.
+fn long_lists() {
+    println!("long depends_on lists: validate against parse alone, median of 5");
+    println!(
+        "{:>9}  {:>10}  {:>10}  {:>7}",
+        "entries", "parse", "validate", "ratio"
+    );
+    let mut ratios = Vec::new();
+    for n in [10_000usize, 100_000] {
+        let mut v = nixmox::synth::manifest(20, 3, 7);
+        let names: Vec<String> = v["services"]
+            .as_object()
+            .map(|s| s.keys().cloned().collect())
+            .unwrap_or_default();
+        let list: Vec<String> = (0..n)
+            .map(|i| match i % 10 {
+                0 => names[1].clone(),
+                i if i % 2 == 0 => format!("unknown-{i}"),
+                _ => format!("missing-{}", i / 10),
+            })
+            .collect();
+        if let Some(first) = names.first() {
+            v["services"][first]["depends_on"] = serde_json::json!(list);
+        }
+        let text = v.to_string();
+        let time = |f: &dyn Fn()| {
+            median(
+                (0..5)
+                    .map(|_| {
+                        let t = Instant::now();
+                        f();
+                        t.elapsed()
+                    })
+                    .collect(),
+            )
+        };
+        let parse = time(&|| {
+            std::hint::black_box(serde_json::from_str::<serde_json::Value>(&text).ok());
+        });
+        let validate = time(&|| {
+            let value: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
+            std::hint::black_box(
+                nixmox::manifest::validate_value(Path::new("long.json"), &value).is_err(),
+            );
+        });
+        let ratio = validate.as_secs_f64() / parse.as_secs_f64();
+        println!(
+            "{n:>9}  {:>8.2}ms  {:>8.2}ms  {ratio:>6.2}x",
+            parse.as_secs_f64() * 1e3,
+            validate.as_secs_f64() * 1e3
+        );
+        ratios.push(ratio);
+    }
+    if let [small, large] = ratios[..] {
+        println!(
+            "validate/parse ratio x{:.2} for size x10 (1.00 is linear; a quadratic check would give about 10)",
+            large / small
         );
     }
 }

@@ -67,16 +67,16 @@ pub fn print_error(e: &CliError) {
             manifest,
             errors,
             warnings,
+            error_total,
+            warning_total,
         }) => {
             for d in errors.iter().chain(warnings) {
                 eprintln!("{}", report::diagnostic_line(d, color));
             }
             eprintln!(
-                "manifest {manifest} is invalid: {} error{}, {} warning{}; nothing was run",
-                errors.len(),
-                if errors.len() == 1 { "" } else { "s" },
-                warnings.len(),
-                if warnings.len() == 1 { "" } else { "s" },
+                "manifest {manifest} is invalid: {error_total} error{}, {warning_total} warning{}; nothing was run",
+                if *error_total == 1 { "" } else { "s" },
+                if *warning_total == 1 { "" } else { "s" },
             );
         }
         other => {
@@ -85,7 +85,12 @@ pub fn print_error(e: &CliError) {
             } else {
                 "error"
             };
-            eprintln!("{label}: {other}");
+            // Tools' and hosts' words pass through here: no escape sequence
+            // of theirs reaches the terminal raw.
+            eprintln!(
+                "{label}: {}",
+                crate::manifest::syntax::sanitize(&other.to_string())
+            );
         }
     }
 }

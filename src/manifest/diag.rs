@@ -41,7 +41,7 @@ impl Path {
         let segment = if plain {
             key.into_owned()
         } else {
-            serde_json::to_string(&key).unwrap_or_else(|_| "\"?\"".to_string())
+            format!("\"{}\"", super::syntax::escape(&key))
         };
         if self.0.is_empty() {
             Path(segment)
@@ -115,7 +115,14 @@ impl fmt::Display for Diagnostic {
 pub struct Diagnostics {
     items: Vec<Diagnostic>,
     failed: HashSet<Path>,
+    errors_kept: usize,
+    warnings_kept: usize,
+    errors_dropped: usize,
+    warnings_dropped: usize,
 }
+
+/// Findings of one kind shown at most; the rest are counted ("and 12 more").
+pub const MAX_SHOWN: usize = 100;
 
 impl Diagnostics {
     pub fn error(&mut self, path: &Path, message: impl Into<String>) {
@@ -130,15 +137,30 @@ impl Diagnostics {
         self.push(Severity::Warning, path, message.into(), None);
     }
 
+    /// Records a finding. Whatever a message quotes is escaped again here, so
+    /// no value of the manifest reaches a terminal or JSON as raw control
+    /// characters. Past [`MAX_SHOWN`] findings of a kind only the count grows.
     fn push(&mut self, severity: Severity, path: &Path, message: String, hint: Option<String>) {
         if severity == Severity::Error {
             self.failed.insert(path.clone());
         }
+        let kept = match severity {
+            Severity::Error => &mut self.errors_kept,
+            Severity::Warning => &mut self.warnings_kept,
+        };
+        if *kept >= MAX_SHOWN {
+            match severity {
+                Severity::Error => self.errors_dropped += 1,
+                Severity::Warning => self.warnings_dropped += 1,
+            }
+            return;
+        }
+        *kept += 1;
         self.items.push(Diagnostic {
             severity,
             path: path.clone(),
-            message,
-            hint,
+            message: super::syntax::one_line(&message),
+            hint: hint.map(|h| super::syntax::one_line(&h)),
         });
     }
 
@@ -152,17 +174,52 @@ impl Diagnostics {
     }
 
     pub fn error_count(&self) -> usize {
-        self.items
-            .iter()
-            .filter(|d| d.severity == Severity::Error)
-            .count()
+        self.errors_kept + self.errors_dropped
     }
 
-    /// Errors first, each group in the order found (which follows the manifest).
+    /// True once no more errors are shown (only counted).
+    pub fn errors_full(&self) -> bool {
+        self.errors_kept >= MAX_SHOWN
+    }
+
+    /// Errors and warnings found in all, shown or not.
+    pub fn counts(&self) -> (usize, usize) {
+        (
+            self.errors_kept + self.errors_dropped,
+            self.warnings_kept + self.warnings_dropped,
+        )
+    }
+
+    /// Errors first, each group in the order found (which follows the
+    /// manifest); a group cut at [`MAX_SHOWN`] ends with one line that says
+    /// how many more there were.
     pub fn into_sorted(self) -> (Vec<Diagnostic>, Vec<Diagnostic>) {
-        self.items
+        let (mut errors, mut warnings): (Vec<_>, Vec<_>) = self
+            .items
             .into_iter()
-            .partition(|d| d.severity == Severity::Error)
+            .partition(|d| d.severity == Severity::Error);
+        for (list, dropped, severity, what) in [
+            (&mut errors, self.errors_dropped, Severity::Error, "error"),
+            (
+                &mut warnings,
+                self.warnings_dropped,
+                Severity::Warning,
+                "warning",
+            ),
+        ] {
+            if dropped > 0 {
+                list.push(Diagnostic {
+                    severity,
+                    path: Path::root(),
+                    message: format!(
+                        "and {dropped} more {what}{} not shown (the first {MAX_SHOWN} are above)",
+                        if dropped == 1 { "" } else { "s" }
+                    ),
+                    hint: None,
+                });
+            }
+        }
+        (errors, warnings)
     }
 }
 

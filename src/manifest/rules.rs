@@ -56,13 +56,24 @@ fn core_services(diags: &mut Diagnostics, m: &Manifest) {
     }
 }
 
+/// A suggestion for a misspelt name, unless so many errors were found that
+/// no more are shown (then the comparison would only cost time).
+fn suggest(diags: &Diagnostics, word: &str, names: &[&str]) -> Option<String> {
+    (!diags.errors_full())
+        .then(|| did_you_mean(word, names.iter().copied()))
+        .flatten()
+}
+
+/// Linear in the length of every list: a manifest with a huge `depends_on`
+/// is checked in about the time it takes to read it.
 fn dependencies(diags: &mut Diagnostics, m: &Manifest) {
     let names: Vec<&str> = m.services.iter().map(|s| s.name.as_str()).collect();
     for s in &m.services {
         let base = service_path(s).key("depends_on");
+        let mut seen = std::collections::HashSet::with_capacity(s.depends_on.len());
         for (i, dep) in s.depends_on.iter().enumerate() {
             let at = base.index(i);
-            if s.depends_on[..i].contains(dep) {
+            if !seen.insert(dep.as_str()) {
                 diags.warning(&at, format!("'{dep}' is listed twice"));
                 continue;
             }
@@ -71,7 +82,7 @@ fn dependencies(diags: &mut Diagnostics, m: &Manifest) {
                 continue;
             }
             let Some(target) = m.service(dep) else {
-                let hint = did_you_mean(dep, names.iter().copied());
+                let hint = suggest(diags, dep, &names);
                 diags.error_hint(&at, format!("unknown service {}", syntax::quote(dep)), hint);
                 continue;
             };
@@ -183,8 +194,8 @@ fn addressing(diags: &mut Diagnostics, m: &Manifest) {
             diags.error(&p.key("ip"), format!("ip {ip} is the gateway's address"));
         }
         if let Some(h) = &s.host.hostname {
-            let domain = m.network.domain.trim_end_matches('.');
-            if !domain.is_empty() && !h.trim_end_matches('.').ends_with(&format!(".{domain}")) {
+            let domain = dns_key(&m.network.domain);
+            if !domain.is_empty() && !dns_key(h).ends_with(&format!(".{domain}")) {
                 diags.warning(
                     &p.key("hostname"),
                     format!("hostname {h} is outside the stack's domain {domain}"),
@@ -259,7 +270,7 @@ fn proxies(diags: &mut Diagnostics, m: &Manifest) {
 
 /// A DNS name as DNS compares it: case-insensitive, the root's trailing dot optional.
 fn dns_key(name: &str) -> String {
-    name.trim_end_matches('.').to_ascii_lowercase()
+    syntax::dns_name(name)
 }
 
 fn normalise_path(path: &str) -> String {
@@ -327,16 +338,22 @@ fn deployment_phases(diags: &mut Diagnostics, m: &Manifest) {
     ];
     for (key, list, kind) in lists {
         let at = base.key(key);
+        // Where each name first stands in the list: one pass, then lookups.
+        let mut position: HashMap<&str, usize> = HashMap::with_capacity(list.len());
+        for (i, name) in list.iter().enumerate() {
+            position.entry(name.as_str()).or_insert(i);
+        }
         for (i, name) in list.iter().enumerate() {
             let Some(s) = m.service(name) else {
+                let hint = suggest(diags, name, &names);
                 diags.error_hint(
                     &at.index(i),
                     format!("unknown service {}", syntax::quote(name)),
-                    did_you_mean(name, names.iter().copied()),
+                    hint,
                 );
                 continue;
             };
-            if list[..i].contains(name) {
+            if position.get(name.as_str()) != Some(&i) {
                 diags.error(&at.index(i), format!("'{name}' is listed twice"));
                 continue;
             }
@@ -359,18 +376,24 @@ fn deployment_phases(diags: &mut Diagnostics, m: &Manifest) {
                 );
             }
             // Order must respect dependencies: a service may not come before one it depends on.
-            for later in &list[i + 1..] {
-                if s.depends_on.contains(later) {
-                    diags.error(
-                        &at.index(i),
-                        format!("'{name}' is listed before '{later}', which it depends on"),
-                    );
-                }
+            let mut later: Vec<(usize, &str)> = s
+                .depends_on
+                .iter()
+                .filter_map(|d| position.get(d.as_str()).map(|p| (*p, d.as_str())))
+                .filter(|(p, _)| *p > i)
+                .collect();
+            later.sort_unstable();
+            later.dedup();
+            for (_, dep) in later {
+                diags.error(
+                    &at.index(i),
+                    format!("'{name}' is listed before '{dep}', which it depends on"),
+                );
             }
         }
         if let Some(kind) = kind {
             for s in m.enabled().filter(|s| s.kind == kind) {
-                if !list.contains(&s.name) {
+                if !position.contains_key(s.name.as_str()) {
                     diags.warning(&at, format!("'{}' is enabled but not listed here; nixmox deploys it in dependency order", s.name));
                 }
             }

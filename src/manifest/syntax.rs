@@ -70,6 +70,12 @@ pub fn domain(text: &str, fqdn: bool) -> Result<(), String> {
     Ok(())
 }
 
+/// A DNS name the way it is compared everywhere: lower case, without the
+/// trailing dot (`Wiki.Home.LAN.` and `wiki.home.lan` are one name).
+pub fn dns_name(name: &str) -> String {
+    name.strip_suffix('.').unwrap_or(name).to_ascii_lowercase()
+}
+
 /// An absolute `http(s)://` URL with a host.
 pub fn http_url(text: &str) -> Result<url::Url, String> {
     let parsed =
@@ -127,6 +133,62 @@ pub fn sql_name(text: &str) -> Result<(), String> {
     }
 }
 
+/// A user name that ssh and Nix (`ssh://user@host`) receive: what `useradd`
+/// accepts. A leading `-` would be read by ssh as an option.
+pub fn user_name(text: &str) -> Result<(), String> {
+    let first_ok = text
+        .chars()
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_');
+    let body = text.strip_suffix('$').unwrap_or(text);
+    let rest_ok = body
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'));
+    if text.is_empty() || text.len() > 32 || !first_ok || !rest_ok {
+        Err(format!(
+            "{} is not a user name: 1 to 32 letters, digits, '_', '-' or '.', starting with a letter or '_'{}",
+            quote(text),
+            if text.starts_with('-') {
+                " (ssh would read a leading '-' as an option)"
+            } else {
+                ""
+            }
+        ))
+    } else {
+        Ok(())
+    }
+}
+
+/// A value handed to a tool as one argument (a path, a flake reference, an
+/// attribute): it must not start with `-`, which the tool would read as an
+/// option.
+pub fn argument(text: &str) -> Result<(), String> {
+    if text.trim().is_empty() {
+        Err("it is empty".into())
+    } else if text.starts_with('-') {
+        Err(format!(
+            "{} starts with '-': a tool would read it as an option (write ./{} for a relative path)",
+            quote(text),
+            truncate(text, 40)
+        ))
+    } else {
+        Ok(())
+    }
+}
+
+/// A file ssh receives among its options (a key, a known-hosts file): also
+/// reaches `nix copy` through NIX_SSHOPTS, which Nix splits on spaces.
+pub fn ssh_file(text: &str) -> Result<(), String> {
+    argument(text)?;
+    if text.chars().any(char::is_whitespace) {
+        return Err(format!(
+            "{} has a space in it: nix copy passes ssh options through NIX_SSHOPTS, which Nix splits on spaces; move or link the file to a path without spaces",
+            quote(text)
+        ));
+    }
+    Ok(())
+}
+
 /// An OpenSSH public key line: `<type> <base64> [comment]`.
 pub fn ssh_public_key(text: &str) -> Result<(), String> {
     const TYPES: [&str; 8] = [
@@ -163,8 +225,66 @@ pub fn ssh_public_key(text: &str) -> Result<(), String> {
 
 /// A value shown in a message: quoted, escaped and cut to a readable length.
 pub fn quote(text: &str) -> String {
-    let short = truncate(text, 80);
-    serde_json::to_string(&short).unwrap_or_else(|_| "\"?\"".into())
+    format!("\"{}\"", escape(&truncate(text, 80)))
+}
+
+/// Characters that must never reach a terminal, a log or JSON raw: control
+/// characters (C0, DEL, C1: terminal escape sequences start with them) and
+/// the invisible ones that reorder or hide text (bidirectional overrides,
+/// line and paragraph separators).
+pub fn is_unsafe_char(c: char) -> bool {
+    c.is_control()
+        || matches!(c, '\u{2028}' | '\u{2029}' | '\u{200e}' | '\u{200f}')
+        || ('\u{202a}'..='\u{202e}').contains(&c)
+        || ('\u{2066}'..='\u{2069}').contains(&c)
+}
+
+/// `text` with `"` and `\\` escaped and every unsafe character written as an
+/// escape (`\\n`, `\\u{1b}`), so it is one inert line wherever it is shown.
+pub fn escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if is_unsafe_char(c) => out.push_str(&format!("\\u{{{:x}}}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// One line of a message made safe to show: every unsafe character, line
+/// breaks and tabs included, written as an escape; quotes are left alone.
+pub fn one_line(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if is_unsafe_char(c) => out.push_str(&format!("\\u{{{:x}}}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// A message from a tool or a host made safe to show: its lines kept, every
+/// other unsafe character escaped (colour codes and terminal escapes included).
+pub fn sanitize(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '\n' | '\t' => out.push(c),
+            c if is_unsafe_char(c) => out.push_str(&format!("\\u{{{:x}}}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out
 }
 
 fn truncate(text: &str, max: usize) -> String {
@@ -218,6 +338,52 @@ mod tests {
         assert!(host_port("10.0.0.5:0").is_err());
         assert!(host_port("10.0.0.5:99999").is_err());
         assert!(host_port(":80").is_err());
+    }
+
+    #[test]
+    fn values_that_become_arguments() {
+        assert!(user_name("root").is_ok() && user_name("deploy-bot").is_ok());
+        for bad in [
+            "",
+            "-oProxyCommand=sh",
+            "a b",
+            "a@b",
+            "a;b",
+            &"u".repeat(33),
+        ] {
+            assert!(user_name(bad).is_err(), "{bad:?} accepted");
+        }
+        assert!(user_name("-x").expect_err("dash").contains("option"));
+        assert!(argument("./-x").is_ok() && argument("/srv/stack").is_ok());
+        assert!(argument("-oProxyCommand=x")
+            .expect_err("dash")
+            .contains("option"));
+        assert!(argument(" ").is_err());
+        assert!(ssh_file("/keys/id").is_ok());
+        assert!(ssh_file("/my keys/id")
+            .expect_err("space")
+            .contains("NIX_SSHOPTS"));
+        assert!(ssh_file("-i").is_err());
+    }
+
+    #[test]
+    fn nothing_unsafe_survives_quoting() {
+        assert_eq!(quote("a\"b"), r#""a\"b""#);
+        assert_eq!(quote("x\u{1b}[31mred\r\n"), r#""x\u{1b}[31mred\r\n""#);
+        assert_eq!(
+            quote("\u{9b}2J\u{7f}\u{202e}"),
+            r#""\u{9b}2J\u{7f}\u{202e}""#
+        );
+        assert_eq!(quote("sp\\ace"), r#""sp\\ace""#);
+        assert_eq!(
+            sanitize("line 1\n\u{1b}[1merror\u{1b}[0m\tx"),
+            "line 1\n\\u{1b}[1merror\\u{1b}[0m\tx"
+        );
+        for c in [
+            '\0', '\u{7}', '\u{1b}', '\u{7f}', '\u{85}', '\u{9b}', '\u{2028}', '\u{2067}',
+        ] {
+            assert!(!quote(&format!("a{c}b")).contains(c), "{c:?} survived");
+        }
     }
 
     #[test]
