@@ -17,6 +17,12 @@ cargo test --lib --bins --tests
 # minute (fuzz/, its own workspace and target dir); a panic, a timeout or
 # running out of memory fails the run. Stable Rust only: --sanitizer none.
 (cd fuzz && cargo fuzz run --sanitizer none manifest -- -max_total_time=60 -rss_limit_mb=2048 -timeout=30)
+# What tools and hosts print back, one target per parser, 15 s each: the
+# host glance, a closure, psql's survey, Terraform's plan JSON, message
+# stream and outputs, Nix's JSON, HTTP answers and DNS answers.
+for target in glance closure psql terraform_plan terraform_stream terraform_outputs nix_json http_answer dns_answer; do
+  (cd fuzz && cargo fuzz run --sanitizer none "$target" -- -max_total_time=15 -rss_limit_mb=2048 -timeout=30)
+done
 cargo bench --bench plan_scale
 # The lab's no-op re-apply against the naive loop (needs root; prints figures, asserts nothing).
 cargo bench --bench noop_apply
