@@ -292,6 +292,20 @@ fn yaml_message(e: &serde_yaml_ng::Error) -> String {
 /// may hold a secret (`network.outposts.radius.shared_secret`): name the place instead.
 fn toml_message(text: &str, e: &toml::de::Error) -> String {
     let message = e.message().trim_end();
+    let beyond;
+    // Integers past 64 bits arrive as 128-bit ones the tree cannot hold.
+    let message = match message.find("invalid type: integer `") {
+        Some(start) if message.contains("128") => {
+            let digits: String = message[start + "invalid type: integer `".len()..]
+                .chars()
+                .take_while(|c| *c != '`')
+                .collect();
+            beyond =
+                format!("the integer {digits} is beyond 64 bits: no setting takes one that large");
+            beyond.as_str()
+        }
+        _ => message,
+    };
     let Some(before) = e.span().and_then(|span| text.get(..span.start)) else {
         return message.to_string();
     };
@@ -510,6 +524,12 @@ mod tests {
         let (_, message) =
             parse_text(r#"{"vmid": 123456789012345678901234}"#, Format::Json).expect_err("big");
         assert!(message.contains("beyond 64 bits"), "{message}");
+        let (_, message) =
+            parse_text("[x]\nvmid = 99999999999999999999\n", Format::Toml).expect_err("big");
+        assert_eq!(
+            message,
+            "at line 2, column 8: the integer 99999999999999999999 is beyond 64 bits: no setting takes one that large"
+        );
         let (_, message) = parse_text("a: .inf\n", Format::Yaml).expect_err("inf");
         assert!(message.contains("at a: a value is infinity"), "{message}");
         let (_, message) = parse_text("a: !!binary aGk=\n", Format::Yaml).expect_err("tag");

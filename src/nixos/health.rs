@@ -46,7 +46,7 @@ pub fn host_command(probe: &Probe, limit: Duration) -> Option<String> {
             (host == "localhost" || host == "127.0.0.1" || host == "[::1]" || host == "::1").then(
                 || {
                     format!(
-                        "curl -fsS -o /dev/null --max-time {} {}",
+                        "curl -fsS -o /dev/null --max-time {} -- {}",
                         limit.as_secs().max(1),
                         super::remote::quote(url)
                     )
@@ -95,6 +95,7 @@ fn http(url: &str, t: &SshTarget, limit: Duration) -> Result<(), String> {
                 "/dev/null",
                 "--max-time",
                 &secs.to_string(),
+                "--",
                 url,
             ]);
             let o = crate::process::run_tool(
