@@ -31,6 +31,15 @@ pub fn copy_tree(from: &Path, to: &Path) {
     }
 }
 
+/// Points a copy of the lab's manifest at the files of a lab kept in
+/// `lab_dir` (its key, its CA, the verification user's password) instead
+/// of the default /var/lib/nixmox-lab.
+pub fn rehome(manifest: &Path, lab_dir: &Path) {
+    let text = std::fs::read_to_string(manifest).expect("read manifest");
+    let moved = text.replace("/var/lib/nixmox-lab/", &format!("{}/", lab_dir.display()));
+    std::fs::write(manifest, moved).expect("write manifest");
+}
+
 pub struct Lab {
     pub lab_dir: tempfile::TempDir,
     pub state_dir: tempfile::TempDir,
@@ -47,15 +56,7 @@ impl Lab {
             copy.path(),
         );
         let lab_dir = tempfile::tempdir().expect("tempdir");
-        // The manifest's files of the lab (its key, its CA, the verification
-        // user's password) are where this test's lab keeps them.
-        let manifest = copy.path().join("manifest.nix");
-        let text = std::fs::read_to_string(&manifest).expect("read manifest");
-        let moved = text.replace(
-            "/var/lib/nixmox-lab/",
-            &format!("{}/", lab_dir.path().display()),
-        );
-        std::fs::write(&manifest, moved).expect("write manifest");
+        rehome(&copy.path().join("manifest.nix"), lab_dir.path());
         Lab {
             lab_dir,
             state_dir: tempfile::tempdir().expect("tempdir"),
