@@ -451,3 +451,44 @@ fn completions_are_printed() {
         assert!(stdout(&o).contains("nixmox"), "{shell}");
     }
 }
+
+/// The files a manifest names are checked at validate: a module path that
+/// does not exist, two root modules in one phase, a root module outside
+/// terraform.root, a migration that is not there, a terraform.root that is
+/// no directory; each error names the service (by its path) and the path.
+#[test]
+fn missing_and_misplaced_paths_are_found_at_validate() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    for d in ["tf/a", "tf/b", "elsewhere/c"] {
+        std::fs::create_dir_all(dir.path().join(d)).expect("mkdir");
+    }
+    let mut v: Value = serde_json::from_str(
+        &std::fs::read_to_string(example("small/manifest.json")).expect("read"),
+    )
+    .expect("json");
+    v["terraform"] = serde_json::json!({"root": "tf", "infra": {"modules": ["elsewhere/c"]}});
+    v["services"]["wiki"]["interface"]["terraform"] =
+        serde_json::json!({"modules": ["tf/a", "tf/b"], "config": {"modules": ["tf/nope"]}});
+    v["services"]["wiki"]["interface"]["db"] = serde_json::json!({"name": "wiki", "owner": "wiki",
+        "mode": "native-migration", "migrations": ["migrations/001.sql"]});
+    let path = dir.path().join("manifest.json");
+    std::fs::write(&path, v.to_string()).expect("write");
+    let o = nixmox(&["validate", "-m", &path.display().to_string()]);
+    let err = stderr(&o);
+    assert_eq!(code(&o), 1, "{err}");
+    for needle in [
+        "services.wiki.interface.terraform.config.modules[0]: module path \"tf/nope\" does not exist",
+        "services.wiki.interface.terraform.modules[1]: \"tf/b\" is a second directory after \"tf/a\"",
+        "terraform.infra.modules[0]: module \"elsewhere/c\" is outside terraform.root",
+        "services.wiki.interface.db.migrations[0]: migration \"migrations/001.sql\" of service wiki",
+    ] {
+        assert!(err.contains(needle), "{needle} not in:\n{err}");
+    }
+    v["terraform"]["root"] = serde_json::json!("no-such-dir");
+    std::fs::write(&path, v.to_string()).expect("write");
+    let err = stderr(&nixmox(&["validate", "-m", &path.display().to_string()]));
+    assert!(
+        err.contains("terraform.root: terraform.root \"no-such-dir\""),
+        "{err}"
+    );
+}

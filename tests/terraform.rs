@@ -74,8 +74,17 @@ impl Project {
             workspace: workspace.into(),
             config,
             base_dir: self.dir.path().to_path_buf(),
+            tree_root: self.dir.path().to_path_buf(),
             derived: Map::new(),
             upstream: BTreeMap::new(),
+        }
+    }
+
+    /// A spec whose `terraform.root` is the project's `terraform/` tree.
+    fn tree_spec<'a>(&self, workspace: &str, config: &'a TerraformPhase) -> PhaseSpec<'a> {
+        PhaseSpec {
+            tree_root: self.path("terraform"),
+            ..self.spec(workspace, config)
         }
     }
 
@@ -556,7 +565,9 @@ fn nix_modules_are_rendered_to_terraform_json() {
     let r = p.tf.apply_phase(&spec).expect("apply");
     assert_eq!(r.changes.add, 2);
     assert_eq!(r.outputs.0["count"].value, 2);
-    assert!(p.tf.workdir("infra").join("hosts.tf.json").is_file());
+    assert!(nixmox::terraform::workdir::run_dir(&p.tf.workdir("infra"))
+        .join("hosts.tf.json")
+        .is_file());
     assert_eq!(
         p.tf.apply_phase(&spec).expect("again").status,
         Status::Unchanged
@@ -580,4 +591,115 @@ fn destroy_removes_what_the_phase_created() {
             .destroy,
         0
     );
+}
+
+/// A tree shaped like a real repo: roots that call shared modules by
+/// relative path, read files beside them and run a program from the tree.
+/// Two workspaces of one root apply at once, each from its own copy; the
+/// user's folders are never written to; a second apply changes nothing;
+/// a change in the shared module reaches both.
+#[test]
+fn a_real_repo_layout_works_as_it_is() {
+    let p = Project::new();
+    let t = p.path("terraform");
+    for d in ["modules/host", "roots/app", "files", "scripts"] {
+        std::fs::create_dir_all(t.join(d)).expect("mkdir");
+    }
+    std::fs::write(
+        t.join("modules/host/main.tf"),
+        "variable \"name\" {}\nresource \"terraform_data\" \"h\" { input = var.name }\noutput \"id\" { value = terraform_data.h.output }\n",
+    )
+    .expect("write");
+    std::fs::write(t.join("files/ca.pem"), "-----BEGIN CERTIFICATE-----\n").expect("write");
+    std::fs::write(
+        t.join("scripts/hello.sh"),
+        "#!/bin/sh\necho \"$1\" >> \"$2\"\n",
+    )
+    .expect("write");
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(
+        t.join("scripts/hello.sh"),
+        std::fs::Permissions::from_mode(0o755),
+    )
+    .expect("chmod");
+    let log = p.path("ran.log");
+    std::fs::write(
+        t.join("roots/app/main.tf"),
+        format!(
+            r#"variable "name" {{}}
+module "host" {{
+  source = "../../modules/host"
+  name   = var.name
+}}
+locals {{ ca = file("${{path.module}}/../../files/ca.pem") }}
+resource "terraform_data" "script" {{
+  input = var.name
+  provisioner "local-exec" {{
+    command = "${{path.module}}/../../scripts/hello.sh ${{var.name}} {}"
+  }}
+}}
+output "host" {{ value = module.host.id }}
+output "ca_bytes" {{ value = length(local.ca) }}
+"#,
+            log.display()
+        ),
+    )
+    .expect("write");
+    let before: Vec<_> = walk_names(&t);
+    let configs = [
+        config(&["terraform/roots/app"], json!({"name": "alpha"})),
+        config(&["terraform/roots/app"], json!({"name": "beta"})),
+    ];
+    let specs = [
+        p.tree_spec("alpha", &configs[0]),
+        p.tree_spec("beta", &configs[1]),
+    ];
+    let results: Vec<_> = std::thread::scope(|s| {
+        let handles: Vec<_> = specs
+            .iter()
+            .map(|spec| s.spawn(|| p.tf.apply_phase(spec).map_err(|e| e.to_string())))
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("join"))
+            .collect()
+    });
+    for (r, name) in results.into_iter().zip(["alpha", "beta"]) {
+        let r = r.unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert_eq!(r.outputs.0["host"].value, name);
+        assert_eq!(r.outputs.0["ca_bytes"].value, 28);
+        assert_eq!(r.changes.add, 2, "{name}");
+    }
+    let ran = std::fs::read_to_string(&log).expect("the script ran");
+    assert!(ran.contains("alpha") && ran.contains("beta"), "{ran}");
+    for spec in &specs {
+        assert_eq!(
+            p.tf.apply_phase(spec).expect("again").status,
+            Status::Unchanged
+        );
+    }
+    assert_eq!(walk_names(&t), before, "the user's tree was written to");
+    // A change in the shared module reaches both workspaces' copies.
+    std::fs::write(
+        t.join("modules/host/main.tf"),
+        "variable \"name\" {}\nresource \"terraform_data\" \"h\" { input = \"${var.name}-2\" }\noutput \"id\" { value = terraform_data.h.output }\n",
+    )
+    .expect("write");
+    for (spec, name) in specs.iter().zip(["alpha", "beta"]) {
+        let r = p.tf.apply_phase(spec).expect("apply the change");
+        assert_eq!(r.outputs.0["host"].value, format!("{name}-2"));
+    }
+}
+
+fn walk_names(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let p = e.path();
+        out.push(p.clone());
+        if p.is_dir() {
+            out.extend(walk_names(&p));
+        }
+    }
+    out.sort();
+    out
 }

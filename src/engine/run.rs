@@ -34,7 +34,11 @@ pub struct ApplyOptions {
 /// the current ones.
 #[derive(Debug, Clone, Serialize, serde::Deserialize)]
 pub struct TfSnapshot {
+    /// The tree (or the single files) Terraform ran with, relative path → text.
     pub files: BTreeMap<String, String>,
+    /// Where in `files` it ran: the root module's directory ("" for single files).
+    #[serde(default)]
+    pub run: String,
     pub variables: BTreeMap<String, serde_json::Value>,
 }
 
@@ -377,8 +381,14 @@ impl<'a> Ctx<'a> {
     /// After a service verified: its workspaces' configuration is its last good one.
     fn remember_terraform(&self, s: &Service) {
         for step in self.service_tf_steps(s) {
+            let Some((files, run)) =
+                crate::terraform::workdir::snapshot(&self.tf.workdir(&step.workspace))
+            else {
+                continue;
+            };
             let snap = TfSnapshot {
-                files: crate::terraform::workdir::snapshot(&self.tf.workdir(&step.workspace)),
+                files,
+                run,
                 variables: step.config.variables.clone(),
             };
             if let (Ok(json), Ok(mut good)) = (serde_json::to_string(&snap), self.tf_good.lock()) {
@@ -414,8 +424,17 @@ impl<'a> Ctx<'a> {
             let result = (|| -> Result<String, String> {
                 let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
                 crate::terraform::workdir::restore(dir.path(), &snap.files)?;
+                // The root module in its tree, or the single files as they were.
+                let modules = if snap.run.is_empty() {
+                    snap.files
+                        .keys()
+                        .map(|f| dir.path().join(f).display().to_string())
+                        .collect()
+                } else {
+                    vec![dir.path().join(&snap.run).display().to_string()]
+                };
                 let cfg = crate::manifest::TerraformPhase {
-                    modules: vec![dir.path().display().to_string()],
+                    modules,
                     variables: snap.variables.clone(),
                     targets: vec![],
                     apply_order: vec![],
@@ -424,6 +443,7 @@ impl<'a> Ctx<'a> {
                 let base = stack::base_dir(self.m);
                 let mut spec = step.spec(self.m, &base, &known);
                 spec.config = &cfg;
+                spec.tree_root = dir.path().to_path_buf();
                 let preview = self
                     .tf
                     .plan_phase(&spec, crate::terraform::command::PlanMode::Normal)

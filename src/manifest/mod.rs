@@ -6,6 +6,7 @@ pub mod decode;
 pub mod diag;
 pub mod model;
 mod parse;
+mod paths;
 pub mod rules;
 pub mod source;
 pub mod syntax;
@@ -53,6 +54,7 @@ pub fn validate_value(source: &FsPath, value: &Value) -> Result<Validated, LoadE
     let manifest = parse::manifest(&mut diags, source, value);
     let manifest = manifest.map(|mut m| {
         rules::check(&mut diags, &mut m);
+        paths::check(&mut diags, &m);
         crate::graph::check_cycles(&mut diags, &m);
         m
     });

@@ -334,10 +334,16 @@ pub struct ServiceTerraform {
 #[derive(Debug, Clone, Serialize)]
 pub struct TerraformSettings {
     pub binary: String,
+    /// The directory holding the user's Terraform tree (relative to the
+    /// manifest's directory): a root module runs in a copy of it, so
+    /// relative paths between roots and shared modules keep working.
+    pub root: Option<String>,
     pub infra: TerraformPhase,
     pub auth_core: TerraformPhase,
     /// Seconds Terraform waits for a state lock.
     pub lock_timeout: u64,
+    /// Seconds one Terraform command may run before nixmox interrupts it.
+    pub timeout: u64,
     pub retry: TerraformRetry,
 }
 

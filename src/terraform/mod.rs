@@ -12,6 +12,7 @@ pub mod retry;
 pub mod runner;
 pub mod sinks;
 pub mod stack;
+pub mod tree;
 pub mod workdir;
 
 pub use outputs::{Output, Outputs};

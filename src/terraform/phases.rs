@@ -76,6 +76,7 @@ impl<'m> TfStep<'m> {
             workspace: self.workspace.clone(),
             config: self.config,
             base_dir: base_dir.to_path_buf(),
+            tree_root: super::stack::tree_root(m),
             derived: inputs::derived(m, self.service.as_deref()),
             upstream: self
                 .upstream

@@ -15,6 +15,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 /// Left in a working directory's `.terraform` after a successful apply.
 const APPLIED_MARKER: &str = "nixmox-applied";
@@ -30,6 +31,13 @@ pub enum TfError {
         workspace: String,
         binary: String,
         message: String,
+    },
+    #[error("{phase} (workspace {workspace}): `terraform {command}` did not finish within {seconds} s (terraform.timeout) and was interrupted; it may have left a state lock: run again, and raise terraform.timeout if the provider is that slow")]
+    Timeout {
+        phase: Phase,
+        workspace: String,
+        command: String,
+        seconds: u64,
     },
     #[error("{phase} (workspace {workspace}): {message}")]
     Prepare {
@@ -56,6 +64,9 @@ pub struct PhaseSpec<'a> {
     pub config: &'a TerraformPhase,
     /// Module paths are relative to this directory (the manifest's).
     pub base_dir: PathBuf,
+    /// `terraform.root`: the tree a root module is copied with (see
+    /// [`super::workdir`]); the manifest's directory unless set.
+    pub tree_root: PathBuf,
     /// Variables derived from the manifest (see [`super::inputs`]); never secret.
     pub derived: Map<String, Value>,
     /// Outputs of the workspaces that ran before, by workspace.
@@ -95,6 +106,8 @@ pub struct Terraform {
     pub retry: RetryPolicy,
     /// Extra environment for every Terraform command (and so for `local-exec`).
     pub env: Vec<(String, String)>,
+    /// How long one Terraform command may run (`terraform.timeout`).
+    pub timeout: Duration,
     plan_dir: PathBuf,
 }
 
@@ -119,6 +132,8 @@ const STATE_LIMIT: u64 = 256 * 1024 * 1024;
 impl Terraform {
     /// `binary` unless `NIXMOX_TERRAFORM` names another.
     pub fn new(binary: &str, root: PathBuf, lock: Locking, retry: RetryPolicy) -> Self {
+        // Terraform runs elsewhere (in a tree copy) and finds its data here.
+        let root = std::path::absolute(&root).unwrap_or(root);
         let binary = std::env::var("NIXMOX_TERRAFORM")
             .ok()
             .filter(|b| !b.is_empty())
@@ -141,8 +156,15 @@ impl Terraform {
             lock,
             retry,
             env,
+            timeout: Duration::from_secs(3600),
             plan_dir,
         }
+    }
+
+    /// The same runner with another bound on each command.
+    pub fn with_timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
     }
 
     pub fn workdir(&self, workspace: &str) -> PathBuf {
@@ -181,7 +203,7 @@ impl Terraform {
         let applied = self.plan_and_apply(spec, &prepared, &vars, PlanMode::Normal, &[])?;
         add(&mut total, &applied);
         let outputs = self.read_outputs(spec, &prepared.dir)?;
-        let _ = std::fs::write(prepared.dir.join(".terraform").join(APPLIED_MARKER), "");
+        let _ = std::fs::write(prepared.home.join(".terraform").join(APPLIED_MARKER), "");
         let status = if total.any() {
             Status::Applied {
                 outputs_only: total.resources() == 0,
@@ -225,7 +247,13 @@ impl Terraform {
             return Ok(Outputs::default());
         }
         let spec_like = (phase, workspace);
-        let exec = self.exec_plain(spec_like, &dir, &command::output_json(), None, &[])?;
+        let exec = self.exec_plain(
+            spec_like,
+            &workdir::run_dir(&dir),
+            &command::output_json(),
+            None,
+            &[],
+        )?;
         if exec.code != 0 {
             return Err(self.failed(spec_like, "-", "output", 1, &exec, &[]));
         }
@@ -280,29 +308,30 @@ impl Terraform {
             message,
         };
         let nix_inputs = Value::Object(spec.derived.clone());
-        let prepared = workdir::prepare(
-            &self.root,
-            &spec.workspace,
-            &spec.config.modules,
-            &spec.base_dir,
-            &nix_inputs,
-        )
-        .map_err(prepare_err)?;
+        let sources = workdir::Sources {
+            modules: &spec.config.modules,
+            base: &spec.base_dir,
+            tree_root: &spec.tree_root,
+            // nixmox's own working directories, when they lie inside the tree.
+            skip: Some(&self.root),
+        };
+        let prepared = workdir::prepare(&self.root, &spec.workspace, &sources, &nix_inputs)
+            .map_err(prepare_err)?;
         self.init_if_needed(spec, &prepared)?;
-        self.select_workspace(spec, &prepared.dir)?;
+        self.select_workspace(spec, &prepared)?;
         let (vars, notes) = variables(spec, &prepared);
         Ok((prepared, vars, notes))
     }
 
     fn init_if_needed(&self, spec: &PhaseSpec, prepared: &Prepared) -> Result<(), TfError> {
-        let marker = prepared.dir.join(".terraform").join("nixmox-init");
+        let marker = prepared.home.join(".terraform").join("nixmox-init");
         if std::fs::read_to_string(&marker).is_ok_and(|m| m == prepared.fingerprint) {
             return Ok(());
         }
         let args = command::init(self.lock);
         self.run_retrying(spec, &prepared.dir, &args, None, "init")?;
         // A configuration without providers leaves no .terraform behind.
-        let _ = std::fs::create_dir_all(prepared.dir.join(".terraform"));
+        let _ = std::fs::create_dir_all(prepared.home.join(".terraform"));
         std::fs::write(&marker, &prepared.fingerprint).map_err(|e| TfError::Prepare {
             phase: spec.phase,
             workspace: spec.workspace.clone(),
@@ -310,10 +339,11 @@ impl Terraform {
         })
     }
 
-    fn select_workspace(&self, spec: &PhaseSpec, dir: &Path) -> Result<(), TfError> {
-        // Terraform records the selected workspace here; this directory only ever selects one.
-        let current =
-            std::fs::read_to_string(dir.join(".terraform").join("environment")).unwrap_or_default();
+    fn select_workspace(&self, spec: &PhaseSpec, prepared: &Prepared) -> Result<(), TfError> {
+        // Terraform records the selected workspace here; this home only ever selects one.
+        let dir = &prepared.dir;
+        let current = std::fs::read_to_string(prepared.home.join(".terraform").join("environment"))
+            .unwrap_or_default();
         if current.trim() == spec.workspace {
             return Ok(());
         }
@@ -483,6 +513,39 @@ impl Terraform {
         )
     }
 
+    /// Waits for Terraform within [`Self::timeout`]. Past it Terraform is
+    /// interrupted the way Ctrl-C does (it stops, saves its state and
+    /// releases its lock), and killed only if it is still there a minute
+    /// later. `Err(None)`: the bound was hit.
+    fn wait_bounded(
+        &self,
+        child: &mut std::process::Child,
+    ) -> Result<std::process::ExitStatus, Option<std::io::Error>> {
+        let started = std::time::Instant::now();
+        loop {
+            if let Some(status) = child.try_wait().map_err(Some)? {
+                return Ok(status);
+            }
+            if started.elapsed() > self.timeout {
+                // SAFETY: a plain system call on a child of this process.
+                unsafe {
+                    libc::kill(child.id() as libc::pid_t, libc::SIGINT);
+                }
+                let grace = std::time::Instant::now();
+                while grace.elapsed() < Duration::from_secs(60) {
+                    if child.try_wait().ok().flatten().is_some() {
+                        return Err(None);
+                    }
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(None);
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
     fn exec_plain(
         &self,
         (phase, workspace): (Phase, &str),
@@ -495,7 +558,16 @@ impl Terraform {
         cmd.args(args)
             .current_dir(dir)
             .envs(command::environment())
+            // The workspace's own data directory, wherever Terraform runs.
+            .env("TF_DATA_DIR", self.workdir(workspace).join(".terraform"))
             .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+        // One provider cache for every workspace: a provider is fetched or
+        // unpacked once, however many workspaces use it.
+        if std::env::var_os("TF_PLUGIN_CACHE_DIR").is_none() {
+            let cache = self.root.join("plugin-cache");
+            let _ = std::fs::create_dir_all(&cache);
+            cmd.env("TF_PLUGIN_CACHE_DIR", cache);
+        }
         cmd.stdin(if stdin.is_some() {
             Stdio::piped()
         } else {
@@ -532,16 +604,28 @@ impl Terraform {
             // Terraform reads the whole var-file before planning; a closed pipe means it failed early.
             let _ = pipe.write_all(text.as_bytes());
         }
-        let status = child.wait().map_err(|e| spawn_err(e.to_string()))?;
+        let status = self.wait_bounded(&mut child).map_err(|e| match e {
+            None => TfError::Timeout {
+                phase,
+                workspace: workspace.into(),
+                command: args.first().cloned().unwrap_or_default(),
+                seconds: self.timeout.as_secs(),
+            },
+            Some(e) => spawn_err(e.to_string()),
+        })?;
         // What Terraform printed is read within a bound, like every tool's output.
         let printed = |path: &Path, stream: &str| -> Result<Vec<u8>, TfError> {
             let limit = crate::process::MAX_OUTPUT as u64;
             match std::fs::metadata(path) {
-                Ok(m) if m.len() > limit => Err(spawn_err(format!(
-                    "`terraform {}` printed more than {} MiB on its {stream}; nixmox does not read that much",
-                    args.first().map(String::as_str).unwrap_or_default(),
-                    limit >> 20
-                ))),
+                Ok(m) if m.len() > limit => Err(TfError::Prepare {
+                    phase,
+                    workspace: workspace.into(),
+                    message: format!(
+                        "`terraform {}` printed more than {} MiB on its {stream}; nixmox does not read that much",
+                        args.first().map(String::as_str).unwrap_or_default(),
+                        limit >> 20
+                    ),
+                }),
                 _ => Ok(crate::files::read_regular(path, limit, "terraform's output").unwrap_or_default()),
             }
         };

@@ -34,6 +34,19 @@ pub fn base_dir(m: &Manifest) -> PathBuf {
     std::fs::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf())
 }
 
+/// `terraform.root`: the directory whose tree a root module is copied with
+/// (relative to the manifest's directory); the manifest's directory unless set.
+pub fn tree_root(m: &Manifest) -> PathBuf {
+    let base = base_dir(m);
+    match &m.terraform.root {
+        Some(root) => {
+            let p = base.join(root);
+            std::fs::canonicalize(&p).unwrap_or(p)
+        }
+        None => base,
+    }
+}
+
 /// The Terraform runner the manifest asks for.
 pub fn terraform_for(m: &Manifest) -> Result<Terraform, String> {
     let t = &m.terraform;
@@ -53,7 +66,8 @@ pub fn terraform_for(m: &Manifest) -> Result<Terraform, String> {
             lock_timeout_secs: t.lock_timeout,
         },
         retry,
-    ))
+    )
+    .with_timeout(Duration::from_secs(t.timeout)))
 }
 
 /// What the online plan found for one Terraform phase.

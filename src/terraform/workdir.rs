@@ -1,9 +1,18 @@
-//! One private working directory per workspace, under `.nixmox/terraform/`.
+//! One private home per workspace, under `.nixmox/terraform/<workspace>/`:
 //!
-//! The phase's modules are copied in (a `.nix` module is evaluated to
-//! `*.tf.json`), so the same module used by two phases or two services never
-//! shares `.terraform`, a selected workspace or local state with another, and
-//! two phases may run at once.
+//! - `.terraform/` — Terraform's data directory (`TF_DATA_DIR`): providers,
+//!   modules, the selected workspace, a remote backend's settings;
+//! - `terraform.tfstate.d/` — local state, reached from where Terraform
+//!   runs through a link of that name;
+//! - `tree/` — a copy of `terraform.root` in its own shape ([`super::tree`]),
+//!   in which Terraform runs in the copy of the phase's root module, so
+//!   relative `source`s, `file()`s and programs work unchanged; or
+//!   `files/` for a phase made of single files only (`.tf`, `.tf.json`, and
+//!   `.nix` modules evaluated to `*.tf.json`).
+//!
+//! The user's own folders are never written to, and two workspaces of one
+//! root (two services using the same root, or infra and config) each have
+//! their own copy, so they may run at once.
 
 use regex::Regex;
 use serde_json::Value;
@@ -12,105 +21,187 @@ use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
-/// What a working directory keeps between runs; everything else is the
-/// module copy and is laid anew each time.
-const KEPT: &[&str] = &[
+/// What a workspace's home keeps; anything else there is from an older layout.
+const HOME: &[&str] = &[
     ".terraform",
-    ".terraform.lock.hcl",
     "terraform.tfstate",
     "terraform.tfstate.backup",
     "terraform.tfstate.d",
+    "tree",
+    "tree.index.json",
+    "files",
+    RUN_DIR_FILE,
 ];
 
-/// Names never copied from a user's module directory.
-const SKIPPED: &[&str] = &[
-    ".terraform",
-    "terraform.tfstate",
-    "terraform.tfstate.backup",
-    "terraform.tfstate.d",
-    ".git",
-];
+/// Where the home records the directory Terraform runs in.
+pub const RUN_DIR_FILE: &str = ".nixmox-run-dir";
 
 pub struct Prepared {
+    /// The workspace's home (see the module's documentation).
+    pub home: PathBuf,
+    /// Where Terraform runs: the root module's copy, or `files/`.
     pub dir: PathBuf,
-    /// Variables the configuration declares.
+    /// Variables the root module declares.
     pub declared: BTreeSet<String>,
-    /// Changes whenever any module file changes: decides when to re-run `init`.
+    /// Changes whenever any file Terraform reads changes: decides when to re-run `init`.
     pub fingerprint: String,
 }
 
-/// Lays out `root/<workspace>` from `modules` (paths relative to `base`).
-/// `.nix` modules that are functions are called with `nix_inputs` (no secrets).
+/// Where a phase's Terraform comes from.
+pub struct Sources<'a> {
+    /// The phase's modules, relative to `base` (the manifest's directory).
+    pub modules: &'a [String],
+    pub base: &'a Path,
+    /// `terraform.root`: the tree copied for a root module.
+    pub tree_root: &'a Path,
+    /// A directory inside the tree never copied (nixmox's own state).
+    pub skip: Option<&'a Path>,
+}
+
+/// Lays out `root/<workspace>` for a phase. A phase runs one root module (a
+/// directory inside `terraform.root`) plus any single files, or single
+/// files alone. `.nix` modules that are functions are called with
+/// `nix_inputs` (no secrets).
 pub fn prepare(
     root: &Path,
     workspace: &str,
-    modules: &[String],
-    base: &Path,
+    src: &Sources,
     nix_inputs: &Value,
 ) -> Result<Prepared, String> {
-    let dir = root.join(workspace);
-    std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
-    clear(&dir)?;
-    let mut placed: BTreeMap<PathBuf, String> = BTreeMap::new();
-    for module in modules {
-        let src = base.join(module);
-        let meta = std::fs::metadata(&src)
-            .map_err(|e| format!("module {module} ({}): {e}", src.display()))?;
+    let home = root.join(workspace);
+    std::fs::create_dir_all(home.join("terraform.tfstate.d"))
+        .map_err(|e| format!("cannot create {}: {e}", home.display()))?;
+    clear_except(&home, HOME)?;
+    let mut dirs = Vec::new();
+    let mut files = Vec::new();
+    for module in src.modules {
+        let path = src.base.join(module);
+        let meta = std::fs::metadata(&path)
+            .map_err(|e| format!("module {module} ({}): {e}", path.display()))?;
         if meta.is_dir() {
-            copy_tree(&src, &dir, Path::new(""), module, &mut placed)?;
+            dirs.push((module, path));
         } else {
-            let name = src.file_name().and_then(|n| n.to_str()).unwrap_or_default();
-            if let Some(stem) = name.strip_suffix(".nix") {
-                let rendered = render_nix(&src, &dir, nix_inputs, module)?;
-                place(
-                    &dir,
-                    Path::new(&format!("{stem}.tf.json")),
-                    rendered.as_bytes(),
-                    module,
-                    &mut placed,
-                )?;
-            } else if name.ends_with(".tf") || name.ends_with(".tf.json") {
-                let bytes = crate::files::read_regular(
-                    &src,
-                    MODULE_FILE_LIMIT,
-                    &format!("module {module}:"),
-                )?;
-                place(&dir, Path::new(name), &bytes, module, &mut placed)?;
-            } else {
-                return Err(format!(
-                    "module {module}: a module file must end in .tf, .tf.json or .nix"
-                ));
+            files.push((module, path));
+        }
+    }
+    if dirs.len() > 1 {
+        return Err(format!(
+            "modules {} and {} are both directories: a phase runs one root module (it may call others by relative path), plus single files",
+            dirs[0].0, dirs[1].0
+        ));
+    }
+    let (dir, mut hasher) = match dirs.first() {
+        Some((module, path)) => {
+            let tree_root = std::fs::canonicalize(src.tree_root)
+                .map_err(|e| format!("terraform.root {}: {e}", src.tree_root.display()))?;
+            let abs = std::fs::canonicalize(path)
+                .map_err(|e| format!("module {module} ({}): {e}", path.display()))?;
+            let rel = abs.strip_prefix(&tree_root).map_err(|_| {
+                format!(
+                    "module {module} ({}) is outside terraform.root ({}): set terraform.root to the directory that holds your whole Terraform tree",
+                    abs.display(),
+                    tree_root.display()
+                )
+            })?;
+            let _ = std::fs::remove_dir_all(home.join("files"));
+            let skip = src.skip.and_then(|s| std::fs::canonicalize(s).ok());
+            let fingerprint = super::tree::sync(&tree_root, &home.join("tree"), skip.as_deref())
+                .map_err(|e| format!("module {module}: {e}"))?;
+            let mut h = std::collections::hash_map::DefaultHasher::new();
+            fingerprint.hash(&mut h);
+            rel.hash(&mut h);
+            (home.join("tree").join(rel), h)
+        }
+        None => {
+            let dir = home.join("files");
+            let _ = std::fs::remove_dir_all(home.join("tree"));
+            let _ = std::fs::remove_file(home.join("tree.index.json"));
+            std::fs::create_dir_all(&dir)
+                .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+            clear_except(&dir, super::tree::KEPT)?;
+            (dir, std::collections::hash_map::DefaultHasher::new())
+        }
+    };
+    let mut placed: BTreeMap<PathBuf, String> = BTreeMap::new();
+    for (module, path) in &files {
+        let name = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or_default();
+        let (rel, bytes) = if let Some(stem) = name.strip_suffix(".nix") {
+            let rendered = render_nix(path, &dir, nix_inputs, module)?;
+            (
+                PathBuf::from(format!("{stem}.tf.json")),
+                rendered.into_bytes(),
+            )
+        } else if name.ends_with(".tf") || name.ends_with(".tf.json") {
+            let bytes =
+                crate::files::read_regular(path, MODULE_FILE_LIMIT, &format!("module {module}:"))?;
+            (PathBuf::from(name), bytes)
+        } else {
+            return Err(format!(
+                "module {module}: a module file must end in .tf, .tf.json or .nix"
+            ));
+        };
+        if placed.contains_key(&rel) || (!dirs.is_empty() && dir.join(&rel).exists()) {
+            return Err(format!(
+                "module {module} provides {}, which the phase has already: rename one",
+                rel.display()
+            ));
+        }
+        rel.hash(&mut hasher);
+        bytes.hash(&mut hasher);
+        std::fs::write(dir.join(&rel), &bytes)
+            .map_err(|e| format!("cannot write {}: {e}", dir.join(&rel).display()))?;
+        placed.insert(rel, module.to_string());
+    }
+    // Local state lives in the home; Terraform finds it where it runs.
+    let link = dir.join("terraform.tfstate.d");
+    if std::fs::read_link(&link).ok().as_deref() != Some(home.join("terraform.tfstate.d").as_path())
+    {
+        let _ = std::fs::remove_file(&link);
+        let _ = std::fs::remove_dir_all(&link);
+        std::os::unix::fs::symlink(home.join("terraform.tfstate.d"), &link)
+            .map_err(|e| format!("cannot create {}: {e}", link.display()))?;
+    }
+    let mut declared = BTreeSet::new();
+    for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+        let p = entry.path();
+        if entry.file_type().is_ok_and(|t| t.is_file()) {
+            if let Ok(text) = std::fs::read_to_string(&p) {
+                declared.extend(declared_variables(&p, &text));
             }
         }
     }
-    let mut declared = BTreeSet::new();
-    let mut hasher = std::collections::hash_map::DefaultHasher::new();
-    for rel in placed.keys() {
-        let bytes = std::fs::read(dir.join(rel))
-            .map_err(|e| format!("cannot read back {}: {e}", rel.display()))?;
-        rel.hash(&mut hasher);
-        bytes.hash(&mut hasher);
-        if rel.parent().is_none_or(|p| p.as_os_str().is_empty()) {
-            declared.extend(declared_variables(rel, &String::from_utf8_lossy(&bytes)));
-        }
-    }
+    std::fs::write(home.join(RUN_DIR_FILE), dir.display().to_string())
+        .map_err(|e| format!("cannot write {}: {e}", home.join(RUN_DIR_FILE).display()))?;
     Ok(Prepared {
+        home,
         dir,
         declared,
         fingerprint: format!("{:016x}", hasher.finish()),
     })
 }
 
-fn clear(dir: &Path) -> Result<(), String> {
+/// Where Terraform ran last for this home (its home when it never ran).
+pub fn run_dir(home: &Path) -> PathBuf {
+    std::fs::read_to_string(home.join(RUN_DIR_FILE))
+        .ok()
+        .map(PathBuf::from)
+        .filter(|p| p.is_dir())
+        .unwrap_or_else(|| home.to_path_buf())
+}
+
+fn clear_except(dir: &Path, kept: &[&str]) -> Result<(), String> {
     let entries =
         std::fs::read_dir(dir).map_err(|e| format!("cannot list {}: {e}", dir.display()))?;
     for entry in entries.flatten() {
         let name = entry.file_name();
-        if KEPT.iter().any(|k| name == *k) {
+        if kept.iter().any(|k| name == *k) {
             continue;
         }
         let path = entry.path();
-        let result = if path.is_dir() {
+        let result = if entry.file_type().is_ok_and(|t| t.is_dir()) {
             std::fs::remove_dir_all(&path)
         } else {
             std::fs::remove_file(&path)
@@ -123,68 +214,6 @@ fn clear(dir: &Path) -> Result<(), String> {
 /// The largest file a module may hold: no Terraform file comes close, and
 /// a link to `/dev/zero` or a huge file must not eat the machine.
 const MODULE_FILE_LIMIT: u64 = 64 * 1024 * 1024;
-
-/// How deep a module's directories may nest (a symlink loop ends here).
-const MODULE_DEPTH_LIMIT: usize = 32;
-
-fn copy_tree(
-    src: &Path,
-    dest_root: &Path,
-    rel: &Path,
-    module: &str,
-    placed: &mut BTreeMap<PathBuf, String>,
-) -> Result<(), String> {
-    if rel.components().count() > MODULE_DEPTH_LIMIT {
-        return Err(format!(
-            "module {module}: {} is nested more than {MODULE_DEPTH_LIMIT} directories deep (a symlink loop?)",
-            src.display()
-        ));
-    }
-    let mut entries: Vec<_> = std::fs::read_dir(src)
-        .map_err(|e| format!("module {module}: cannot list {}: {e}", src.display()))?
-        .flatten()
-        .collect();
-    entries.sort_by_key(|e| e.file_name());
-    for entry in entries {
-        let name = entry.file_name();
-        if SKIPPED.iter().any(|s| name == *s) {
-            continue;
-        }
-        let path = entry.path();
-        let rel_path = rel.join(&name);
-        if path.is_dir() {
-            copy_tree(&path, dest_root, &rel_path, module, placed)?;
-        } else {
-            let bytes =
-                crate::files::read_regular(&path, MODULE_FILE_LIMIT, &format!("module {module}:"))?;
-            place(dest_root, &rel_path, &bytes, module, placed)?;
-        }
-    }
-    Ok(())
-}
-
-fn place(
-    root: &Path,
-    rel: &Path,
-    bytes: &[u8],
-    module: &str,
-    placed: &mut BTreeMap<PathBuf, String>,
-) -> Result<(), String> {
-    if let Some(other) = placed.get(rel) {
-        return Err(format!(
-            "modules {other} and {module} both provide {}: rename one",
-            rel.display()
-        ));
-    }
-    let dest = root.join(rel);
-    if let Some(parent) = dest.parent() {
-        std::fs::create_dir_all(parent)
-            .map_err(|e| format!("cannot create {}: {e}", parent.display()))?;
-    }
-    std::fs::write(&dest, bytes).map_err(|e| format!("cannot write {}: {e}", dest.display()))?;
-    placed.insert(rel.to_path_buf(), module.to_string());
-    Ok(())
-}
 
 /// A Terranix-style module: Nix that evaluates to Terraform JSON.
 fn render_nix(src: &Path, dir: &Path, inputs: &Value, module: &str) -> Result<String, String> {
@@ -236,35 +265,53 @@ pub fn declared_variables(file: &Path, text: &str) -> BTreeSet<String> {
         .collect()
 }
 
-/// The configuration files of a prepared working directory (everything but
-/// what [`KEPT`] names), relative path → text: a secret-free record of what
-/// was applied, from which the same configuration can be laid out again.
-pub fn snapshot(dir: &Path) -> BTreeMap<String, String> {
-    fn walk(root: &Path, dir: &Path, out: &mut BTreeMap<String, String>) {
+/// The most configuration kept for a rollback; a larger tree is not kept.
+const SNAPSHOT_LIMIT: usize = 8 * 1024 * 1024;
+
+/// What Terraform ran with in `home`: its text files (the tree copy, or the
+/// single files), relative path → text, and the directory it ran in,
+/// relative to them. A secret-free record from which the same
+/// configuration can be laid out again; `None` when there is none or it is
+/// larger than [`SNAPSHOT_LIMIT`].
+pub fn snapshot(home: &Path) -> Option<(BTreeMap<String, String>, String)> {
+    fn walk(root: &Path, dir: &Path, out: &mut BTreeMap<String, String>, size: &mut usize) -> bool {
         for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
             let name = e.file_name();
-            if dir == root && KEPT.iter().any(|k| name == *k) {
+            if super::tree::KEPT.iter().any(|k| name == *k) {
                 continue;
             }
             let p = e.path();
-            if p.is_dir() {
-                walk(root, &p, out);
-            } else if let (Ok(rel), Ok(text)) = (p.strip_prefix(root), std::fs::read_to_string(&p))
-            {
-                out.insert(rel.display().to_string(), text);
+            let Ok(t) = e.file_type() else { continue };
+            if t.is_dir() {
+                if !walk(root, &p, out, size) {
+                    return false;
+                }
+            } else if t.is_file() {
+                if let (Ok(rel), Ok(text)) = (p.strip_prefix(root), std::fs::read_to_string(&p)) {
+                    *size += text.len();
+                    if *size > SNAPSHOT_LIMIT {
+                        return false;
+                    }
+                    out.insert(rel.display().to_string(), text);
+                }
             }
         }
+        true
     }
+    let run = run_dir(home);
+    let base = [home.join("tree"), home.join("files")]
+        .into_iter()
+        .find(|b| run.starts_with(b))?;
+    let rel = run.strip_prefix(&base).ok()?.display().to_string();
     let mut out = BTreeMap::new();
-    walk(dir, dir, &mut out);
-    out
+    walk(&base, &base, &mut out, &mut 0).then_some((out, rel))
 }
 
 /// Lays a [`snapshot`] out in `dir` (which is emptied first).
 pub fn restore(dir: &Path, files: &BTreeMap<String, String>) -> Result<(), String> {
     let _ = std::fs::remove_dir_all(dir);
     for (rel, text) in files {
-        if rel.split('/').any(|part| part == "..") {
+        if rel.split('/').any(|part| part == "..") || rel.starts_with('/') {
             return Err(format!(
                 "refusing a snapshot path that leaves its directory: {rel}"
             ));
@@ -292,60 +339,92 @@ mod tests {
         assert_eq!(declared_variables(Path::new("x.tf.json"), json).len(), 2);
     }
 
+    fn sources<'a>(modules: &'a [String], base: &'a Path) -> Sources<'a> {
+        Sources {
+            modules,
+            base,
+            tree_root: base,
+            skip: None,
+        }
+    }
+
     #[test]
-    fn modules_are_copied_privately_and_stale_files_removed() {
+    fn a_root_module_runs_in_a_copy_of_its_tree() {
         let src = tempfile::tempdir().expect("tempdir");
         let root = tempfile::tempdir().expect("tempdir");
-        std::fs::create_dir_all(src.path().join("m/sub")).expect("mkdir");
-        std::fs::write(src.path().join("m/main.tf"), "variable \"a\" {}\n").expect("write");
-        std::fs::write(src.path().join("m/sub/x.tf"), "").expect("write");
-        std::fs::write(src.path().join("m/terraform.tfstate"), "user state").expect("write");
-        std::fs::write(src.path().join("extra.tf"), "variable \"b\" {}\n").expect("write");
-        let p = prepare(
-            root.path(),
-            "ws",
-            &["m".into(), "extra.tf".into()],
-            src.path(),
-            &Value::Null,
-        )
-        .expect("prepare");
+        let s = src.path();
+        std::fs::create_dir_all(s.join("roots/infra")).expect("mkdir");
+        std::fs::create_dir_all(s.join("modules/lxc")).expect("mkdir");
+        std::fs::write(s.join("roots/infra/main.tf"), "variable \"a\" {}\n").expect("write");
+        std::fs::write(s.join("modules/lxc/main.tf"), "variable \"inner\" {}\n").expect("write");
+        std::fs::write(s.join("extra.tf"), "variable \"b\" {}\n").expect("write");
+        let modules = vec!["roots/infra".to_string(), "extra.tf".to_string()];
+        let p = prepare(root.path(), "ws", &sources(&modules, s), &Value::Null).expect("prepare");
+        assert_eq!(p.dir, root.path().join("ws/tree/roots/infra"));
         assert!(
-            p.dir.join("main.tf").is_file()
-                && p.dir.join("sub/x.tf").is_file()
-                && p.dir.join("extra.tf").is_file()
+            p.dir.join("../../modules/lxc/main.tf").is_file(),
+            "the tree keeps its shape"
         );
-        assert!(
-            !p.dir.join("terraform.tfstate").exists(),
-            "a user's state is never copied"
+        assert!(p.dir.join("extra.tf").is_file());
+        assert_eq!(
+            std::fs::read_link(p.dir.join("terraform.tfstate.d")).expect("link"),
+            root.path().join("ws/terraform.tfstate.d")
         );
         assert_eq!(
             p.declared.iter().map(String::as_str).collect::<Vec<_>>(),
             ["a", "b"]
         );
-        let p2 = prepare(root.path(), "ws", &["m".into()], src.path(), &Value::Null)
-            .expect("prepare again");
+        assert_eq!(run_dir(&p.home), p.dir);
+        let (files, run) = snapshot(&p.home).expect("snapshot");
+        assert_eq!(run, "roots/infra");
         assert!(
-            !p2.dir.join("extra.tf").exists(),
-            "a file no longer in the modules is removed"
+            files.contains_key("modules/lxc/main.tf") && files.contains_key("roots/infra/extra.tf")
         );
-        assert_ne!(p.fingerprint, p2.fingerprint);
-        let clash = prepare(
-            root.path(),
-            "ws",
-            &["m".into(), "m/main.tf".into()],
-            src.path(),
-            &Value::Null,
-        );
-        assert!(clash
+        // Nothing changed: the same fingerprint; a change anywhere in the tree: another.
+        let again = prepare(root.path(), "ws", &sources(&modules, s), &Value::Null).expect("again");
+        assert_eq!(again.fingerprint, p.fingerprint);
+        std::fs::write(s.join("modules/lxc/main.tf"), "variable \"other\" {}\n").expect("write");
+        let changed =
+            prepare(root.path(), "ws", &sources(&modules, s), &Value::Null).expect("changed");
+        assert_ne!(changed.fingerprint, p.fingerprint);
+        // The user's folders are never written to.
+        assert!(!s.join("roots/infra/terraform.tfstate.d").exists());
+        assert!(!s.join("roots/infra/.terraform").exists());
+    }
+
+    #[test]
+    fn single_files_and_what_is_refused() {
+        let src = tempfile::tempdir().expect("tempdir");
+        let root = tempfile::tempdir().expect("tempdir");
+        let s = src.path();
+        std::fs::create_dir_all(s.join("a")).expect("mkdir");
+        std::fs::create_dir_all(s.join("b")).expect("mkdir");
+        std::fs::write(s.join("a/main.tf"), "").expect("write");
+        std::fs::write(s.join("one.tf"), "variable \"x\" {}").expect("write");
+        let modules = vec!["one.tf".to_string()];
+        let p = prepare(root.path(), "ws", &sources(&modules, s), &Value::Null).expect("files");
+        assert_eq!(p.dir, root.path().join("ws/files"));
+        assert!(p.dir.join("one.tf").is_file());
+        let two = vec!["a".to_string(), "b".to_string()];
+        let e = prepare(root.path(), "ws", &sources(&two, s), &Value::Null)
             .err()
-            .is_some_and(|e| e.contains("both provide main.tf")));
-        let missing = prepare(
-            root.path(),
-            "ws",
-            &["nope".into()],
-            src.path(),
-            &Value::Null,
-        );
-        assert!(missing.err().is_some_and(|e| e.starts_with("module nope")));
+            .unwrap_or_default();
+        assert!(e.contains("both directories"), "{e}");
+        let clash = vec!["a".to_string(), "a/main.tf".to_string()];
+        let e = prepare(root.path(), "ws", &sources(&clash, s), &Value::Null)
+            .err()
+            .unwrap_or_default();
+        assert!(e.contains("provides main.tf"), "{e}");
+        let missing = vec!["nope".to_string()];
+        let e = prepare(root.path(), "ws", &sources(&missing, s), &Value::Null)
+            .err()
+            .unwrap_or_default();
+        assert!(e.starts_with("module nope"), "{e}");
+        let outside = tempfile::tempdir().expect("tempdir");
+        let elsewhere = vec![outside.path().display().to_string()];
+        let e = prepare(root.path(), "ws", &sources(&elsewhere, s), &Value::Null)
+            .err()
+            .unwrap_or_default();
+        assert!(e.contains("is outside terraform.root"), "{e}");
     }
 }

@@ -390,9 +390,11 @@ fn secrets(diags: &mut Diagnostics, path: Path, value: &Value) -> Option<Secrets
 fn default_terraform() -> TerraformSettings {
     TerraformSettings {
         binary: "terraform".into(),
+        root: None,
         infra: Default::default(),
         auth_core: Default::default(),
         lock_timeout: 60,
+        timeout: 3600,
         retry: Default::default(),
     }
 }
@@ -406,7 +408,15 @@ fn terraform_settings(
         diags,
         path,
         value,
-        &["binary", "infra", "auth_core", "lock_timeout", "retry"],
+        &[
+            "binary",
+            "root",
+            "infra",
+            "auth_core",
+            "lock_timeout",
+            "timeout",
+            "retry",
+        ],
     )?;
     let mut settings = default_terraform();
     if let Some(binary) = obj.opt::<String>(diags, "binary") {
@@ -427,6 +437,12 @@ fn terraform_settings(
     }
     settings.lock_timeout = obj.or(diags, "lock_timeout", settings.lock_timeout);
     interface::check_timing(diags, &obj.at("lock_timeout"), settings.lock_timeout, false);
+    settings.timeout = obj.or(diags, "timeout", settings.timeout);
+    interface::check_timing(diags, &obj.at("timeout"), settings.timeout, true);
+    settings.root = obj.opt(diags, "root");
+    if let Some(Err(e)) = settings.root.as_deref().map(super::syntax::argument) {
+        diags.error(&obj.at("root"), e);
+    }
     if let Some(v) = obj.raw("retry") {
         if let Some(r) = Obj::open(
             diags,
