@@ -49,6 +49,17 @@ impl Stack {
         manifest["services"]["c"]["interface"]["terraform"] =
             json!({"modules": ["tf/c"], "variables": {"label": "v1"}});
         manifest["terraform"] = json!({"retry": {"attempts": 1}});
+        // A core service with Terraform of its own: planned and run around its deploy.
+        manifest["core_services"]["dns"]["interface"]["terraform"] =
+            json!({"modules": ["tf/dns"], "config": {"modules": ["tf/dns-config"]}});
+        for (dir, out) in [("tf/dns", "zone"), ("tf/dns-config", "records")] {
+            std::fs::create_dir_all(root.join(dir)).expect("mkdir");
+            std::fs::write(
+                root.join(dir).join("main.tf"),
+                format!("resource \"terraform_data\" \"x\" {{ input = \"{out}\" }}\noutput \"{out}\" {{ value = terraform_data.x.output }}\n"),
+            )
+            .expect("write module");
+        }
         std::fs::create_dir_all(root.join("tf/c")).expect("mkdir");
         std::fs::write(
             root.join("tf/c/main.tf"),
@@ -126,6 +137,31 @@ impl Stack {
             .stderr(std::process::Stdio::piped())
             .spawn()
             .expect("nixmox")
+    }
+
+    /// A command on a lab host of this stack, as root with the lab's key.
+    fn ssh(&self, ip: &str, command: &str) -> Output {
+        let lab = self.dir.path().join("lab/ssh");
+        Command::new("ssh")
+            .arg("-i")
+            .arg(lab.join("id_ed25519"))
+            .args([
+                "-o",
+                "BatchMode=yes",
+                "-o",
+                "StrictHostKeyChecking=accept-new",
+                "-o",
+                "LogLevel=ERROR",
+            ])
+            .arg("-o")
+            .arg(format!(
+                "UserKnownHostsFile={}",
+                lab.join("known_hosts").display()
+            ))
+            .arg(format!("root@{ip}"))
+            .arg(command)
+            .output()
+            .expect("ssh")
     }
 
     /// The most activations that were running at the same moment, among `names`.
@@ -206,6 +242,32 @@ fn apply_rolls_back_skips_dependents_and_finishes_the_rest() {
         s.max_overlap(&["dns", "postgresql", "caddy", "authentik"]),
         1,
         "the core deploys one host at a time"
+    );
+    // dns's own Terraform: its infra phase before its deploy, its config
+    // phase after its gate, both before tf:auth-core; its env file carries
+    // its own infra outputs.
+    let first = |step: &str, status: &str| {
+        ev.iter()
+            .position(|e| e["step"] == step && e["status"] == status)
+            .unwrap_or_else(|| panic!("no {status} event for {step}"))
+    };
+    assert_eq!(
+        status_of(&ev, "tf:service-infra:dns"),
+        ["started", "changed"]
+    );
+    assert_eq!(
+        status_of(&ev, "tf:service-config:dns"),
+        ["started", "changed"]
+    );
+    assert!(first("tf:service-infra:dns", "changed") < first("nix:core:dns", "started"));
+    assert!(first("health:dns", "unchanged") < first("tf:service-config:dns", "started"));
+    assert!(first("tf:service-config:dns", "changed") < first("nix:core:postgresql", "started"));
+    assert!(first("tf:service-config:dns", "changed") < first("tf:auth-core", "started"));
+    let env = s.ssh(&format!("{NET}.2"), "cat /run/nixmox/env");
+    assert!(
+        String::from_utf8_lossy(&env.stdout).contains("=zone"),
+        "dns's env file lacks its own infra outputs: {}",
+        String::from_utf8_lossy(&env.stdout)
     );
     assert!(
         s.max_overlap(&["a", "c", "d"]) >= 2,
@@ -317,8 +379,10 @@ fn apply_rolls_back_skips_dependents_and_finishes_the_rest() {
     assert_eq!(
         out.status.code(),
         Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stdout)
+        "{:?}\n{}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
     );
 
     // Killed in the middle of the core's deploy, the next apply resumes and converges.
@@ -335,14 +399,21 @@ fn apply_rolls_back_skips_dependents_and_finishes_the_rest() {
     });
     assert!(in_flight, "never saw the core being deployed");
     victim.kill().expect("SIGKILL");
-    let _ = victim.wait();
+    let killed = victim.wait_with_output().expect("wait");
     let o = s.nixmox(&["apply", "--json", "--only", "c,d"]);
     let ev = events(&o);
     succeeded(&o);
     let resume = ev
         .iter()
         .find(|e| e["event"] == "resume")
-        .expect("the interrupted run is reported");
+        .unwrap_or_else(|| {
+            panic!(
+                "the interrupted run is not reported; the killed run ({:?}) said:\n{}{}",
+                killed.status,
+                String::from_utf8_lossy(&killed.stdout),
+                String::from_utf8_lossy(&killed.stderr)
+            )
+        });
     assert!(
         resume["in_flight"]
             .as_str()

@@ -1,7 +1,7 @@
 //! The environment file a host receives: `KEY=VALUE` lines of the outputs of
 //! the Terraform workspaces applied before it is deployed (for a core host
-//! infra; for an application also auth-core and those its
-//! `tf:service-config` phase receives). One function for `apply`, which
+//! infra and its own infra phase; for an application also auth-core and
+//! those its `tf:service-config` phase receives). One function for `apply`, which
 //! writes it, and `plan`, which compares its hash with the host's.
 
 use crate::manifest::Service;
@@ -14,16 +14,24 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 /// applied before its host is deployed. A core host deploys before
 /// `tf:auth-core`, so it sees `infra` only.
 pub fn workspaces(tf_steps: &HashMap<String, TfStep>, s: &Service) -> BTreeSet<String> {
-    if s.is_core() {
-        return BTreeSet::from(["infra".to_string()]);
-    }
-    tf_steps
+    let own = tf_steps
         .values()
         .filter(|t| {
             t.service.as_deref() == Some(s.name.as_str()) && t.phase == Phase::TfServiceConfig
         })
-        .flat_map(|t| t.upstream.iter().cloned())
-        .chain(["infra".to_string(), "auth-core".to_string()])
+        .flat_map(|t| t.upstream.iter().cloned());
+    if s.is_core() {
+        // Deployed before tf:auth-core: infra, and its own infra when it has one.
+        let mut set: BTreeSet<String> = own.chain(["infra".to_string()]).collect();
+        if tf_steps.values().any(|t| {
+            t.service.as_deref() == Some(s.name.as_str()) && t.phase == Phase::TfServiceInfra
+        }) {
+            set.insert(format!("{}-infra", s.name));
+        }
+        set.remove("auth-core");
+        return set;
+    }
+    own.chain(["infra".to_string(), "auth-core".to_string()])
         .collect()
 }
 

@@ -605,25 +605,88 @@ pub fn apply(
     Ok(summary)
 }
 
-/// One of the stack-wide Terraform steps (`tf:infra`, `tf:auth-core`).
-fn stack_step(ctx: &Ctx, id: &str, phase: Phase) -> Result<(), String> {
+/// One Terraform step outside an application's own sequence (`tf:infra`,
+/// `tf:auth-core`, a core service's own phases); `Ok(changed)`.
+fn stack_step(ctx: &Ctx, id: &str, phase: Phase) -> Result<bool, String> {
     let Some(step) = ctx.step(id) else {
-        return Ok(());
+        return Ok(false);
     };
     if !ctx.runs(phase) {
         ctx.not_selected(step);
-        return Ok(());
+        return Ok(false);
     }
     let started = Instant::now();
     ctx.event(step, StepStatus::Started, String::new(), started);
     match ctx.terraform(step) {
         Ok(c) => {
             ctx.event(step, StepStatus::done(c), String::new(), started);
-            Ok(())
+            Ok(c)
         }
         Err(e) => {
             ctx.event(step, StepStatus::Failed, e.clone(), started);
             Err(e)
+        }
+    }
+}
+
+/// One core host: nothing to do when it is `current` (its system, its
+/// environment and healthy), else deployed behind its gate. `looked`: the
+/// caller's look said it is not current (else `deploy` looks itself).
+/// `Err` halts the run.
+fn core_deploy(
+    ctx: &Ctx,
+    summary: &mut Summary,
+    s: &Service,
+    system: &str,
+    current: bool,
+    looked: bool,
+) -> Result<(), String> {
+    if current {
+        let now = Instant::now();
+        for id in [format!("nix:core:{}", s.name), format!("health:{}", s.name)] {
+            if let Some(step) = ctx.step(&id) {
+                ctx.event(step, StepStatus::Started, String::new(), now);
+                ctx.event(
+                    step,
+                    StepStatus::Unchanged,
+                    if id.starts_with("nix") {
+                        system.to_string()
+                    } else {
+                        "passed".into()
+                    },
+                    now,
+                );
+            }
+        }
+        if let Ok(mut sys) = ctx.systems.lock() {
+            sys.insert(s.name.clone(), system.to_string());
+        }
+        summary.services.insert(s.name.clone(), "unchanged".into());
+        return Ok(());
+    }
+    let Some(step) = ctx.step(&format!("nix:core:{}", s.name)) else {
+        return Ok(());
+    };
+    let started = Instant::now();
+    ctx.event(step, StepStatus::Started, String::new(), started);
+    match ctx.deploy(s, system, looked) {
+        Ok(c) => {
+            ctx.event(step, StepStatus::done(c), system.to_string(), started);
+            if let Some(gate) = ctx.step(&format!("health:{}", s.name)) {
+                ctx.event(gate, StepStatus::Unchanged, "passed".into(), started);
+            }
+            summary.services.insert(
+                s.name.clone(),
+                if c { "deployed" } else { "unchanged" }.into(),
+            );
+            Ok(())
+        }
+        Err(e) => {
+            ctx.event(step, StepStatus::Failed, e.clone(), started);
+            summary
+                .services
+                .insert(s.name.clone(), format!("failed: {e}"));
+            Err(format!("nix:core:{}: {e}", s.name))
         }
     }
 }
@@ -663,8 +726,9 @@ fn walk(ctx: &Ctx, opts: &ApplyOptions, summary: &mut Summary) -> Result<(), Str
             }
         }
     }
+    let core_all = ctx.core_services();
     let core: Vec<&Service> = if core_selected {
-        ctx.core_services()
+        core_all.clone()
     } else {
         Vec::new()
     };
@@ -694,58 +758,43 @@ fn walk(ctx: &Ctx, opts: &ApplyOptions, summary: &mut Summary) -> Result<(), Str
             .map(|h| h.join().unwrap_or(false))
             .collect()
     });
-    for ((s, system), current) in core.iter().zip(&systems).zip(current) {
-        if current {
-            let now = Instant::now();
-            for id in [format!("nix:core:{}", s.name), format!("health:{}", s.name)] {
-                if let Some(step) = ctx.step(&id) {
-                    ctx.event(step, StepStatus::Started, String::new(), now);
-                    ctx.event(
-                        step,
-                        StepStatus::Unchanged,
-                        if id.starts_with("nix") {
-                            system.clone()
-                        } else {
-                            "passed".into()
-                        },
-                        now,
-                    );
-                }
-            }
-            if let Ok(mut sys) = ctx.systems.lock() {
-                sys.insert(s.name.clone(), system.clone());
-            }
-            summary.services.insert(s.name.clone(), "unchanged".into());
-            continue;
-        }
-        let Some(step) = ctx.step(&format!("nix:core:{}", s.name)) else {
-            continue;
-        };
-        let started = Instant::now();
-        ctx.event(step, StepStatus::Started, String::new(), started);
-        match ctx.deploy(s, system, true) {
-            Ok(c) => {
-                ctx.event(step, StepStatus::done(c), system.clone(), started);
-                if let Some(gate) = ctx.step(&format!("health:{}", s.name)) {
-                    ctx.event(gate, StepStatus::Unchanged, "passed".into(), started);
-                }
-                summary.services.insert(
-                    s.name.clone(),
-                    if c {
-                        "deployed".into()
-                    } else {
-                        "unchanged".into()
-                    },
-                );
-            }
+    let mut looked: HashMap<&str, (String, bool)> = core
+        .iter()
+        .zip(systems)
+        .zip(current)
+        .map(|((s, system), current)| (s.name.as_str(), (system, current)))
+        .collect();
+    for s in &core_all {
+        // Its own infra phase first: what it changes may reach the system and its env.
+        let own_infra = format!("{}:{}", Phase::TfServiceInfra.id(), s.name);
+        let changed = match stack_step(ctx, &own_infra, Phase::TfServiceInfra) {
+            Ok(c) => c,
             Err(e) => {
-                ctx.event(step, StepStatus::Failed, e.clone(), started);
-                summary
-                    .services
-                    .insert(s.name.clone(), format!("failed: {e}"));
-                halt(summary, format!("nix:core:{}: {e}", s.name));
+                halt(summary, format!("{own_infra}: {e}"));
                 return Ok(());
             }
+        };
+        if let Some((system, current)) = looked.remove(s.name.as_str()) {
+            let (system, current, took_look) = if changed {
+                match ctx.build_one(s) {
+                    Ok(p) => (p, false, false),
+                    Err(e) => {
+                        halt(summary, format!("nix:core:{}: {e}", s.name));
+                        return Ok(());
+                    }
+                }
+            } else {
+                (system, current, true)
+            };
+            if let Err(e) = core_deploy(ctx, summary, s, &system, current, took_look) {
+                halt(summary, e);
+                return Ok(());
+            }
+        }
+        let own_config = format!("{}:{}", Phase::TfServiceConfig.id(), s.name);
+        if let Err(e) = stack_step(ctx, &own_config, Phase::TfServiceConfig) {
+            halt(summary, format!("{own_config}: {e}"));
+            return Ok(());
         }
     }
     // 3. tf:auth-core

@@ -114,11 +114,29 @@ pub fn build_for(m: &Manifest, selected: &BTreeSet<String>) -> Plan {
         ),
     });
 
-    // The core deploys one service at a time: any failure halts the run.
+    // The core deploys one service at a time: any failure halts the run. A
+    // core service's own Terraform runs around its deploy the way an
+    // application's does: its infra phase before (workspace <name>-infra),
+    // its config phase after its health gate (<name>-config), both before
+    // tf:auth-core. Steps appear only where the service has modules.
     let mut previous = "tf:infra".to_string();
     for name in &core {
         let deploy = format!("nix:core:{name}");
         let gate = format!("health:{name}");
+        let own = m.service(name).map(|s| &s.terraform);
+        if let Some(t) = own.filter(|t| !t.infra.modules.is_empty()) {
+            let id = format!("{}:{name}", Phase::TfServiceInfra.id());
+            steps.push(Step {
+                id: id.clone(),
+                phase: Phase::TfServiceInfra,
+                service: Some(name.clone()),
+                workspace: Some(format!("{name}-infra")),
+                host: None,
+                after: vec![previous.clone()],
+                summary: format!("plan and apply {}", t.infra.modules.join(", ")),
+            });
+            previous = id;
+        }
         steps.push(Step {
             id: deploy.clone(),
             phase: Phase::NixCore,
@@ -138,6 +156,19 @@ pub fn build_for(m: &Manifest, selected: &BTreeSet<String>) -> Plan {
             summary: "core health gate (startup, then readiness)".into(),
         });
         previous = gate;
+        if let Some(t) = own.filter(|t| !t.config.modules.is_empty()) {
+            let id = format!("{}:{name}", Phase::TfServiceConfig.id());
+            steps.push(Step {
+                id: id.clone(),
+                phase: Phase::TfServiceConfig,
+                service: Some(name.clone()),
+                workspace: Some(format!("{name}-config")),
+                host: None,
+                after: vec![previous.clone()],
+                summary: format!("plan and apply {}", t.config.modules.join(", ")),
+            });
+            previous = id;
+        }
     }
 
     let auth_core = core.iter().any(|c| c == "authentik");

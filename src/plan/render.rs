@@ -82,9 +82,16 @@ pub fn human(m: &Manifest, plan: &Plan) -> String {
             let host = step(Phase::NixCore, Some(name))
                 .and_then(|s| s.host.clone())
                 .unwrap_or_default();
+            // A core service's own Terraform runs around its deploy.
+            let infra = step(Phase::TfServiceInfra, Some(name))
+                .map(|_| format!("tf {name}-infra -> "))
+                .unwrap_or_default();
+            let config = step(Phase::TfServiceConfig, Some(name))
+                .map(|_| format!(" -> tf {name}-config"))
+                .unwrap_or_default();
             let _ = writeln!(
                 out,
-                "   {name:<width$}  {host:<host_width$}  nix:core -> health"
+                "   {name:<width$}  {host:<host_width$}  {infra}nix:core -> health{config}"
             );
         }
     }

@@ -23,7 +23,8 @@ pub struct TfStep<'m> {
 /// The Terraform steps of `plan`, in plan order. `tf:infra` receives nothing;
 /// `tf:auth-core` the infra outputs; a service's infra phase those two plus
 /// the infra phases of the applications it depends on; its config phase all
-/// of that plus its own infra outputs.
+/// of that plus its own infra outputs. A core service's phases run before
+/// `tf:auth-core` and so receive no auth-core outputs.
 pub fn steps<'m>(m: &'m Manifest, plan: &Plan) -> Vec<TfStep<'m>> {
     let mut out = Vec::new();
     for step in &plan.steps {
@@ -33,7 +34,12 @@ pub fn steps<'m>(m: &'m Manifest, plan: &Plan) -> Vec<TfStep<'m>> {
                 (Phase::TfAuthCore, _) => (&m.terraform.auth_core, vec!["infra".into()]),
                 (Phase::TfServiceInfra, Some(name)) | (Phase::TfServiceConfig, Some(name)) => {
                     let Some(s) = m.service(name) else { continue };
-                    let mut up = vec!["infra".to_string(), "auth-core".to_string()];
+                    // A core service's Terraform runs before tf:auth-core.
+                    let mut up = if s.is_core() {
+                        vec!["infra".to_string()]
+                    } else {
+                        vec!["infra".to_string(), "auth-core".to_string()]
+                    };
                     let mut deps: Vec<&String> = s
                         .depends_on
                         .iter()
