@@ -97,17 +97,23 @@ pub fn run(cli: &Cli, args: &StatusArgs) -> Result<ExitCode, CliError> {
     }
     let _ = std::fs::remove_dir_all(&control);
 
-    // Terraform: anything a plan would change is drift here.
+    // Terraform: what changed outside Terraform, from refresh-only plans
+    // (what the manifest would change is `plan`'s to say).
     let tf = stack::terraform_for(m).map_err(CliError::Message)?;
-    let phases = stack::plan_all(m, &p, &tf).map_err(|e| CliError::Message(e.to_string()))?;
+    let phases = stack::plan_all_in(m, &p, &tf, crate::terraform::command::PlanMode::RefreshOnly)
+        .map_err(|e| CliError::Message(e.to_string()))?;
     let tf_drift: Vec<(String, String)> = phases
         .iter()
-        .filter(|ph| match &ph.plan {
-            PhasePlan::Planned { changes } => changes.any() || !changes.drift.is_empty(),
-            PhasePlan::Pending { .. } | PhasePlan::Replan { .. } => true,
-            PhasePlan::NoModules => false,
+        .filter_map(|ph| match &ph.plan {
+            PhasePlan::Planned { changes } if !changes.drift.is_empty() => Some((
+                ph.workspace.clone(),
+                format!("drift: {}", changes.drift.join("; ")),
+            )),
+            PhasePlan::Pending { .. } | PhasePlan::Replan { .. } => {
+                Some((ph.workspace.clone(), ph.describe()))
+            }
+            _ => None,
         })
-        .map(|ph| (ph.workspace.clone(), ph.describe()))
         .collect();
 
     let degraded = services.iter().any(|s| !s.live || s.drifted) || !tf_drift.is_empty();

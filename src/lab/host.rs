@@ -124,7 +124,7 @@ pub fn up(cfg: &LabConfig, name: &str, addr: Ipv4Addr) -> Result<(), LabError> {
     let deadline = Instant::now() + Duration::from_secs(20);
     while Instant::now() < deadline {
         if ssh_answers(addr, Duration::from_millis(200)) {
-            return Ok(());
+            return publish_host_key(cfg, addr, &key.with_extension("pub"));
         }
         std::thread::sleep(Duration::from_millis(50));
     }
@@ -133,6 +133,49 @@ pub fn up(cfg: &LabConfig, name: &str, addr: Ipv4Addr) -> Result<(), LabError> {
         "host {name} ({addr}): sshd did not answer within 20 s; its log says: {}",
         log.trim()
     )))
+}
+
+/// A host made anew has a new host key, as a re-created container has: the
+/// lab, which made it, records that key in its known_hosts in place of any
+/// older one for the address (as a provisioning system reports a new
+/// machine's keys), so strict host-key checking keeps working. Hosts made
+/// side by side take turns on the file.
+fn publish_host_key(
+    cfg: &LabConfig,
+    addr: Ipv4Addr,
+    public: &std::path::Path,
+) -> Result<(), LabError> {
+    use std::os::unix::io::AsRawFd;
+    let known = cfg.known_hosts();
+    let key = std::fs::read_to_string(public)
+        .map_err(|e| LabError::new(format!("cannot read {}: {e}", public.display())))?;
+    let key: Vec<&str> = key.split_whitespace().take(2).collect();
+    let lock = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(known.with_extension("lock"))
+        .map_err(|e| LabError::new(format!("cannot lock {}: {e}", known.display())))?;
+    // SAFETY: flock on a file this function holds open; released when it is closed.
+    unsafe {
+        libc::flock(lock.as_raw_fd(), libc::LOCK_EX);
+    }
+    if known.exists() {
+        let _ = Command::new("ssh-keygen")
+            .arg("-R")
+            .arg(addr.to_string())
+            .arg("-f")
+            .arg(&known)
+            .output();
+        let _ = std::fs::remove_file(known.with_extension("old"));
+    }
+    let mut text = std::fs::read_to_string(&known).unwrap_or_default();
+    if !text.is_empty() && !text.ends_with('\n') {
+        text.push('\n');
+    }
+    text.push_str(&format!("{addr} {}\n", key.join(" ")));
+    std::fs::write(&known, text)
+        .map_err(|e| LabError::new(format!("cannot write {}: {e}", known.display())))
 }
 
 /// Removes the host: its processes, namespace, link and directory.

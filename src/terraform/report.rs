@@ -49,7 +49,9 @@ pub struct Changes {
     pub replace: usize,
     /// Root outputs whose value really changes (created, deleted, or updated to another value).
     pub outputs: Vec<String>,
-    /// Resources whose real object differs from the state (refresh-only plans).
+    /// Resources whose real object differs from the state, each as
+    /// `<address> deleted` or `<address> changed: <attributes>` (attribute
+    /// names only, never values).
     pub drift: Vec<String>,
 }
 
@@ -73,7 +75,7 @@ impl Changes {
             s.push_str(&format!(", {} output(s)", self.outputs.len()));
         }
         if !self.drift.is_empty() {
-            s.push_str(&format!(", drift in {}", self.drift.join(", ")));
+            s.push_str(&format!(", drift: {}", self.drift.join("; ")));
         }
         s
     }
@@ -124,10 +126,43 @@ pub fn changes(show_json: &str) -> Result<Changes, String> {
     }
     for rd in doc["resource_drift"].as_array().into_iter().flatten() {
         if let Some(addr) = rd["address"].as_str() {
-            c.drift.push(addr.to_string());
+            c.drift.push(format!("{addr} {}", drifted(&rd["change"])));
         }
     }
     Ok(c)
+}
+
+/// What happened to a resource outside Terraform, by name: deleted, or
+/// which attributes changed (compared, never shown: some are sensitive).
+fn drifted(change: &Value) -> String {
+    let actions: Vec<&str> = change["actions"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+        .collect();
+    match actions.as_slice() {
+        ["delete"] => "deleted".into(),
+        ["update"] => {
+            let (before, after) = (&change["before"], &change["after"]);
+            let mut keys: Vec<&str> = before
+                .as_object()
+                .into_iter()
+                .flatten()
+                .chain(after.as_object().into_iter().flatten())
+                .filter(|(k, _)| before.get(k.as_str()) != after.get(k.as_str()))
+                .map(|(k, _)| k.as_str())
+                .collect();
+            keys.sort_unstable();
+            keys.dedup();
+            if keys.is_empty() {
+                "changed".into()
+            } else {
+                format!("changed: {}", keys.join(", "))
+            }
+        }
+        other => other.join("/"),
+    }
 }
 
 #[cfg(test)]
@@ -148,13 +183,22 @@ mod tests {
             "new": {"actions": ["create"], "before": null, "after": 1, "after_unknown": false},
             "still": {"actions": ["no-op"], "before": 1, "after": 1}
           },
-          "resource_drift": [{"address": "a.gone"}]
+          "resource_drift": [
+            {"address": "a.gone", "change": {"actions": ["delete"], "before": {"x": 1}, "after": null}},
+            {"address": "a.moved", "change": {"actions": ["update"],
+              "before": {"uris": ["a"], "secret": "s1", "id": "1"},
+              "after": {"uris": ["b"], "secret": "s2", "id": "1"}}}
+          ]
         }"#;
         let c = changes(doc).expect("parse");
         assert_eq!((c.add, c.change, c.destroy, c.replace), (1, 0, 0, 1));
         assert_eq!(c.outputs, ["moved", "new"]);
-        assert_eq!(c.drift, ["a.gone"]);
-        assert_eq!(c.short(), "+1 ~0 -0 ±1, 2 output(s), drift in a.gone");
+        assert_eq!(c.drift, ["a.gone deleted", "a.moved changed: secret, uris"]);
+        assert_eq!(
+            c.short(),
+            "+1 ~0 -0 ±1, 2 output(s), drift: a.gone deleted; a.moved changed: secret, uris"
+        );
+        assert!(!c.short().contains("s1") && !c.short().contains("s2"));
     }
 
     #[test]

@@ -114,6 +114,17 @@ impl PlannedPhase {
 /// change (or may: it is itself pending or re-planned) is re-planned after
 /// it; only the rest are planned now, with the outputs their upstream holds.
 pub fn plan_all(m: &Manifest, plan: &Plan, tf: &Terraform) -> Result<Vec<PlannedPhase>, TfError> {
+    plan_all_in(m, plan, tf, PlanMode::Normal)
+}
+
+/// [`plan_all`] in another mode: `RefreshOnly` finds what drifted outside
+/// Terraform and nothing else.
+pub fn plan_all_in(
+    m: &Manifest,
+    plan: &Plan,
+    tf: &Terraform,
+    mode: PlanMode,
+) -> Result<Vec<PlannedPhase>, TfError> {
     let steps = phases::steps(m, plan);
     let with_modules: BTreeSet<&str> = steps
         .iter()
@@ -159,8 +170,12 @@ pub fn plan_all(m: &Manifest, plan: &Plan, tf: &Terraform) -> Result<Vec<Planned
                     }
                 }
                 let spec = step.spec(m, &base, &known);
-                let changes = tf.plan_phase(&spec, PlanMode::Normal)?.unwrap_or_default();
-                if !changes.outputs.is_empty() || !tf.has_state(&step.workspace) {
+                let changes = tf.plan_phase(&spec, mode)?.unwrap_or_default();
+                // Drift alone moves nothing downstream: each workspace's
+                // drift is its own (a refresh-only plan reports only that).
+                if mode == PlanMode::Normal
+                    && (!changes.outputs.is_empty() || !tf.has_state(&step.workspace))
+                {
                     moving.insert(step.workspace.clone());
                 }
                 PhasePlan::Planned { changes }

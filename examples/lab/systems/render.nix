@@ -108,7 +108,6 @@ rec {
     public_host = m.authDomain;
     cookie_domain = m.domain;
     slugs = m.slugs;
-    clients_file = "/var/lib/lab/clients.json";
     state_dir = "/var/lib/lab/authentik";
     # The manifest's clients, without secrets: only for the log and /-/clients.
     manifest_clients = map (c: { inherit (c) slug client_id client_type; }) m.clients;

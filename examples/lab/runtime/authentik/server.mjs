@@ -16,15 +16,22 @@
 //     ID tokens carry preferred_username and groups (in the `profile` scope,
 //     as Authentik's default scope mappings do).
 //
-// Clients come from the file written by the lab's tf:auth-core module
-// (config.clients_file, normally /var/lib/lab/clients.json):
-//   { "clients": [ { "slug": "wiki", "client_id": "wiki-oidc",
-//                    "client_secret": "...",          // confidential clients only
-//                    "client_type": "confidential",   // or "public" (auth method none, PKCE)
-//                    "redirect_uris": ["https://docs.nixmox.test/oauth/callback"],
-//                    "scopes": ["openid", "email", "profile"] } ] }
-// The file is polled; a change rebuilds the issuers without a restart. When it
-// is absent, every issuer serves discovery with no clients. Secrets are never logged.
+// Clients are managed through an admin API shaped like Authentik's own, which
+// the lab's Terraform provider (tools/terraform-provider-nixmoxlab, a stand-in
+// for Authentik's provider) calls from tf:auth-core:
+//   POST   /api/v3/providers/oauth2/           { name, client_id, client_type,
+//                                                redirect_uris, scopes } -> object with pk
+//                                                and client_secret (made here; empty for
+//                                                public clients)
+//   GET|PATCH|DELETE /api/v3/providers/oauth2/<pk>/
+//   POST   /api/v3/core/applications/          { name, slug, provider: <pk> }
+//   GET|PATCH|DELETE /api/v3/core/applications/<slug>/
+// Every call needs `Authorization: Bearer <token>`, the token made on first
+// start and kept (mode 0600) in <state_dir>/admin.token. Providers and
+// applications persist in <state_dir>/admin.json; a change rebuilds the
+// issuers at once. An application's slug names its issuer
+// (/application/o/<slug>/), which serves its provider's client. Secrets and the
+// token are never logged.
 //
 // usage: node server.mjs <config.json>   (config rendered by examples/lab/systems)
 import http from 'node:http';
@@ -69,13 +76,35 @@ const sameSecret = (a, b) => {
   return crypto.timingSafeEqual(x, y);
 };
 
+// The admin API's token and store.
+function loadToken() {
+  const file = path.join(cfg.state_dir, 'admin.token');
+  try { const t = fs.readFileSync(file, 'utf8').trim(); if (t) return t; } catch { /* first start */ }
+  const t = crypto.randomBytes(24).toString('base64url');
+  fs.mkdirSync(cfg.state_dir, { recursive: true, mode: 0o700 });
+  fs.writeFileSync(file, `${t}\n`, { mode: 0o600 });
+  return t;
+}
+const adminToken = loadToken();
+const storeFile = path.join(cfg.state_dir, 'admin.json');
+let store = { next: 1, providers: {}, applications: {} };
+try { store = JSON.parse(fs.readFileSync(storeFile, 'utf8')); } catch { /* first start: empty */ }
+function saveStore() {
+  const tmp = `${storeFile}.tmp`;
+  fs.writeFileSync(tmp, JSON.stringify(store), { mode: 0o600 });
+  fs.renameSync(tmp, storeFile);
+}
+
+// The clients of the issuers: each application's provider, under its slug.
 function readClients() {
-  try {
-    return JSON.parse(fs.readFileSync(cfg.clients_file, 'utf8')).clients || [];
-  } catch (e) {
-    if (e.code !== 'ENOENT') log(`cannot read ${cfg.clients_file}: ${e.message}; serving no clients`);
-    return [];
+  const out = [];
+  for (const app of Object.values(store.applications)) {
+    const p = store.providers[app.provider];
+    if (!p) continue;
+    out.push({ slug: app.slug, client_id: p.client_id, client_secret: p.client_secret,
+      client_type: p.client_type, redirect_uris: p.redirect_uris, scopes: p.scopes });
   }
+  return out;
 }
 
 function clientMetadata(c) {
@@ -202,7 +231,105 @@ function buildIssuers() {
   });
 }
 buildIssuers();
-fs.watchFile(cfg.clients_file, { interval: 1000 }, () => { log(`${cfg.clients_file} changed`); buildIssuers(); });
+
+// The admin API (see the top of this file).
+function readJson(req) {
+  return new Promise((resolve, reject) => {
+    let data = '';
+    req.setEncoding('utf8');
+    req.on('data', (c) => { data += c; if (data.length > 65536) { reject(new Error('body too large')); req.destroy(); } });
+    req.on('end', () => { try { resolve(data ? JSON.parse(data) : {}); } catch (e) { reject(e); } });
+    req.on('error', reject);
+  });
+}
+const json = (res, status, body) => {
+  res.writeHead(status, { 'content-type': 'application/json' });
+  res.end(body === undefined ? '' : JSON.stringify(body));
+};
+const isText = (v) => typeof v === 'string' && v.length > 0 && v.length <= 2048 && !/[\u0000-\u001f\u007f]/.test(v);
+const isTextList = (v) => Array.isArray(v) && v.length <= 64 && v.every(isText);
+function providerFields(b, partial) {
+  const out = {};
+  for (const k of ['name', 'client_id', 'client_type']) {
+    if (b[k] === undefined && partial) continue;
+    if (!isText(b[k])) return `${k} must be a non-empty line of text`;
+    out[k] = b[k];
+  }
+  if (out.client_type && !['confidential', 'public'].includes(out.client_type)) return 'client_type must be confidential or public';
+  for (const k of ['redirect_uris', 'scopes']) {
+    if (b[k] === undefined && partial) continue;
+    if (!isTextList(b[k])) return `${k} must be a list of non-empty lines of text`;
+    out[k] = b[k];
+  }
+  return out;
+}
+const secretFor = (type) => (type === 'public' ? '' : crypto.randomBytes(32).toString('base64url'));
+async function handleAdmin(req, res, url) {
+  const auth = req.headers.authorization || '';
+  if (!auth.startsWith('Bearer ') || !sameSecret(auth.slice(7), adminToken)) return json(res, 403, { detail: 'not authenticated' });
+  let m;
+  try {
+    if (url.pathname === '/api/v3/providers/oauth2/' && req.method === 'POST') {
+      const f = providerFields(await readJson(req), false);
+      if (typeof f === 'string') return json(res, 400, { detail: f });
+      if (Object.values(store.providers).some((p) => p.client_id === f.client_id)) return json(res, 400, { detail: 'client_id is taken' });
+      const pk = String(store.next++);
+      store.providers[pk] = { pk, ...f, client_secret: secretFor(f.client_type) };
+      saveStore(); buildIssuers();
+      log(`admin: provider ${pk} (${f.client_id}) created`);
+      return json(res, 201, store.providers[pk]);
+    }
+    if ((m = /^\/api\/v3\/providers\/oauth2\/([0-9]+)\/$/.exec(url.pathname))) {
+      const p = store.providers[m[1]];
+      if (!p) return json(res, 404, { detail: 'not found' });
+      if (req.method === 'GET') return json(res, 200, p);
+      if (req.method === 'DELETE') {
+        delete store.providers[m[1]]; saveStore(); buildIssuers();
+        log(`admin: provider ${m[1]} deleted`);
+        return json(res, 204);
+      }
+      if (req.method === 'PATCH') {
+        const f = providerFields(await readJson(req), true);
+        if (typeof f === 'string') return json(res, 400, { detail: f });
+        Object.assign(p, f);
+        if (p.client_type === 'public') p.client_secret = '';
+        else if (!p.client_secret) p.client_secret = secretFor('confidential');
+        saveStore(); buildIssuers();
+        log(`admin: provider ${m[1]} updated`);
+        return json(res, 200, p);
+      }
+    }
+    if (url.pathname === '/api/v3/core/applications/' && req.method === 'POST') {
+      const b = await readJson(req);
+      if (![b.name, b.slug, b.provider].every(isText) || !/^[a-z0-9_-]{1,64}$/.test(b.slug)) return json(res, 400, { detail: 'name, slug and provider are required; slug is lowercase letters, digits, - and _' });
+      if (store.applications[b.slug]) return json(res, 400, { detail: 'slug is taken' });
+      store.applications[b.slug] = { slug: b.slug, name: b.name, provider: b.provider };
+      saveStore(); buildIssuers();
+      log(`admin: application ${b.slug} created`);
+      return json(res, 201, store.applications[b.slug]);
+    }
+    if ((m = /^\/api\/v3\/core\/applications\/([a-z0-9_-]+)\/$/.exec(url.pathname))) {
+      const a = store.applications[m[1]];
+      if (!a) return json(res, 404, { detail: 'not found' });
+      if (req.method === 'GET') return json(res, 200, a);
+      if (req.method === 'DELETE') {
+        delete store.applications[m[1]]; saveStore(); buildIssuers();
+        log(`admin: application ${m[1]} deleted`);
+        return json(res, 204);
+      }
+      if (req.method === 'PATCH') {
+        const b = await readJson(req);
+        for (const k of ['name', 'provider']) if (b[k] !== undefined) { if (!isText(b[k])) return json(res, 400, { detail: `${k} must be a line of text` }); a[k] = b[k]; }
+        saveStore(); buildIssuers();
+        log(`admin: application ${m[1]} updated`);
+        return json(res, 200, a);
+      }
+    }
+  } catch (e) {
+    return json(res, 400, { detail: `bad request: ${e.message}` });
+  }
+  return json(res, 405, { detail: 'method not allowed' });
+}
 
 const cookies = (req) => Object.fromEntries((req.headers.cookie || '').split(';')
   .map((p) => p.trim().split('=')).filter((kv) => kv[0]).map(([k, ...v]) => [k, v.join('=')]));
@@ -221,6 +348,9 @@ const server = http.createServer((req, res) => {
   const url = new URL(req.url, 'http://lab');
   if (url.pathname === '/-/health/ready/' || url.pathname === '/-/health/live/') {
     res.writeHead(200, { 'content-type': 'text/plain' }); return res.end('ok\n');
+  }
+  if (url.pathname.startsWith('/api/v3/')) {
+    return handleAdmin(req, res, url).catch((e) => { log(`admin: ${e.message}`); if (!res.headersSent) json(res, 500, { detail: 'error' }); });
   }
   if (url.pathname === '/outpost.goauthentik.io/auth/caddy') {
     if ('nixmox_session' in cookies(req)) {

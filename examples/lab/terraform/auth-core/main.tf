@@ -1,44 +1,53 @@
-# tf:auth-core of the lab, a stand-in for Authentik's Terraform provider:
-# registers every OIDC client with the lab's OIDC provider by writing its
-# clients file on the authentik host (the provider reloads it), and returns
-# client ids and secrets as outputs, the secrets sensitive.
+# tf:auth-core of the lab: every OIDC client registered with the lab's
+# identity provider through its admin API, with the lab's own Terraform
+# provider (a STAND-IN for Authentik's): one OAuth2 provider per client and
+# one application per service, whose slug names the issuer
+# (/application/o/<service>/). The client secrets are made by the identity
+# provider and come back as a sensitive output.
+
+terraform {
+  required_providers {
+    nixmoxlab = {
+      source  = "nixmox/nixmoxlab"
+      version = "0.1.0"
+    }
+  }
+}
 
 variable "oidc_apps" {
   type = any
 }
 
-# One object per client: its random id is the seed of the client secret.
-resource "terraform_data" "client" {
-  for_each = var.oidc_apps
-  input    = each.key
+variable "hosts" {
+  type = any
+}
+
+# The admin API of the identity provider on the authentik host; its token
+# is the one that host made (in the lab directory, NIXMOX_LAB_DIR).
+provider "nixmoxlab" {
+  url = "http://${var.hosts["authentik"].ip}:9000"
+}
+
+resource "nixmoxlab_provider_oauth2" "client" {
+  for_each      = var.oidc_apps
+  name          = each.key
+  client_id     = each.key
+  client_type   = each.value.client_type
+  redirect_uris = each.value.redirect_uris
+  scopes        = each.value.scopes
 }
 
 locals {
-  secrets = {
-    for id, app in var.oidc_apps :
-    id => app.client_type == "public" ? "" : sha256("${terraform_data.client[id].id}/${id}")
-  }
-  clients = [
-    for id, app in var.oidc_apps : {
-      slug          = app.service
-      client_id     = id
-      client_secret = local.secrets[id]
-      client_type   = app.client_type
-      redirect_uris = app.redirect_uris
-      scopes        = app.scopes
-    }
-  ]
+  # One application per service, served by its (first) client, as Authentik
+  # has one provider per application.
+  first_client = { for id, app in var.oidc_apps : app.service => id... }
 }
 
-resource "terraform_data" "clients_file" {
-  triggers_replace = sha256(jsonencode(local.clients))
-
-  provisioner "local-exec" {
-    command = "umask 077 && d=\"$NIXMOX_LAB_DIR/hosts/authentik/state\" && mkdir -p \"$d\" && printf '%s' \"$CLIENTS\" > \"$d/clients.json.tmp\" && mv \"$d/clients.json.tmp\" \"$d/clients.json\""
-    environment = {
-      CLIENTS = sensitive(jsonencode({ clients = local.clients }))
-    }
-  }
+resource "nixmoxlab_application" "app" {
+  for_each          = local.first_client
+  name              = each.key
+  slug              = each.key
+  protocol_provider = nixmoxlab_provider_oauth2.client[sort(each.value)[0]].id
 }
 
 output "client_ids" {
@@ -46,6 +55,6 @@ output "client_ids" {
 }
 
 output "client_secrets" {
-  value     = local.secrets
+  value     = { for id, p in nixmoxlab_provider_oauth2.client : id => p.client_secret }
   sensitive = true
 }

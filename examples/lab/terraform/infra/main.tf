@@ -1,31 +1,39 @@
-# tf:infra of the lab: one host per enabled service. Each stands in for a
-# Proxmox container: `nixmox lab host-up` creates a network namespace with its
-# own sshd and private mounts, `nixmox lab host-down` removes it.
-# nixmox passes its own path in NIXMOX_BIN.
+# tf:infra of the lab: one host per enabled service, made with the lab's own
+# Terraform provider (tools/terraform-provider-nixmoxlab), a STAND-IN for the
+# Proxmox provider: a nixmoxlab_lxc is a network namespace with its own
+# address, sshd and private mounts, and Terraform reads it back from the
+# host itself (a host removed behind Terraform's back is drift).
+
+terraform {
+  required_providers {
+    nixmoxlab = {
+      source  = "nixmox/nixmoxlab"
+      version = "0.1.0"
+    }
+  }
+}
 
 variable "hosts" {
   type = any
 }
 
-resource "terraform_data" "host" {
+# The lab directory and the nixmox binary come from NIXMOX_LAB_DIR and
+# NIXMOX_BIN, which nixmox sets for Terraform.
+provider "nixmoxlab" {}
+
+resource "nixmoxlab_lxc" "host" {
   for_each = var.hosts
-  input = {
-    name = each.key
-    ip   = each.value.ip
-  }
-
-  provisioner "local-exec" {
-    command     = "\"$NIXMOX_BIN\" lab host-up \"$NAME\" \"$IP\""
-    environment = { NAME = self.input.name, IP = self.input.ip }
-  }
-
-  provisioner "local-exec" {
-    when        = destroy
-    command     = "\"$NIXMOX_BIN\" lab host-down \"$NAME\" \"$IP\""
-    environment = { NAME = self.input.name, IP = self.input.ip }
-  }
+  name     = each.key
+  vmid     = each.value.vmid
+  hostname = each.value.hostname
+  ip       = each.value.ip
+  cores    = each.value.resources.cores
+  memory   = each.value.resources.memory
+  disk_gb  = each.value.resources.disk_gb
+  onboot   = each.value.onboot
+  start    = each.value.start
 }
 
 output "host_ips" {
-  value = { for name, h in terraform_data.host : name => h.output.ip }
+  value = { for name, h in nixmoxlab_lxc.host : name => h.ip }
 }
