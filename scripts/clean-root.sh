@@ -184,7 +184,7 @@ step() {
 
 step "scripts/setup.sh from nothing" online "cd /work/nixmox && scripts/setup.sh"
 step "fetching the crates the builds need" online \
-  "cd /work/nixmox && cargo fetch --locked -q && (cd fuzz && cargo fetch -q)"
+  "cd /work/nixmox && cargo fetch --locked -q && (cd fuzz && cargo fetch -q) && (cd tools/terraform-provider-nixmoxlab && cargo fetch --locked -q)"
 if [[ $what == all || $what == demo ]]; then
   step "scripts/demo.sh (the main job, no network)" offline \
     "cd /work/nixmox && scripts/demo.sh && target/release/nixmox lab down -m examples/lab/manifest.nix"

@@ -15,6 +15,9 @@
 #           (tools/node/package.json) under $NIXMOX_TOOLS
 #   crates: cargo-fuzz (the bounded fuzz runs in scripts/test.sh; libFuzzer
 #           is C++, hence g++)
+#   source: the lab's Terraform provider, tools/terraform-provider-nixmoxlab
+#           (protobuf-compiler and libprotobuf-dev to build it), installed
+#           under /usr/local/share/terraform/plugins
 #
 # Afterwards $NIXMOX_TOOLS/bin holds `terraform`, `sops` and the lab's
 # `node`, and $NIXMOX_TOOLS/node_modules the lab's npm packages.
@@ -35,6 +38,9 @@ command -v age-keygen >/dev/null 2>&1 || need_apt+=(age)
 command -v cc >/dev/null 2>&1 || need_apt+=(gcc)
 [[ -e /usr/include/stdio.h ]] || need_apt+=(libc6-dev)
 command -v c++ >/dev/null 2>&1 || need_apt+=(g++)
+# The lab's Terraform provider speaks gRPC: its build compiles protobuf files.
+command -v protoc >/dev/null 2>&1 || need_apt+=(protobuf-compiler)
+[[ -e /usr/include/google/protobuf/empty.proto ]] || need_apt+=(libprotobuf-dev)
 compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || need_apt+=(postgresql)
 command -v psql >/dev/null 2>&1 || need_apt+=(postgresql-client)
 [[ -x /usr/sbin/sshd ]] || need_apt+=(openssh-server)
@@ -133,6 +139,23 @@ fi
 ln -sf "$sops_bin" "$TOOLS/bin/sops"
 
 command -v cargo >/dev/null 2>&1 || { log "cargo (Rust) is required and was not found on PATH" >&2; exit 1; }
+
+# The lab's Terraform provider (tools/terraform-provider-nixmoxlab, a stand-in
+# for the Proxmox and Authentik providers), built from source and installed
+# where Terraform looks for providers without any CLI configuration (an
+# implied local mirror), as a package would. Rebuilt when its source changes;
+# a changed provider needs a new version in its Cargo.toml (lock files record
+# its checksum).
+provider_src="$here/tools/terraform-provider-nixmoxlab"
+provider_version=$(sed -n 's/^version = "\(.*\)"$/\1/p' "$provider_src/Cargo.toml" | head -n1)
+provider_dir=/usr/local/share/terraform/plugins/registry.terraform.io/nixmox/nixmoxlab/$provider_version/linux_amd64
+provider_bin=$provider_dir/terraform-provider-nixmoxlab_v$provider_version
+if [[ ! -x $provider_bin ]] || [[ -n $(find "$provider_src/src" "$provider_src/Cargo.toml" "$provider_src/Cargo.lock" -newer "$provider_bin" 2>/dev/null | head -n1) ]]; then
+  log "building the lab's Terraform provider nixmoxlab $provider_version"
+  cargo build --quiet --release --locked --manifest-path "$provider_src/Cargo.toml"
+  mkdir -p "$provider_dir"
+  install -m 0755 "$provider_src/target/release/terraform-provider-nixmoxlab" "$provider_bin"
+fi
 # cargo-fuzz drives libFuzzer for fuzz/; on stable Rust it runs with --sanitizer none.
 if ! cargo fuzz --version >/dev/null 2>&1; then
   log "installing cargo-fuzz $CARGO_FUZZ_VERSION"
@@ -141,4 +164,5 @@ fi
 log "ok: $(nix-instantiate --version); $(dot -V 2>&1); age $(age --version); $(cargo fuzz --version);"
 log "    $(CHECKPOINT_DISABLE=1 TF_CLI_CONFIG_FILE= "$TOOLS/bin/terraform" version | head -n1) at $TOOLS/bin/terraform"
 log "    $("$TOOLS/bin/sops" --version 2>/dev/null | head -n1) at $TOOLS/bin/sops"
+log "    terraform-provider-nixmoxlab $provider_version at $provider_bin"
 log "    node $("$TOOLS/bin/node" --version) for the lab (the machine has $(node --version)), oidc-provider $(node -p "require('$TOOLS/node_modules/oidc-provider/package.json').version"), $(unbound -V 2>/dev/null | head -n1), caddy $(caddy version 2>/dev/null | cut -d' ' -f1)"

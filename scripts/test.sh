@@ -11,6 +11,8 @@ scripts/setup.sh
 export PATH="${NIXMOX_TOOLS:-/opt/nixmox}/bin:$PATH"
 cargo fmt --check
 cargo clippy --all-targets -- -D warnings
+# The lab's Terraform provider, its own workspace.
+(cd tools/terraform-provider-nixmoxlab && cargo fmt --check && cargo clippy --release --locked -- -D warnings)
 # Benches are run by cargo bench below, not as tests.
 cargo test --lib --bins --tests
 # Manifest parsing, validation and planning under libFuzzer for a bounded

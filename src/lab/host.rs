@@ -89,6 +89,27 @@ pub fn up(cfg: &LabConfig, name: &str, addr: Ipv4Addr) -> Result<(), LabError> {
             "eth0",
         ],
     ))?;
+    // A host made anew keeps its link address (derived from its IP address,
+    // locally administered), so the other hosts' neighbour caches stay right
+    // for it; it also announces itself (gratuitous ARP) when its link comes up.
+    let [a, b, c, d] = addr.octets();
+    let mac = format!("02:6e:{a:02x}:{b:02x}:{c:02x}:{d:02x}");
+    ip(&net::inside(
+        name,
+        &["link", "set", "eth0", "address", &mac],
+    ))?;
+    net::run(
+        "ip",
+        &[
+            "netns".into(),
+            "exec".into(),
+            net::netns(name),
+            "sysctl".into(),
+            "-q".into(),
+            "-w".into(),
+            "net.ipv4.conf.eth0.arp_notify=1".into(),
+        ],
+    )?;
     ip(&net::inside(name, &["link", "set", "eth0", "up"]))?;
     ip(&net::inside(name, &["link", "set", "lo", "up"]))?;
 
