@@ -194,15 +194,18 @@ impl Drop for Stack {
     }
 }
 
+/// One number from the state database, read the way another process reads
+/// it while nixmox writes (its own SQLite, never a tool on PATH whose SQLite
+/// may not see a WAL database's latest writes).
 fn sqlite_count(db: &Path, query: &str) -> i64 {
-    let o = Command::new("python3")
-        .args(["-c", "import sqlite3,sys; print(sqlite3.connect(sys.argv[1], timeout=5).execute(sys.argv[2]).fetchone()[0])", &db.display().to_string(), query])
-        .output()
-        .expect("python3");
-    String::from_utf8_lossy(&o.stdout)
-        .trim()
-        .parse()
-        .unwrap_or(0)
+    let Ok(conn) = rusqlite::Connection::open_with_flags(
+        db,
+        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    ) else {
+        return 0;
+    };
+    let _ = conn.busy_timeout(std::time::Duration::from_secs(5));
+    conn.query_row(query, [], |r| r.get(0)).unwrap_or(0)
 }
 
 fn events(o: &Output) -> Vec<Value> {

@@ -308,12 +308,16 @@ impl Terraform {
             message,
         };
         let nix_inputs = Value::Object(spec.derived.clone());
+        // nixmox's own directories (its state, its Terraform homes) when they
+        // lie inside the tree.
+        let skip: Vec<PathBuf> = std::iter::once(self.root.clone())
+            .chain(self.root.parent().map(Path::to_path_buf))
+            .collect();
         let sources = workdir::Sources {
             modules: &spec.config.modules,
             base: &spec.base_dir,
             tree_root: &spec.tree_root,
-            // nixmox's own working directories, when they lie inside the tree.
-            skip: Some(&self.root),
+            skip: &skip,
         };
         let prepared = workdir::prepare(&self.root, &spec.workspace, &sources, &nix_inputs)
             .map_err(prepare_err)?;

@@ -45,10 +45,12 @@ const MAX_DEPTH: usize = 48;
 /// What the copy holds of each source file: size and modification time.
 type Index = BTreeMap<String, (u64, i64, i64)>;
 
-/// Makes `dst` a copy of `src` (skipping `also_skip`, an absolute path such
-/// as the state directory when it lies inside the tree). Returns a
-/// fingerprint that changes whenever any copied file or link changes.
-pub fn sync(src: &Path, dst: &Path, also_skip: Option<&Path>) -> Result<String, String> {
+/// Makes `dst` a copy of `src`, skipping `also_skip` (absolute paths:
+/// nixmox's own state directory when it lies inside the tree — never copy
+/// a live database: opening its files here would release SQLite's locks on
+/// them). Returns a fingerprint that changes whenever any copied file or
+/// link changes.
+pub fn sync(src: &Path, dst: &Path, also_skip: &[PathBuf]) -> Result<String, String> {
     let index_file = dst.with_extension("index.json");
     let old: Index = std::fs::read(&index_file)
         .ok()
@@ -80,7 +82,7 @@ pub fn sync(src: &Path, dst: &Path, also_skip: Option<&Path>) -> Result<String, 
 struct Walk<'a> {
     src_root: &'a Path,
     dst_root: &'a Path,
-    also_skip: Option<&'a Path>,
+    also_skip: &'a [PathBuf],
     old: &'a Index,
     new: Index,
     /// Every relative path the source has (files, links, directories).
@@ -111,7 +113,7 @@ impl Walk<'_> {
                 continue;
             }
             let path = entry.path();
-            if self.also_skip.is_some_and(|skip| path == skip) {
+            if self.also_skip.iter().any(|skip| path == *skip) {
                 continue;
             }
             let rel_path = rel.join(&name);
@@ -242,7 +244,7 @@ mod tests {
         std::os::unix::fs::symlink("../modules", s.join("roots/shared")).expect("link");
         std::fs::create_dir_all(s.join("roots/infra/.terraform")).expect("mkdir");
         std::fs::write(s.join("roots/infra/terraform.tfstate"), "user state").expect("write");
-        let f1 = sync(s, &copy, None).expect("sync");
+        let f1 = sync(s, &copy, &[]).expect("sync");
         assert!(copy.join("modules/lxc/main.tf").is_file());
         assert!(copy.join("roots/infra/main.tf").is_file());
         assert_eq!(
@@ -271,7 +273,7 @@ mod tests {
         std::fs::write(copy.join("roots/infra/.terraform.lock.hcl"), "lock").expect("write");
         std::fs::remove_file(s.join("modules/lxc/main.tf")).expect("rm");
         std::fs::write(s.join("modules/lxc/vars.tf"), "variable \"a\" {}").expect("write");
-        let f2 = sync(s, &copy, None).expect("sync again");
+        let f2 = sync(s, &copy, &[]).expect("sync again");
         assert_ne!(f1, f2);
         assert!(!copy.join("modules/lxc/main.tf").exists());
         assert!(copy.join("modules/lxc/vars.tf").is_file());
@@ -281,7 +283,7 @@ mod tests {
             "lock"
         );
         // Nothing changed: the same fingerprint, nothing copied again.
-        assert_eq!(sync(s, &copy, None).expect("sync"), f2);
+        assert_eq!(sync(s, &copy, &[]).expect("sync"), f2);
     }
 
     #[test]
@@ -291,7 +293,12 @@ mod tests {
         let state = src.path().join("state");
         std::fs::create_dir_all(&state).expect("mkdir");
         std::fs::write(state.join("big"), "x").expect("write");
-        sync(src.path(), &dst.path().join("t"), Some(&state)).expect("sync");
+        sync(
+            src.path(),
+            &dst.path().join("t"),
+            std::slice::from_ref(&state),
+        )
+        .expect("sync");
         assert!(
             !dst.path().join("t/state").exists(),
             "the state directory is not copied into itself"
@@ -302,7 +309,12 @@ mod tests {
             .status()
             .expect("mkfifo")
             .success());
-        let e = sync(src.path(), &dst.path().join("t"), Some(&state)).expect_err("a FIFO");
+        let e = sync(
+            src.path(),
+            &dst.path().join("t"),
+            std::slice::from_ref(&state),
+        )
+        .expect_err("a FIFO");
         assert!(e.contains("pipe: not a regular file"), "{e}");
     }
 }

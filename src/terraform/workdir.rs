@@ -54,8 +54,8 @@ pub struct Sources<'a> {
     pub base: &'a Path,
     /// `terraform.root`: the tree copied for a root module.
     pub tree_root: &'a Path,
-    /// A directory inside the tree never copied (nixmox's own state).
-    pub skip: Option<&'a Path>,
+    /// Directories inside the tree never copied (nixmox's own state).
+    pub skip: &'a [PathBuf],
 }
 
 /// Lays out `root/<workspace>` for a phase. A phase runs one root module (a
@@ -104,8 +104,12 @@ pub fn prepare(
                 )
             })?;
             let _ = std::fs::remove_dir_all(home.join("files"));
-            let skip = src.skip.and_then(|s| std::fs::canonicalize(s).ok());
-            let fingerprint = super::tree::sync(&tree_root, &home.join("tree"), skip.as_deref())
+            let skip: Vec<PathBuf> = src
+                .skip
+                .iter()
+                .filter_map(|s| std::fs::canonicalize(s).ok())
+                .collect();
+            let fingerprint = super::tree::sync(&tree_root, &home.join("tree"), &skip)
                 .map_err(|e| format!("module {module}: {e}"))?;
             let mut h = std::collections::hash_map::DefaultHasher::new();
             fingerprint.hash(&mut h);
@@ -344,7 +348,7 @@ mod tests {
             modules,
             base,
             tree_root: base,
-            skip: None,
+            skip: &[],
         }
     }
 
