@@ -29,3 +29,5 @@ cargo bench --bench plan_scale
 # The lab's no-op re-apply against the naive loop (needs root; prints figures, asserts nothing).
 cargo bench --bench noop_apply
 cargo bench --bench parallel_deploy
+# Provider installs of many workspaces, with and without the shared cache.
+cargo bench --bench terraform_init
