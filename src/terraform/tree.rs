@@ -113,7 +113,7 @@ impl Walk<'_> {
                 continue;
             }
             let path = entry.path();
-            if self.also_skip.iter().any(|skip| path == *skip) {
+            if self.also_skip.contains(&path) {
                 continue;
             }
             let rel_path = rel.join(&name);
