@@ -20,14 +20,15 @@ fn checks(v: &Value) -> &[Value] {
     v["checks"].as_array().map(Vec::as_slice).expect("checks")
 }
 
-/// Every file below `dir`.
+/// Every regular file below `dir` (links are not followed: a link to the
+/// user's key file is not a copy of it).
 fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
     for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
-        let p = e.path();
-        if p.is_dir() {
-            walk(&p, out);
-        } else {
-            out.push(p);
+        let Ok(t) = e.file_type() else { continue };
+        if t.is_dir() {
+            walk(&e.path(), out);
+        } else if t.is_file() {
+            out.push(e.path());
         }
     }
 }

@@ -703,3 +703,84 @@ fn walk_names(dir: &Path) -> Vec<PathBuf> {
     out.sort();
     out
 }
+
+/// terraform.timeout bounds every command: a provisioner that hangs is
+/// interrupted and the error names the command and the setting.
+#[test]
+fn a_hung_terraform_is_stopped_at_its_bound() {
+    let mut p = Project::new();
+    p.tf = Terraform::new(
+        &terraform_bin(),
+        p.path(".nixmox/terraform"),
+        Locking {
+            lock_timeout_secs: 1,
+        },
+        RetryPolicy::default(),
+    )
+    .with_timeout(Duration::from_secs(3));
+    p.module(
+        "hang",
+        "resource \"terraform_data\" \"x\" {\n  provisioner \"local-exec\" { command = \"sleep 120\" }\n}\n",
+    );
+    let c = config(&["hang"], json!({}));
+    let started = std::time::Instant::now();
+    let err =
+        p.tf.apply_phase(&p.spec("hang", &c))
+            .expect_err("a hung apply is an error")
+            .to_string();
+    assert!(
+        err.contains("did not finish within 3 s") && err.contains("terraform.timeout"),
+        "{err}"
+    );
+    // Interrupted, not waited for: well before the provisioner's two minutes.
+    assert!(
+        started.elapsed() < Duration::from_secs(100),
+        "{:?}",
+        started.elapsed()
+    );
+}
+
+/// A provider lock file in the user's root is honoured (a checksum that does
+/// not match stops init); without one, Terraform's own is kept in the copy
+/// and the user's root stays untouched.
+#[test]
+fn a_lock_file_is_honoured_and_kept() {
+    let provider = "/usr/local/share/terraform/plugins/registry.terraform.io/nixmox/nixmoxlab/0.1.0/linux_amd64/terraform-provider-nixmoxlab_v0.1.0";
+    assert!(
+        Path::new(provider).exists(),
+        "the lab's provider is not installed: run scripts/setup.sh"
+    );
+    let p = Project::new();
+    p.module(
+        "root",
+        "terraform {\n  required_providers {\n    nixmoxlab = { source = \"nixmox/nixmoxlab\", version = \"0.1.0\" }\n  }\n}\n",
+    );
+    let c = config(&["root"], json!({}));
+    let r = p.tf.apply_phase(&p.spec("locked", &c)).expect("apply");
+    assert_eq!(r.status, Status::Unchanged);
+    let kept =
+        nixmox::terraform::workdir::run_dir(&p.tf.workdir("locked")).join(".terraform.lock.hcl");
+    let lock = std::fs::read_to_string(&kept).expect("Terraform's lock file is kept in the copy");
+    assert!(
+        lock.contains("registry.terraform.io/nixmox/nixmoxlab"),
+        "{lock}"
+    );
+    assert!(
+        !p.path("root/.terraform.lock.hcl").exists(),
+        "the user's root was written to"
+    );
+    // The user's own lock file, with a checksum the provider does not have.
+    std::fs::write(
+        p.path("root/.terraform.lock.hcl"),
+        "provider \"registry.terraform.io/nixmox/nixmoxlab\" {\n  version = \"0.1.0\"\n  hashes = [\"h1:AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=\"]\n}\n",
+    )
+    .expect("write lock");
+    let err =
+        p.tf.apply_phase(&p.spec("locked-wrong", &c))
+            .expect_err("a lock file that does not match stops init")
+            .to_string();
+    assert!(
+        err.contains("checksum") || err.contains("lock file"),
+        "{err}"
+    );
+}

@@ -36,6 +36,9 @@ pub struct ApplyOptions {
 pub struct TfSnapshot {
     /// The tree (or the single files) Terraform ran with, relative path → text.
     pub files: BTreeMap<String, String>,
+    /// The tree's links to the user's other files, relative path → target.
+    #[serde(default)]
+    pub links: BTreeMap<String, String>,
     /// Where in `files` it ran: the root module's directory ("" for single files).
     #[serde(default)]
     pub run: String,
@@ -381,13 +384,14 @@ impl<'a> Ctx<'a> {
     /// After a service verified: its workspaces' configuration is its last good one.
     fn remember_terraform(&self, s: &Service) {
         for step in self.service_tf_steps(s) {
-            let Some((files, run)) =
+            let Some((files, links, run)) =
                 crate::terraform::workdir::snapshot(&self.tf.workdir(&step.workspace))
             else {
                 continue;
             };
             let snap = TfSnapshot {
                 files,
+                links,
                 run,
                 variables: step.config.variables.clone(),
             };
@@ -423,7 +427,7 @@ impl<'a> Ctx<'a> {
             };
             let result = (|| -> Result<String, String> {
                 let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
-                crate::terraform::workdir::restore(dir.path(), &snap.files)?;
+                crate::terraform::workdir::restore(dir.path(), &snap.files, &snap.links)?;
                 // The root module in its tree, or the single files as they were.
                 let modules = if snap.run.is_empty() {
                     snap.files

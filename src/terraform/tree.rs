@@ -4,10 +4,15 @@
 //! (`source = "../modules/lxc"`, `file("${path.module}/../keys/ca.pem")`),
 //! so a root copied alone breaks. Running Terraform in the user's own
 //! directory would write there (`terraform.tfstate.d/`, a lock file) and two
-//! workspaces of one root could not run at once. So each workspace gets a
-//! copy of the whole `terraform.root` tree, kept in step incrementally: a
-//! file is copied again only when its size or modification time changed,
-//! and files gone from the source are removed from the copy — except what
+//! workspaces of one root could not run at once. So each workspace gets the
+//! shape of the whole `terraform.root` tree: its directories made anew, its
+//! Terraform files (`*.tf`, `*.tf.json`, `.terraform.lock.hcl`) copied — a
+//! run reads one consistent configuration, and Terraform's own lock file
+//! changes stay here — and every other file linked to the original, never
+//! copied: a repo holds keys and secrets beside its Terraform, and no copy
+//! of them may land in nixmox's state. The copy is kept in step
+//! incrementally (a file is copied again only when its size or modification
+//! time changed); what the source no longer has is removed, except what
 //! Terraform itself keeps there ([`KEPT`]).
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -160,6 +165,9 @@ impl Walk<'_> {
     }
 
     fn file(&mut self, path: &Path, rel: &Path, meta: &std::fs::Metadata) -> Result<(), String> {
+        if !is_terraform_file(rel) {
+            return self.link_to(path, rel);
+        }
         self.bytes += meta.len();
         if self.bytes > MAX_BYTES {
             return Err(format!(
@@ -185,6 +193,27 @@ impl Walk<'_> {
         self.new.insert(key, stamp);
         Ok(())
     }
+}
+
+impl Walk<'_> {
+    /// Anything but Terraform's own files: a link to the original (absolute).
+    fn link_to(&mut self, path: &Path, rel: &Path) -> Result<(), String> {
+        let dst = self.dst_root.join(rel);
+        if std::fs::read_link(&dst).ok().as_deref() != Some(path) {
+            remove_any(&dst)?;
+            std::os::unix::fs::symlink(path, &dst)
+                .map_err(|e| format!("cannot create the link {}: {e}", dst.display()))?;
+        }
+        self.links
+            .insert(rel.display().to_string(), path.display().to_string());
+        Ok(())
+    }
+}
+
+/// The files Terraform itself reads as configuration: copied, not linked.
+pub fn is_terraform_file(rel: &Path) -> bool {
+    let name = rel.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+    name.ends_with(".tf") || name.ends_with(".tf.json") || name == ".terraform.lock.hcl"
 }
 
 fn remove_any(path: &Path) -> Result<(), String> {
@@ -247,6 +276,11 @@ mod tests {
         let f1 = sync(s, &copy, &[]).expect("sync");
         assert!(copy.join("modules/lxc/main.tf").is_file());
         assert!(copy.join("roots/infra/main.tf").is_file());
+        // Other files are links to the originals, never copies (they may be secrets).
+        assert_eq!(
+            std::fs::read_link(copy.join("roots/infra/run.sh")).expect("a link"),
+            s.join("roots/infra/run.sh")
+        );
         assert_eq!(
             std::fs::metadata(copy.join("roots/infra/run.sh"))
                 .expect("meta")
@@ -255,6 +289,9 @@ mod tests {
                 & 0o111,
             0o111
         );
+        assert!(std::fs::symlink_metadata(copy.join("roots/infra/main.tf"))
+            .expect("meta")
+            .is_file());
         assert_eq!(
             std::fs::read_link(copy.join("roots/shared")).expect("link"),
             Path::new("../modules")

@@ -272,31 +272,49 @@ pub fn declared_variables(file: &Path, text: &str) -> BTreeSet<String> {
 /// The most configuration kept for a rollback; a larger tree is not kept.
 const SNAPSHOT_LIMIT: usize = 8 * 1024 * 1024;
 
-/// What Terraform ran with in `home`: its text files (the tree copy, or the
-/// single files), relative path → text, and the directory it ran in,
-/// relative to them. A secret-free record from which the same
-/// configuration can be laid out again; `None` when there is none or it is
-/// larger than [`SNAPSHOT_LIMIT`].
-pub fn snapshot(home: &Path) -> Option<(BTreeMap<String, String>, String)> {
-    fn walk(root: &Path, dir: &Path, out: &mut BTreeMap<String, String>, size: &mut usize) -> bool {
+/// What Terraform ran with in `home`: its Terraform files (the tree's
+/// copies, or the single files), relative path → text; the tree's links to
+/// the user's other files, relative path → target (never their content:
+/// they may be secrets); and the directory it ran in, relative to them. A
+/// secret-free record from which the same configuration can be laid out
+/// again; `None` when there is none or it is larger than [`SNAPSHOT_LIMIT`].
+#[allow(clippy::type_complexity)]
+pub fn snapshot(
+    home: &Path,
+) -> Option<(BTreeMap<String, String>, BTreeMap<String, String>, String)> {
+    struct Found {
+        files: BTreeMap<String, String>,
+        links: BTreeMap<String, String>,
+        size: usize,
+    }
+    fn walk(root: &Path, dir: &Path, found: &mut Found) -> bool {
         for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
             let name = e.file_name();
-            if super::tree::KEPT.iter().any(|k| name == *k) {
+            if super::tree::KEPT.iter().any(|k| name == *k) && name != ".terraform.lock.hcl" {
                 continue;
             }
             let p = e.path();
             let Ok(t) = e.file_type() else { continue };
-            if t.is_dir() {
-                if !walk(root, &p, out, size) {
+            let Ok(rel) = p.strip_prefix(root) else {
+                continue;
+            };
+            if t.is_symlink() {
+                if let Ok(target) = std::fs::read_link(&p) {
+                    found
+                        .links
+                        .insert(rel.display().to_string(), target.display().to_string());
+                }
+            } else if t.is_dir() {
+                if !walk(root, &p, found) {
                     return false;
                 }
             } else if t.is_file() {
-                if let (Ok(rel), Ok(text)) = (p.strip_prefix(root), std::fs::read_to_string(&p)) {
-                    *size += text.len();
-                    if *size > SNAPSHOT_LIMIT {
+                if let Ok(text) = std::fs::read_to_string(&p) {
+                    found.size += text.len();
+                    if found.size > SNAPSHOT_LIMIT {
                         return false;
                     }
-                    out.insert(rel.display().to_string(), text);
+                    found.files.insert(rel.display().to_string(), text);
                 }
             }
         }
@@ -307,14 +325,23 @@ pub fn snapshot(home: &Path) -> Option<(BTreeMap<String, String>, String)> {
         .into_iter()
         .find(|b| run.starts_with(b))?;
     let rel = run.strip_prefix(&base).ok()?.display().to_string();
-    let mut out = BTreeMap::new();
-    walk(&base, &base, &mut out, &mut 0).then_some((out, rel))
+    let mut found = Found {
+        files: BTreeMap::new(),
+        links: BTreeMap::new(),
+        size: 0,
+    };
+    walk(&base, &base, &mut found).then_some((found.files, found.links, rel))
 }
 
-/// Lays a [`snapshot`] out in `dir` (which is emptied first).
-pub fn restore(dir: &Path, files: &BTreeMap<String, String>) -> Result<(), String> {
+/// Lays a [`snapshot`] out in `dir` (which is emptied first): its files,
+/// and its links pointing where they pointed.
+pub fn restore(
+    dir: &Path,
+    files: &BTreeMap<String, String>,
+    links: &BTreeMap<String, String>,
+) -> Result<(), String> {
     let _ = std::fs::remove_dir_all(dir);
-    for (rel, text) in files {
+    let place = |rel: &str| -> Result<PathBuf, String> {
         if rel.split('/').any(|part| part == "..") || rel.starts_with('/') {
             return Err(format!(
                 "refusing a snapshot path that leaves its directory: {rel}"
@@ -325,7 +352,16 @@ pub fn restore(dir: &Path, files: &BTreeMap<String, String>) -> Result<(), Strin
             std::fs::create_dir_all(parent)
                 .map_err(|e| format!("cannot create {}: {e}", parent.display()))?;
         }
+        Ok(p)
+    };
+    for (rel, text) in files {
+        let p = place(rel)?;
         std::fs::write(&p, text).map_err(|e| format!("cannot write {}: {e}", p.display()))?;
+    }
+    for (rel, target) in links {
+        let p = place(rel)?;
+        std::os::unix::fs::symlink(target, &p)
+            .map_err(|e| format!("cannot link {}: {e}", p.display()))?;
     }
     Ok(())
 }
@@ -379,11 +415,18 @@ mod tests {
             ["a", "b"]
         );
         assert_eq!(run_dir(&p.home), p.dir);
-        let (files, run) = snapshot(&p.home).expect("snapshot");
+        std::fs::write(s.join("roots/infra/key.pem"), "SECRET").expect("write");
+        let p = prepare(root.path(), "ws", &sources(&modules, s), &Value::Null).expect("prepare");
+        let (files, links, run) = snapshot(&p.home).expect("snapshot");
         assert_eq!(run, "roots/infra");
         assert!(
             files.contains_key("modules/lxc/main.tf") && files.contains_key("roots/infra/extra.tf")
         );
+        // Other files are recorded as links, their content never kept.
+        assert!(links.contains_key("roots/infra/key.pem"));
+        assert!(!files.values().any(|t| t.contains("SECRET")));
+        std::fs::remove_file(s.join("roots/infra/key.pem")).expect("rm");
+        let p = prepare(root.path(), "ws", &sources(&modules, s), &Value::Null).expect("prepare");
         // Nothing changed: the same fingerprint; a change anywhere in the tree: another.
         let again = prepare(root.path(), "ws", &sources(&modules, s), &Value::Null).expect("again");
         assert_eq!(again.fingerprint, p.fingerprint);
