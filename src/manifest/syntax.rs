@@ -239,14 +239,22 @@ pub fn is_unsafe_char(c: char) -> bool {
         || ('\u{2066}'..='\u{2069}').contains(&c)
 }
 
-/// `text` with `"` and `\\` escaped and every unsafe character written as an
-/// escape (`\\n`, `\\u{1b}`), so it is one inert line wherever it is shown.
-pub fn escape(text: &str) -> String {
+/// How [`escape_as`] treats what it keeps.
+#[derive(Clone, Copy)]
+struct Escaping {
+    /// `"` and `\\` escaped too (the text goes between quotes).
+    quotes: bool,
+    /// Line breaks and tabs kept as they are (a multi-line message).
+    lines: bool,
+}
+
+fn escape_as(text: &str, how: Escaping) -> String {
     let mut out = String::with_capacity(text.len());
     for c in text.chars() {
         match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
+            '"' if how.quotes => out.push_str("\\\""),
+            '\\' if how.quotes => out.push_str("\\\\"),
+            '\n' | '\t' if how.lines => out.push(c),
             '\n' => out.push_str("\\n"),
             '\r' => out.push_str("\\r"),
             '\t' => out.push_str("\\t"),
@@ -255,36 +263,42 @@ pub fn escape(text: &str) -> String {
         }
     }
     out
+}
+
+/// `text` with `"` and `\\` escaped and every unsafe character written as an
+/// escape (`\\n`, `\\u{1b}`), so it is one inert line wherever it is shown.
+pub fn escape(text: &str) -> String {
+    escape_as(
+        text,
+        Escaping {
+            quotes: true,
+            lines: false,
+        },
+    )
 }
 
 /// One line of a message made safe to show: every unsafe character, line
 /// breaks and tabs included, written as an escape; quotes are left alone.
 pub fn one_line(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        match c {
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            c if is_unsafe_char(c) => out.push_str(&format!("\\u{{{:x}}}", c as u32)),
-            c => out.push(c),
-        }
-    }
-    out
+    escape_as(
+        text,
+        Escaping {
+            quotes: false,
+            lines: false,
+        },
+    )
 }
 
 /// A message from a tool or a host made safe to show: its lines kept, every
 /// other unsafe character escaped (colour codes and terminal escapes included).
 pub fn sanitize(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        match c {
-            '\n' | '\t' => out.push(c),
-            c if is_unsafe_char(c) => out.push_str(&format!("\\u{{{:x}}}", c as u32)),
-            c => out.push(c),
-        }
-    }
-    out
+    escape_as(
+        text,
+        Escaping {
+            quotes: false,
+            lines: true,
+        },
+    )
 }
 
 fn truncate(text: &str, max: usize) -> String {

@@ -4,14 +4,12 @@
 //! that serves it. Read asks the admin API, so drift is real.
 
 use crate::api::{Api, Found};
-use crate::values::{need_text, string, text};
+use crate::values::{attr, need_text, string, text};
 use crate::Shared;
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value as Json};
-use tf_provider::schema::{
-    Attribute, AttributeConstraint, AttributeType, Block, Description, Schema,
-};
+use tf_provider::schema::{AttributeConstraint, AttributeType, Block, Description, Schema};
 use tf_provider::value::{ValueEmpty, ValueString};
 use tf_provider::{map, AttributePath, Diagnostics, Resource};
 
@@ -51,15 +49,6 @@ fn body(diags: &mut Diagnostics, st: &State) -> Option<Json> {
 
 fn path(slug: &str) -> String {
     format!("/api/v3/core/applications/{slug}/")
-}
-
-fn attr(c: AttributeConstraint, d: &str) -> Attribute {
-    Attribute {
-        attr_type: AttributeType::String,
-        description: Description::plain(d),
-        constraint: c,
-        ..Default::default()
-    }
 }
 
 /// Slugs name issuers and URL paths: a conservative alphabet.
@@ -102,10 +91,10 @@ impl Resource for Application {
                     "An application: a STAND-IN for authentik_application",
                 ),
                 attributes: map! {
-                    "id" => attr(Computed, "The application's slug"),
-                    "name" => attr(Required, "The application's name"),
-                    "slug" => attr(Required, "Its slug, which names its issuer; changing it replaces the application"),
-                    "protocol_provider" => attr(Required, "The id of the OAuth2 provider that serves it"),
+                    "id" => attr(AttributeType::String, Computed, "The application's slug"),
+                    "name" => attr(AttributeType::String, Required, "The application's name"),
+                    "slug" => attr(AttributeType::String, Required, "Its slug, which names its issuer; changing it replaces the application"),
+                    "protocol_provider" => attr(AttributeType::String, Required, "The id of the OAuth2 provider that serves it"),
                 },
                 ..Default::default()
             },

@@ -8,14 +8,12 @@
 //! namespace is gone is gone (Terraform plans to create it again); a record
 //! changed by hand is drift.
 
-use crate::values::{known, need_text, optional, string, text};
+use crate::values::{attr, known, need_text, optional, string, text};
 use crate::Shared;
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
-use tf_provider::schema::{
-    Attribute, AttributeConstraint, AttributeType, Block, Description, Schema,
-};
+use tf_provider::schema::{AttributeConstraint, AttributeType, Block, Description, Schema};
 use tf_provider::value::{Value, ValueBool, ValueEmpty, ValueNumber, ValueString};
 use tf_provider::{map, AttributePath, Diagnostics, Resource};
 
@@ -166,15 +164,6 @@ fn lab(diags: &mut Diagnostics, settings: &crate::Settings, verb: &str, r: &Reco
             );
             None
         }
-    }
-}
-
-fn attr(t: AttributeType, c: AttributeConstraint, d: &str) -> Attribute {
-    Attribute {
-        attr_type: t,
-        description: Description::plain(d),
-        constraint: c,
-        ..Default::default()
     }
 }
 

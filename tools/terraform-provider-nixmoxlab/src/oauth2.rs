@@ -6,7 +6,7 @@
 //! a sensitive attribute.
 
 use crate::api::{Api, Found};
-use crate::values::{need_strings, need_text, string, string_list, text};
+use crate::values::{attr, need_strings, need_text, string, string_list, text};
 use crate::Shared;
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
@@ -70,15 +70,6 @@ fn body(diags: &mut Diagnostics, st: &State) -> Option<Json> {
 
 fn path(pk: &str) -> String {
     format!("/api/v3/providers/oauth2/{pk}/")
-}
-
-fn attr(t: AttributeType, c: AttributeConstraint, d: &str) -> Attribute {
-    Attribute {
-        attr_type: t,
-        description: Description::plain(d),
-        constraint: c,
-        ..Default::default()
-    }
 }
 
 fn unreadable(diags: &mut Diagnostics) {

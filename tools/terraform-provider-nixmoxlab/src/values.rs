@@ -1,6 +1,7 @@
 //! Reading Terraform values (known, null or unknown) into plain Rust, and back.
 
 use std::borrow::Cow;
+use tf_provider::schema::{Attribute, AttributeConstraint, AttributeType, Description};
 use tf_provider::value::{Value, ValueList, ValueString};
 use tf_provider::{AttributePath, Diagnostics};
 
@@ -69,5 +70,16 @@ pub fn known<T: Clone>(v: &Value<T>) -> Option<T> {
     match v {
         Value::Value(x) => Some(x.clone()),
         _ => None,
+    }
+}
+
+/// A schema attribute: its type, whether it is required, optional or
+/// computed, and what it is.
+pub fn attr(t: AttributeType, c: AttributeConstraint, d: &str) -> Attribute {
+    Attribute {
+        attr_type: t,
+        description: Description::plain(d),
+        constraint: c,
+        ..Default::default()
     }
 }
