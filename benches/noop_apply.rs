@@ -28,6 +28,13 @@ struct Env {
     state: PathBuf,
 }
 
+/// The lab comes down however the bench ends, a failed assertion included.
+impl Drop for Env {
+    fn drop(&mut self) {
+        let _ = self.nixmox(&["lab", "down"]);
+    }
+}
+
 impl Env {
     fn nixmox(&self, args: &[&str]) -> std::process::Output {
         Command::new(env!("CARGO_BIN_EXE_nixmox"))
@@ -77,7 +84,7 @@ fn unavoidable(env: &Env, run: usize) -> Duration {
     let m = &validated.manifest;
     let plan = nixmox::plan::build(m, &[]).expect("plan");
     let tf = nixmox::terraform::stack::terraform_for(m).expect("terraform");
-    let base = nixmox::terraform::stack::base_dir(m);
+    let base = m.dir();
     let steps: Vec<_> = nixmox::terraform::phases::steps(m, &plan)
         .into_iter()
         .filter(|s| !s.config.is_empty())
@@ -197,7 +204,7 @@ fn main() {
         );
     });
     let floor = median((0..runs).map(|run| unavoidable(&env, run)).collect());
-    let _ = env.nixmox(&["lab", "down"]);
+    drop(env);
     let s = |d: Duration| d.as_secs_f64();
     println!("no-op re-apply of the lab (7 hosts, 2 Terraform workspaces), median of {runs}:");
     println!(

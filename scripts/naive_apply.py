@@ -29,11 +29,19 @@ env = dict(os.environ, CHECKPOINT_DISABLE="1", TF_IN_AUTOMATION="1", TF_INPUT="0
 env.pop("TF_CLI_CONFIG_FILE", None)
 tf = os.environ.get("NIXMOX_TERRAFORM", "terraform")
 
-def run(*args, **kw):
-    subprocess.run(args, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env, **kw)
+def run(*args, env=env, **kw):
+    r = subprocess.run(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env, **kw)
+    if r.returncode != 0:
+        sys.exit(f"naive loop: {' '.join(args[:3])} failed (exit {r.returncode}):\n{r.stderr.decode(errors='replace')}")
 
 # Terraform: every phase, plan and apply, every time.
-hosts = {n: {"ip": s["ip"], "hostname": s["hostname"]} for n, s in enabled.items()}
+def host(n, s):
+    r = s.get("resources", {})
+    return {"vmid": s.get("vmid"), "ip": s["ip"], "hostname": s["hostname"],
+            "kind": "core" if n in m.get("core_services", {}) else "application",
+            "resources": {k: r.get(k) for k in ("cores", "memory", "disk_gb")},
+            "onboot": s.get("onboot", True), "start": s.get("start", True)}
+hosts = {n: host(n, s) for n, s in enabled.items()}
 oidc = {}
 for n, s in enabled.items():
     auth = s.get("interface", {}).get("auth")
@@ -43,14 +51,18 @@ for n, s in enabled.items():
             "service": n, "client_type": o.get("client_type", "confidential"),
             "redirect_uris": o.get("redirect_uris", []), "scopes": o.get("scopes", ["openid", "email", "profile"]),
             "username_claim": "preferred_username", "groups_claim": "groups"}
-for ws, var in (("infra", {"hosts": hosts}), ("auth-core", {"oidc_apps": oidc})):
-    d = os.path.join(state_dir, "terraform", ws)
+for ws, var in (("infra", {"hosts": hosts}), ("auth-core", {"oidc_apps": oidc, "hosts": hosts})):
+    # nixmox's home for the workspace: the root module's copy it runs in
+    # (named in .nixmox-run-dir), Terraform's data directory and the state.
+    home = os.path.join(state_dir, "terraform", ws)
+    with open(os.path.join(home, ".nixmox-run-dir")) as f:
+        d = f.read().strip()
+    tf_env = dict(env, TF_DATA_DIR=os.path.join(home, ".terraform"))
     with open(os.path.join(d, "naive.auto.tfvars.json"), "w") as f:
         json.dump(var, f)
-    run(tf, "init", "-input=false", cwd=d)
-    run(tf, "workspace", "select", "-or-create=true", ws, cwd=d)
-    run(tf, "plan", "-input=false", "-out=naive.tfplan", cwd=d)
-    run(tf, "apply", "-input=false", "naive.tfplan", cwd=d)
+    for args in (("init", "-input=false"), ("workspace", "select", "-or-create=true", ws),
+                 ("plan", "-input=false", "-out=naive.tfplan"), ("apply", "-input=false", "naive.tfplan")):
+        run(tf, *args, env=tf_env, cwd=d)
     os.remove(os.path.join(d, "naive.tfplan"))
     os.remove(os.path.join(d, "naive.auto.tfvars.json"))
 
@@ -59,7 +71,7 @@ ssh = ["ssh", "-i", os.path.join(lab_dir, "ssh/id_ed25519"), "-o", "BatchMode=ye
        "-o", "UserKnownHostsFile=" + os.path.join(lab_dir, "ssh/known_hosts"), "-o", "StrictHostKeyChecking=accept-new"]
 for n in order:
     out = subprocess.check_output(["nix", "build", "--json", "--no-link",
-                                   f"path:{base}#nixosConfigurations.{n}.config.system.build.toplevel"], env=env)
+                                   f"{base}#nixosConfigurations.{n}.config.system.build.toplevel"], env=env)
     path = json.loads(out)[0]["outputs"]["out"]
     ip = enabled[n]["ip"]
     subprocess.run(["nix", "copy", "--to", f"ssh://root@{ip}", path], check=True, stdout=subprocess.DEVNULL,
