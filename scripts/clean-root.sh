@@ -171,6 +171,12 @@ EOF
 mkdir -p "$ROOT/work/nixmox"
 git -C "$repo" ls-files -z --cached --others --exclude-standard |
   (cd "$repo" && xargs -0 -r tar --no-recursion -cf - --) | tar -xf - -C "$ROOT/work/nixmox"
+# A clone is a git repository: Nix reads the lab's flake through git (the
+# tracked files only), so the copy is one too, every file committed.
+git -C "$ROOT/work/nixmox" init -q
+git -C "$ROOT/work/nixmox" add -A
+git -C "$ROOT/work/nixmox" -c user.name=clean-root -c user.email=clean-root@localhost \
+  commit -q -m "the checkout under test"
 log "root made in $((SECONDS - started)) s: $(du -sh --exclude=work "$ROOT" 2>/dev/null | cut -f1)"
 mount_all
 

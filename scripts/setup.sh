@@ -33,6 +33,8 @@ need_apt=()
 [[ -e /etc/ssl/certs/ca-certificates.crt ]] || need_apt+=(ca-certificates)
 command -v pgrep >/dev/null 2>&1 || need_apt+=(procps)
 command -v nix-instantiate >/dev/null 2>&1 || need_apt+=(nix-bin)
+# Nix reads a flake inside a git work tree through git (tracked files only).
+command -v git >/dev/null 2>&1 || need_apt+=(git)
 command -v dot >/dev/null 2>&1 || need_apt+=(graphviz)
 command -v age-keygen >/dev/null 2>&1 || need_apt+=(age)
 command -v cc >/dev/null 2>&1 || need_apt+=(gcc)

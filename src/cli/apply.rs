@@ -79,7 +79,7 @@ pub fn run(cli: &Cli, args: &ApplyArgs) -> Result<ExitCode, CliError> {
             } else {
                 common::emit(&format!(
                     "Terraform phases done ({applied} workspace(s) with modules); non-sensitive outputs in {}\n",
-                    stack::state_dir(m).join("outputs.json").display()
+                    m.work_dir().join("outputs.json").display()
                 ))?;
             }
             Ok(ExitCode::SUCCESS)
@@ -151,7 +151,7 @@ fn full(
         skip: parse(&args.skip_phase),
         ..ApplyOptions::new(args.parallel as usize, goal)
     };
-    let runs_dir = crate::terraform::stack::state_dir(m).join("runs");
+    let runs_dir = m.work_dir().join("runs");
     let summary = engine::record::apply(m, plan, &opts, &store, run, &runs_dir, &emit);
     view.finish();
     let summary = summary.map_err(CliError::Message)?;

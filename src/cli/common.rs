@@ -122,6 +122,8 @@ pub fn open_store(
     cli: &Cli,
     m: &crate::manifest::Manifest,
 ) -> Result<Box<dyn crate::state::Store>, CliError> {
-    crate::state::open(cli.state.as_deref(), &crate::terraform::stack::state_dir(m))
+    let work_dir = m.work_dir();
+    crate::manifest::flake::prepare_work_dir(&work_dir).map_err(CliError::Message)?;
+    crate::state::open(cli.state.as_deref(), &work_dir)
         .map_err(|e| CliError::Message(e.to_string()))
 }

@@ -52,7 +52,7 @@ pub fn run(cli: &Cli, args: &DestroyArgs) -> Result<ExitCode, CliError> {
     let (run, _) = record::start(&store, "destroy", Duration::from_secs(args.lock_timeout))
         .map_err(CliError::Message)?;
     let tf = stack::terraform_for(m).map_err(CliError::Message)?;
-    let base = stack::base_dir(m);
+    let base = m.dir();
     let known = stack::outputs_all(m, &full, &tf).map_err(|e| CliError::Message(e.to_string()))?;
     let mut failed = None;
     for step in &steps {

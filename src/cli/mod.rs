@@ -25,7 +25,8 @@ deployment plan and runs the Terraform and NixOS phases in the canonical order: 
 tf:auth-core, then per application tf:service-infra, nix:service-config, health, tf:service-config, verify.\n\n\
 Exit status: 0 success, 1 error (including an invalid manifest), 2 changes pending (plan/status).",
     after_help = "Manifest: -m/--manifest, else $NIXMOX_MANIFEST, else nixmox.{nix,json,toml,yaml,yml}, \
-manifest.{nix,json,toml,yaml,yml} or service-manifest.nix in the current directory."
+manifest.{nix,json,toml,yaml,yml}, service-manifest.nix or nixos/service-manifest.nix in the current directory.\n\
+Flake: nixos.flake, else the nearest flake.nix at or above the manifest's directory (not past its git repository's root)."
 )]
 pub struct Cli {
     /// The manifest (.nix, .json, .toml, .yaml or .yml).

@@ -19,7 +19,6 @@ use crate::plan::Phase;
 use crate::terraform::command::PlanMode;
 use crate::terraform::outputs::Outputs;
 use crate::terraform::runner::PhaseSpec;
-use crate::terraform::stack;
 use serde_json::{Map, Value};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -285,7 +284,7 @@ pub(super) fn start<'s, 'e>(ctx: &'e Ctx<'e>, scope: &'s Scope<'s, 'e>) {
         scope.spawn(move || {
             fill(slot, || {
                 let upstream = look.held_outputs(t.upstream.iter())?;
-                let spec = t.spec(ctx.m, &stack::base_dir(ctx.m), &upstream);
+                let spec = t.spec(ctx.m, &ctx.m.dir(), &upstream);
                 let changes = ctx.tf.plan_phase(&spec, PlanMode::Normal).ok()??;
                 if changes.any() {
                     return None;
@@ -323,7 +322,7 @@ fn databases(ctx: &Ctx, name: &str) -> Option<()> {
     let s = ctx.m.service(name)?;
     let pg = ctx.m.service("postgresql")?;
     let t = targets::target(ctx.m, pg, ctx.control_dir.clone()).ok()?;
-    let base = stack::base_dir(ctx.m);
+    let base = ctx.m.dir();
     s.databases
         .iter()
         .filter(|d| d.mode == Some(DbMode::NativeMigration))

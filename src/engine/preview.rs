@@ -159,7 +159,7 @@ pub fn preview(m: &Manifest, plan: &Plan, hosts: bool) -> Result<Preview, String
                         .service("postgresql")
                         .ok_or_else(|| "the manifest has no postgresql service".to_string())
                         .and_then(|pg| targets::target(m, pg, dir))
-                        .and_then(|t| database::survey(&t, &m.nixos.psql, &stack::base_dir(m), d));
+                        .and_then(|t| database::survey(&t, &m.nixos.psql, &m.dir(), d));
                     db_preview(s, d, survey)
                 })
             })
@@ -206,11 +206,7 @@ pub fn preview(m: &Manifest, plan: &Plan, hosts: bool) -> Result<Preview, String
         .map(|s| (s.step_id.clone(), s))
         .collect();
     let age_key = match &m.nixos.age_key_file {
-        Some(file) => Some(AgeKey::read(
-            file,
-            &stack::base_dir(m),
-            &m.nixos.age_key_target,
-        )?),
+        Some(file) => Some(AgeKey::read(file, &m.dir(), &m.nixos.age_key_target)?),
         None => None,
     };
     let mut nixos = Vec::new();

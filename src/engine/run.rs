@@ -169,7 +169,7 @@ impl<'a> Ctx<'a> {
         let Some(tf_step) = self.tf_steps.get(&step.id) else {
             return Ok(false);
         };
-        let base = stack::base_dir(self.m);
+        let base = self.m.dir();
         let known = self.known.lock().map(|k| k.clone()).unwrap_or_default();
         let spec = tf_step.spec(self.m, &base, &known);
         if let Some(outputs) = self.look.terraform(&step.id, &spec) {
@@ -444,7 +444,7 @@ impl<'a> Ctx<'a> {
                     apply_order: vec![],
                 };
                 let known = self.known.lock().map(|k| k.clone()).unwrap_or_default();
-                let base = stack::base_dir(self.m);
+                let base = self.m.dir();
                 let mut spec = step.spec(self.m, &base, &known);
                 spec.config = &cfg;
                 spec.tree_root = dir.path().to_path_buf();
@@ -488,7 +488,7 @@ impl<'a> Ctx<'a> {
             .service("postgresql")
             .ok_or("no postgresql service")?;
         let target = targets::target(self.m, pg, self.control_dir.clone())?;
-        let base = stack::base_dir(self.m);
+        let base = self.m.dir();
         let mut applied = 0;
         for db in native {
             applied += crate::nixos::database::ensure(&target, &self.m.nixos.psql, &base, db)?;
@@ -576,7 +576,7 @@ pub fn apply(
         age_key: match &m.nixos.age_key_file {
             Some(file) => Some(deploy::AgeKey::read(
                 file,
-                &stack::base_dir(m),
+                &m.dir(),
                 &m.nixos.age_key_target,
             )?),
             None => None,

@@ -131,7 +131,7 @@ fn terraform(
     let mut tf = stack::terraform_for(m).map_err(LabError::new)?;
     tf.env
         .push(("NIXMOX_LAB_DIR".into(), cfg.dir.display().to_string()));
-    let base = stack::base_dir(m);
+    let base = m.dir();
     let mut known = BTreeMap::new();
     let steps: Vec<_> = crate::terraform::phases::steps(m, &full)
         .into_iter()
@@ -273,7 +273,7 @@ pub fn down(m: &Manifest, say: &mut dyn FnMut(&str)) -> Result<(), LabError> {
     }
     // The Terraform state of the lab's phases described hosts that are gone now.
     for ws in ["infra", "auth-core"] {
-        let _ = std::fs::remove_dir_all(stack::state_dir(m).join("terraform").join(ws));
+        let _ = std::fs::remove_dir_all(m.work_dir().join("terraform").join(ws));
     }
     say("lab down: hosts, namespaces, bridge, route and lab directory removed");
     Ok(())

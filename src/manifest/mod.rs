@@ -4,6 +4,7 @@
 mod convert;
 pub mod decode;
 pub mod diag;
+pub mod flake;
 pub mod model;
 mod parse;
 mod paths;
@@ -55,6 +56,7 @@ pub fn validate_value(source: &FsPath, value: &Value) -> Result<Validated, LoadE
     let manifest = manifest.map(|mut m| {
         rules::check(&mut diags, &mut m);
         paths::check(&mut diags, &m);
+        flake::check(&mut diags, &m);
         crate::graph::check_cycles(&mut diags, &m);
         m
     });

@@ -12,6 +12,9 @@ use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::path::PathBuf;
 
+/// The name of nixmox's work directory beside the manifest.
+pub const WORK_DIR_NAME: &str = ".nixmox";
+
 /// The four services every stack needs, in their canonical deployment order.
 pub const CORE_SERVICES: [&str; 4] = ["dns", "postgresql", "caddy", "authentik"];
 
@@ -75,8 +78,10 @@ impl VerifyUser {
 /// How hosts are reached and their systems built (`nixos = { … }`).
 #[derive(Debug, Clone, Serialize)]
 pub struct NixosSettings {
-    /// A flake reference; a plain path is relative to the manifest's directory.
-    pub flake: String,
+    /// A flake reference; a plain path is relative to the manifest's
+    /// directory. `None`: the nearest `flake.nix` at or above the manifest
+    /// (see `manifest::flake`).
+    pub flake: Option<String>,
     /// Extra `NIX_CONFIG` lines for every Nix command.
     pub nix_config: Option<String>,
     /// Seconds one activation may take.
@@ -93,7 +98,7 @@ pub struct NixosSettings {
 impl Default for NixosSettings {
     fn default() -> Self {
         NixosSettings {
-            flake: ".".into(),
+            flake: None,
             nix_config: None,
             activation_timeout: 300,
             ssh: SshSettings::default(),
@@ -401,6 +406,25 @@ pub struct DeploymentPhases {
 }
 
 impl Manifest {
+    /// The manifest's directory: relative paths in the manifest are relative to it.
+    pub fn dir(&self) -> PathBuf {
+        let dir = self
+            .source
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(std::path::Path::new("."));
+        std::fs::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf())
+    }
+
+    /// Where nixmox keeps its files for this manifest (state, Terraform
+    /// homes, run logs): `NIXMOX_STATE_DIR`, else `.nixmox` beside the manifest.
+    pub fn work_dir(&self) -> PathBuf {
+        match std::env::var_os("NIXMOX_STATE_DIR").filter(|v| !v.is_empty()) {
+            Some(dir) => PathBuf::from(dir),
+            None => self.dir().join(WORK_DIR_NAME),
+        }
+    }
+
     pub fn service(&self, name: &str) -> Option<&Service> {
         self.services
             .binary_search_by(|s| s.name.as_str().cmp(name))

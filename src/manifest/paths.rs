@@ -7,20 +7,10 @@
 use super::diag::{Diagnostics, Path};
 use super::model::{DbMode, Manifest, TerraformPhase};
 use super::rules::service_path;
-use std::path::{Path as FsPath, PathBuf};
-
-/// The manifest's directory: paths in it are relative to it.
-fn base_dir(m: &Manifest) -> PathBuf {
-    let dir = m
-        .source
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(FsPath::new("."));
-    std::fs::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf())
-}
+use std::path::Path as FsPath;
 
 pub fn check(diags: &mut Diagnostics, m: &Manifest) {
-    let base = base_dir(m);
+    let base = m.dir();
     let root_at = Path::root().key("terraform").key("root");
     let tree_root = match &m.terraform.root {
         Some(root) => {

@@ -13,7 +13,8 @@ pub const MAX_MANIFEST_BYTES: u64 = 16 * 1024 * 1024;
 /// How long Nix may take to evaluate a manifest before it is stopped.
 pub const NIX_EVAL_TIMEOUT: Duration = Duration::from_secs(60);
 
-/// Names looked for in the current directory, in order of preference.
+/// Names looked for in the current directory, in order of preference; the
+/// last is the manifest of a repository laid out with its NixOS files in `nixos/`.
 pub const DISCOVERY_NAMES: &[&str] = &[
     "nixmox.nix",
     "nixmox.json",
@@ -26,6 +27,7 @@ pub const DISCOVERY_NAMES: &[&str] = &[
     "manifest.yaml",
     "manifest.yml",
     "service-manifest.nix",
+    "nixos/service-manifest.nix",
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -492,6 +494,16 @@ mod tests {
         let (p, origin) =
             locate(Some(Path::new("y.yaml")), Some("x.nix"), dir.path()).expect("flag");
         assert_eq!((p, origin), (PathBuf::from("y.yaml"), Origin::Flag));
+    }
+
+    #[test]
+    fn a_repository_keeps_its_manifest_in_nixos() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::create_dir_all(dir.path().join("nixos")).expect("mkdir");
+        std::fs::write(dir.path().join("nixos/service-manifest.nix"), "{}").expect("write");
+        let (p, origin) = locate(None, None, dir.path()).expect("found");
+        assert_eq!(p, dir.path().join("nixos/service-manifest.nix"));
+        assert_eq!(origin, Origin::Discovered { others: vec![] });
     }
 
     #[test]

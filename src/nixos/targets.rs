@@ -33,18 +33,10 @@ pub fn target(m: &Manifest, s: &Service, control_dir: PathBuf) -> Result<SshTarg
     })
 }
 
-/// The flake: a reference with a scheme as given, a plain path relative to the manifest.
+/// The flake as Nix is given it (see `manifest::flake`).
 pub fn nix_settings(m: &Manifest) -> NixSettings {
-    let flake = &m.nixos.flake;
-    let flake = if flake.contains(':') {
-        flake.clone()
-    } else {
-        let base = crate::terraform::stack::base_dir(m);
-        let p = base.join(flake);
-        format!("path:{}", std::fs::canonicalize(&p).unwrap_or(p).display())
-    };
     NixSettings {
-        flake,
+        flake: crate::manifest::flake::locate(m).nix_ref(),
         nix_config: m.nixos.nix_config.clone(),
     }
 }

@@ -16,28 +16,10 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-/// Where nixmox keeps its files for a manifest: `NIXMOX_STATE_DIR`, else `.nixmox` beside the manifest.
-pub fn state_dir(m: &Manifest) -> PathBuf {
-    match std::env::var_os("NIXMOX_STATE_DIR").filter(|v| !v.is_empty()) {
-        Some(dir) => PathBuf::from(dir),
-        None => base_dir(m).join(".nixmox"),
-    }
-}
-
-/// The manifest's directory: module paths and the SOPS file are relative to it.
-pub fn base_dir(m: &Manifest) -> PathBuf {
-    let dir = m
-        .source
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    std::fs::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf())
-}
-
 /// `terraform.root`: the directory whose tree a root module is copied with
 /// (relative to the manifest's directory); the manifest's directory unless set.
 pub fn tree_root(m: &Manifest) -> PathBuf {
-    let base = base_dir(m);
+    let base = m.dir();
     match &m.terraform.root {
         Some(root) => {
             let p = base.join(root);
@@ -61,7 +43,7 @@ pub fn terraform_for(m: &Manifest) -> Result<Terraform, String> {
     )?;
     Ok(Terraform::new(
         &t.binary,
-        state_dir(m).join("terraform"),
+        m.work_dir().join("terraform"),
         Locking {
             lock_timeout_secs: t.lock_timeout,
         },
@@ -131,7 +113,7 @@ pub fn plan_all_in(
         .filter(|s| !s.config.is_empty())
         .map(|s| s.workspace.as_str())
         .collect();
-    let base = base_dir(m);
+    let base = m.dir();
     // Workspaces whose outputs are not known to stay as they are.
     let mut moving: BTreeSet<String> = BTreeSet::new();
     let mut known: BTreeMap<String, Outputs> = BTreeMap::new();
@@ -223,7 +205,7 @@ pub fn apply_all(
     tf: &Terraform,
     mut each: impl FnMut(&TfStep, &PhaseResult),
 ) -> Result<BTreeMap<String, Outputs>, ApplyError> {
-    let base = base_dir(m);
+    let base = m.dir();
     let mut known: BTreeMap<String, Outputs> = BTreeMap::new();
     for step in phases::steps(m, plan) {
         let spec = step.spec(m, &base, &known);
@@ -249,13 +231,13 @@ pub enum ApplyError {
 
 /// The JSON file of non-sensitive outputs, and the SOPS file if configured.
 pub fn write_sinks(m: &Manifest, known: &BTreeMap<String, Outputs>) -> Result<(), ApplyError> {
-    let json_path = state_dir(m).join("outputs.json");
+    let json_path = m.work_dir().join("outputs.json");
     let text = serde_json::to_string_pretty(&sinks::public_json(known))
         .map_err(|e| ApplyError::Sink(e.to_string()))?;
     sinks::write_atomic(&json_path, text.as_bytes(), 0o644).map_err(ApplyError::Sink)?;
     if let Some(file) = &m.secrets.sops_file {
         let sops = std::env::var("NIXMOX_SOPS").unwrap_or_else(|_| "sops".into());
-        sinks::write_sops(&sops, &base_dir(m), Path::new(file), known).map_err(ApplyError::Sink)?;
+        sinks::write_sops(&sops, &m.dir(), Path::new(file), known).map_err(ApplyError::Sink)?;
     }
     Ok(())
 }

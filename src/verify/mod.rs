@@ -527,7 +527,7 @@ fn password_of(m: &Manifest, u: &crate::manifest::VerifyUser) -> (Option<Secret>
     }
     let mut why = vec![format!("{} is not set", u.password_env)];
     if let Some(file) = &u.password_file {
-        let path = crate::terraform::stack::base_dir(m).join(file);
+        let path = m.dir().join(file);
         match crate::files::read_regular(&path, PASSWORD_FILE_LIMIT, "verify.user.password_file") {
             Ok(bytes) => {
                 // The first line, as password files are written (`echo pw > file`).

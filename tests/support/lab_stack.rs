@@ -55,6 +55,21 @@ impl Lab {
             &PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("examples/lab"),
             copy.path(),
         );
+        // A git repository, as the lab is in this one: Nix copies only its
+        // tracked files, never a key or password file a test puts beside them.
+        for args in [&["init", "-q"][..], &["add", "-A"]] {
+            let o = Command::new("git")
+                .arg("-C")
+                .arg(copy.path())
+                .args(args)
+                .output()
+                .expect("git (scripts/setup.sh installs it)");
+            assert!(
+                o.status.success(),
+                "git {args:?}: {}",
+                String::from_utf8_lossy(&o.stderr)
+            );
+        }
         let lab_dir = tempfile::tempdir().expect("tempdir");
         rehome(&copy.path().join("manifest.nix"), lab_dir.path());
         Lab {

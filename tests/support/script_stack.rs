@@ -57,4 +57,26 @@ pub fn write_flake(root: &Path, hosts: &[&str], script: impl Fn(&str) -> &'stati
         format!("{{\n  outputs = {{ self }}: {{\n{systems}  }};\n}}\n"),
     )
     .expect("write flake");
+    // A git flake, as users keep theirs: Nix then copies only the files
+    // added here, never the state or keys beside them.
+    let mut files: Vec<&str> = hosts.iter().map(|n| script(n)).collect();
+    files.push("flake.nix");
+    git(root, &["init", "-q"]);
+    let mut add = vec!["add", "--"];
+    add.extend(files);
+    git(root, &add);
+}
+
+fn git(dir: &Path, args: &[&str]) {
+    let o = std::process::Command::new("git")
+        .arg("-C")
+        .arg(dir)
+        .args(args)
+        .output()
+        .expect("git (scripts/setup.sh installs it)");
+    assert!(
+        o.status.success(),
+        "git {args:?}: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
 }

@@ -196,7 +196,7 @@ fn nixos(diags: &mut Diagnostics, path: Path, value: &Value) -> Option<NixosSett
     )?;
     let d = NixosSettings::default();
     let mut n = NixosSettings {
-        flake: obj.or(diags, "flake", d.flake),
+        flake: obj.opt(diags, "flake"),
         // NIX_CONFIG lines: line breaks are its syntax.
         nix_config: obj
             .opt::<crate::manifest::decode::Text>(diags, "nix_config")
@@ -213,7 +213,7 @@ fn nixos(diags: &mut Diagnostics, path: Path, value: &Value) -> Option<NixosSett
         n.activation_timeout,
         true,
     );
-    if let Err(e) = super::syntax::argument(&n.flake) {
+    if let Some(Err(e)) = n.flake.as_deref().map(super::syntax::argument) {
         diags.error(&obj.at("flake"), e);
     }
     if let Some(Err(e)) = n.age_key_file.as_deref().map(super::syntax::argument) {
