@@ -13,10 +13,12 @@
 
 mod env;
 mod event;
+mod host;
 mod lookahead;
 pub mod preview;
 pub mod record;
 mod run;
+mod service;
 
 pub use event::{Event, StepStatus};
 pub use run::{apply, ApplyOptions, Summary};

@@ -3,9 +3,9 @@
 use super::event::{Event, StepStatus};
 use super::lookahead::{self, Lookahead};
 use crate::manifest::{Manifest, Service};
-use crate::nixos::build::{self, NixSettings};
-use crate::nixos::deploy::{self, DeployRequest, Goal, Outcome};
-use crate::nixos::{glance, health, targets};
+use crate::nixos::build::NixSettings;
+use crate::nixos::deploy::{self, Goal};
+use crate::nixos::targets;
 use crate::plan::{Phase, Plan, Step};
 use crate::terraform::phases::{self, TfStep};
 use crate::terraform::runner::Status;
@@ -14,7 +14,7 @@ use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::PathBuf;
 use std::sync::{mpsc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 pub struct ApplyOptions {
     /// Applications deployed side by side at most.
@@ -90,26 +90,26 @@ pub(super) struct Ctx<'a> {
     pub(super) nix: NixSettings,
     pub(super) tf_steps: HashMap<String, TfStep<'a>>,
     /// The plan's steps by id: looked up for every event.
-    steps: HashMap<&'a str, &'a Step>,
-    known: Mutex<BTreeMap<String, Outputs>>,
-    systems: Mutex<BTreeMap<String, String>>,
+    pub(super) steps: HashMap<&'a str, &'a Step>,
+    pub(super) known: Mutex<BTreeMap<String, Outputs>>,
+    pub(super) systems: Mutex<BTreeMap<String, String>>,
     /// Workspaces a Terraform step changed in this run.
-    tf_changed: Mutex<BTreeSet<String>>,
-    last_good_tf: BTreeMap<String, String>,
+    pub(super) tf_changed: Mutex<BTreeSet<String>>,
+    pub(super) last_good_tf: BTreeMap<String, String>,
     /// Snapshots of the workspaces of services verified in this run.
-    tf_good: Mutex<BTreeMap<String, String>>,
+    pub(super) tf_good: Mutex<BTreeMap<String, String>>,
     /// Every question of the run, asked at its start (see [`super::lookahead`]).
     pub(super) look: Lookahead,
     /// Set when a Terraform phase changed something: systems built before
     /// that may have read older outputs and are built again.
-    outputs_changed: std::sync::atomic::AtomicBool,
+    pub(super) outputs_changed: std::sync::atomic::AtomicBool,
     pub(super) control_dir: PathBuf,
     /// `nixos.age_key_file`, read once: installed on every host.
-    age_key: Option<deploy::AgeKey>,
-    goal: Goal,
-    phases: Vec<Phase>,
-    skip: Vec<Phase>,
-    emit: &'a (dyn Fn(Event) + Sync),
+    pub(super) age_key: Option<deploy::AgeKey>,
+    pub(super) goal: Goal,
+    pub(super) phases: Vec<Phase>,
+    pub(super) skip: Vec<Phase>,
+    pub(super) emit: &'a (dyn Fn(Event) + Sync),
 }
 
 impl<'a> Ctx<'a> {
@@ -118,7 +118,7 @@ impl<'a> Ctx<'a> {
     }
 
     /// Reports a step not run because of --phase/--skip-phase.
-    fn not_selected(&self, step: &Step) {
+    pub(super) fn not_selected(&self, step: &Step) {
         self.event(
             step,
             StepStatus::Skipped,
@@ -127,7 +127,7 @@ impl<'a> Ctx<'a> {
         );
     }
 
-    fn event(&self, step: &Step, status: StepStatus, detail: String, started: Instant) {
+    pub(super) fn event(&self, step: &Step, status: StepStatus, detail: String, started: Instant) {
         if matches!(status, StepStatus::Changed | StepStatus::Failed) {
             self.look.stale();
         }
@@ -165,7 +165,7 @@ impl<'a> Ctx<'a> {
     }
 
     /// Runs one Terraform step; `Ok(changed)`.
-    fn terraform(&self, step: &Step) -> Result<bool, String> {
+    pub(super) fn terraform(&self, step: &Step) -> Result<bool, String> {
         let Some(tf_step) = self.tf_steps.get(&step.id) else {
             return Ok(false);
         };
@@ -195,353 +195,6 @@ impl<'a> Ctx<'a> {
             }
         }
         Ok(changed)
-    }
-
-    /// The env file a service's host receives, from the outputs known now.
-    fn env_for(&self, s: &Service) -> Option<String> {
-        let known = self.known.lock().ok()?;
-        super::env::file(&self.tf_steps, s, &known)
-    }
-
-    /// Builds, deploys and gates one host; `Ok(changed)`.
-    /// `looked`: the caller already took the one look of [`Self::current_and_healthy`] and it said no.
-    fn deploy(&self, s: &Service, system: &str, looked: bool) -> Result<bool, String> {
-        // The common case of a re-run: one look, nothing to do.
-        if !looked && self.current_and_healthy(s, system) {
-            if let Ok(mut systems) = self.systems.lock() {
-                systems.insert(s.name.clone(), system.to_string());
-            }
-            return Ok(false);
-        }
-        let target = targets::target(self.m, s, self.control_dir.clone())?;
-        let env = self.env_for(s);
-        let req = DeployRequest {
-            target: &target,
-            nix: &self.nix,
-            system,
-            goal: self.goal,
-            env: env.as_deref(),
-            age_key: self.age_key.as_ref(),
-            health: &s.health,
-            ports: &s.ports,
-            activation_timeout: Duration::from_secs(self.m.nixos.activation_timeout),
-            rollback: self.m.options.enable_rollback,
-        };
-        let result = deploy::deploy(&req);
-        if result.is_ok() {
-            if let Ok(mut systems) = self.systems.lock() {
-                systems.insert(s.name.clone(), system.to_string());
-            }
-        }
-        match result {
-            Ok(Outcome::Unchanged) => {
-                // Unchanged still must be healthy before anything builds on it. A
-                // current but unhealthy host (a daemon that died) is activated
-                // again, as switch-to-configuration restarts what is down.
-                // One quick look first: a healthy host answers at once.
-                let quick = crate::manifest::Health {
-                    retries: 1,
-                    timeout: s.health.timeout.min(10),
-                    ..s.health.clone()
-                };
-                if let Err(first) = health::gate(&quick, &s.ports, &target) {
-                    deploy::activate(
-                        &target,
-                        system,
-                        self.goal,
-                        Duration::from_secs(self.m.nixos.activation_timeout),
-                    )
-                    .map_err(|e| format!("{first}; activating it again failed: {e}"))?;
-                    health::gate(&s.health, &s.ports, &target)
-                        .map_err(|e| format!("{e} (also after activating it again)"))?;
-                    return Ok(true);
-                }
-                Ok(false)
-            }
-            Ok(Outcome::Activated { .. }) => Ok(true),
-            Err(e) => Err(e.to_string()),
-        }
-    }
-
-    /// True when the host runs `system` with the environment it would get now,
-    /// and is healthy at a glance: the run's first look when it still holds,
-    /// else one look now.
-    fn current_and_healthy(&self, s: &Service, system: &str) -> bool {
-        let seen = match self.look.host(&s.name) {
-            Some(g) => g,
-            None => {
-                let Ok(target) = targets::target(self.m, s, self.control_dir.clone()) else {
-                    return false;
-                };
-                match glance::glance(&target, &s.health, &s.ports) {
-                    Ok(g) => g,
-                    Err(_) => return false,
-                }
-            }
-        };
-        let wanted = deploy::secrets_hash(self.env_for(s).as_deref(), self.age_key.as_ref());
-        seen.current == system && seen.env_hash == wanted && seen.healthy
-    }
-
-    fn build_one(&self, s: &Service) -> Result<String, String> {
-        if !self
-            .outputs_changed
-            .load(std::sync::atomic::Ordering::Relaxed)
-        {
-            if let Some(Ok(path)) = self.look.built(&s.name) {
-                return Ok(path);
-            }
-        }
-        let inst = build::installable(&self.nix.flake, &targets::attribute(s));
-        build::build(&self.nix, &[inst])
-            .map_err(|e| format!("building the system of {}: {e}", s.name))?
-            .pop()
-            .ok_or_else(|| "no output".into())
-    }
-
-    /// Phase 4 for one application: infra, deploy + gate, config, verify.
-    /// `Ok(true)` when any of its steps changed something.
-    fn service(&self, s: &Service) -> Result<bool, String> {
-        let mut any = false;
-        let mut activated = false;
-        for phase in [
-            Phase::TfServiceInfra,
-            Phase::NixServiceConfig,
-            Phase::Health,
-            Phase::TfServiceConfig,
-            Phase::Verify,
-        ] {
-            let Some(step) = self.step(&format!("{}:{}", phase.id(), s.name)) else {
-                continue;
-            };
-            // Health goes with the deploy it guards.
-            let selected = if phase == Phase::Health {
-                self.runs(Phase::NixServiceConfig)
-            } else {
-                self.runs(phase)
-            };
-            if !selected {
-                self.not_selected(step);
-                continue;
-            }
-            let started = Instant::now();
-            self.event(step, StepStatus::Started, String::new(), started);
-            let result = match phase {
-                Phase::TfServiceInfra => self
-                    .databases(s)
-                    .and_then(|(n, detail)| self.terraform(step).map(|c| (c || n > 0, detail))),
-                Phase::TfServiceConfig => self.terraform(step).map(|c| (c, String::new())),
-                Phase::NixServiceConfig => self
-                    .build_one(s)
-                    .and_then(|system| self.deploy(s, &system, false).map(|c| (c, system))),
-                Phase::Health => Ok((false, "passed with the deploy".into())),
-                Phase::Verify => self.verify(s).map(|detail| (false, detail)),
-                _ => Ok((false, String::new())),
-            };
-            match result {
-                Ok((changed, detail)) => {
-                    any |= changed;
-                    activated |= changed && phase == Phase::NixServiceConfig;
-                    let status = StepStatus::done(changed);
-                    self.event(step, status, detail, started)
-                }
-                Err(e) => {
-                    // A failure after the host was switched rolls the host back too.
-                    let mut e = if activated
-                        && phase != Phase::NixServiceConfig
-                        && self.m.options.enable_rollback
-                    {
-                        format!("{e}\n{}", self.roll_back(s))
-                    } else {
-                        e
-                    };
-                    if self.m.options.enable_rollback {
-                        for line in self.roll_back_terraform(s) {
-                            e.push('\n');
-                            e.push_str(&line);
-                        }
-                    }
-                    self.event(step, StepStatus::Failed, e.clone(), started);
-                    return Err(format!("{}: {e}", step.id));
-                }
-            }
-        }
-        self.remember_terraform(s);
-        Ok(any)
-    }
-
-    /// The Terraform steps of one service that have modules, in plan order.
-    fn service_tf_steps(&self, s: &Service) -> Vec<&TfStep<'_>> {
-        let mut steps: Vec<&TfStep> = self
-            .tf_steps
-            .values()
-            .filter(|t| t.service.as_deref() == Some(s.name.as_str()) && !t.config.is_empty())
-            .collect();
-        steps.sort_by_key(|t| t.phase);
-        steps
-    }
-
-    /// After a service verified: its workspaces' configuration is its last good one.
-    fn remember_terraform(&self, s: &Service) {
-        for step in self.service_tf_steps(s) {
-            let Some((files, links, run)) =
-                crate::terraform::workdir::snapshot(&self.tf.workdir(&step.workspace))
-            else {
-                continue;
-            };
-            let snap = TfSnapshot {
-                files,
-                links,
-                run,
-                variables: step.config.variables.clone(),
-            };
-            if let (Ok(json), Ok(mut good)) = (serde_json::to_string(&snap), self.tf_good.lock()) {
-                good.insert(step.workspace.clone(), json);
-            }
-        }
-    }
-
-    /// A failed service's workspaces that changed in this run go back to their
-    /// last good configuration, unless that would delete or replace anything.
-    fn roll_back_terraform(&self, s: &Service) -> Vec<String> {
-        let changed = self
-            .tf_changed
-            .lock()
-            .map(|c| c.clone())
-            .unwrap_or_default();
-        let mut out = Vec::new();
-        for step in self.service_tf_steps(s).into_iter().rev() {
-            let ws = &step.workspace;
-            if !changed.contains(ws) {
-                continue;
-            }
-            let Some(snap) = self
-                .last_good_tf
-                .get(ws)
-                .and_then(|j| serde_json::from_str::<TfSnapshot>(j).ok())
-            else {
-                out.push(format!(
-                    "terraform {ws}: no last good configuration to roll back to (first deploy)"
-                ));
-                continue;
-            };
-            let result = (|| -> Result<String, String> {
-                let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
-                crate::terraform::workdir::restore(dir.path(), &snap.files, &snap.links)?;
-                // The root module in its tree, or the single files as they were.
-                let modules = if snap.run.is_empty() {
-                    snap.files
-                        .keys()
-                        .map(|f| dir.path().join(f).display().to_string())
-                        .collect()
-                } else {
-                    vec![dir.path().join(&snap.run).display().to_string()]
-                };
-                let cfg = crate::manifest::TerraformPhase {
-                    modules,
-                    variables: snap.variables.clone(),
-                    targets: vec![],
-                    apply_order: vec![],
-                };
-                let known = self.known.lock().map(|k| k.clone()).unwrap_or_default();
-                let base = self.m.dir();
-                let mut spec = step.spec(self.m, &base, &known);
-                spec.config = &cfg;
-                spec.tree_root = dir.path().to_path_buf();
-                let preview = self
-                    .tf
-                    .plan_phase(&spec, crate::terraform::command::PlanMode::Normal)
-                    .map_err(|e| e.to_string())?
-                    .unwrap_or_default();
-                if preview.destroy + preview.replace > 0 {
-                    return Ok(format!(
-                        "terraform {ws}: not rolled back: going back would delete or replace {} resource(s), and a rollback never destroys without being asked",
-                        preview.destroy + preview.replace
-                    ));
-                }
-                self.tf.apply_phase(&spec).map_err(|e| e.to_string())?;
-                Ok(format!(
-                    "terraform {ws}: rolled back to its last good configuration ({})",
-                    preview.short()
-                ))
-            })();
-            out.push(result.unwrap_or_else(|e| format!("terraform {ws}: rollback failed: {e}")));
-        }
-        out
-    }
-
-    /// The native-migration databases of a service: role, databases, migrations.
-    fn databases(&self, s: &Service) -> Result<(usize, String), String> {
-        let native: Vec<_> = s
-            .databases
-            .iter()
-            .filter(|d| d.mode == Some(crate::manifest::DbMode::NativeMigration))
-            .collect();
-        if native.is_empty() {
-            return Ok((0, String::new()));
-        }
-        if self.look.databases_in_place(&s.name) {
-            return Ok((0, "databases in place, 0 migration(s) applied".into()));
-        }
-        let pg = self
-            .m
-            .service("postgresql")
-            .ok_or("no postgresql service")?;
-        let target = targets::target(self.m, pg, self.control_dir.clone())?;
-        let base = self.m.dir();
-        let mut applied = 0;
-        for db in native {
-            applied += crate::nixos::database::ensure(&target, &self.m.nixos.psql, &base, db)?;
-        }
-        Ok((
-            applied,
-            format!("databases ensured, {applied} migration(s) applied"),
-        ))
-    }
-
-    fn roll_back(&self, s: &Service) -> String {
-        let result = targets::target(self.m, s, self.control_dir.clone()).and_then(|t| {
-            deploy::roll_back_by_hand(
-                &t,
-                &s.health,
-                &s.ports,
-                Duration::from_secs(self.m.nixos.activation_timeout),
-            )
-            .map_err(|e| e.to_string())
-        });
-        match result {
-            Ok(path) => {
-                if let Ok(mut systems) = self.systems.lock() {
-                    systems.insert(s.name.clone(), path.clone());
-                }
-                format!(
-                    "rolled back: host {} is on the previous generation {path} again, and healthy",
-                    s.name
-                )
-            }
-            Err(e) => format!("rollback failed too: {e}"),
-        }
-    }
-
-    /// Phase 4d: health (liveness, readiness) and the end-to-end checks.
-    fn verify(&self, s: &Service) -> Result<String, String> {
-        // The run's first look covered the probes and the checks while nothing changed.
-        if self.look.host(&s.name).is_some_and(|g| g.healthy) {
-            if let Some(detail) = self.look.verified(&s.name) {
-                return Ok(detail);
-            }
-        }
-        let target = targets::target(self.m, s, self.control_dir.clone())?;
-        for probe in [&s.health.readiness, &s.health.liveness]
-            .into_iter()
-            .flatten()
-        {
-            health::wait("verify", probe, &s.health, &target).map_err(|e| e.to_string())?;
-        }
-        let known = self.known.lock().map(|k| k.clone()).unwrap_or_default();
-        let ctx = crate::verify::Context::new(self.m, &known);
-        let checks = crate::verify::service(self.m, s, &ctx);
-        crate::verify::verdict(&checks)
     }
 }
 

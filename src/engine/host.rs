@@ -1,0 +1,138 @@
+//! One host of a run: its environment file, building its system, deploying
+//! it behind its health gate (or seeing that nothing needs doing), and
+//! rolling it back by hand.
+
+use super::run::Ctx;
+use crate::manifest::Service;
+use crate::nixos::build;
+use crate::nixos::deploy::{self, DeployRequest, Outcome};
+use crate::nixos::{glance, health, targets};
+use std::time::Duration;
+
+impl Ctx<'_> {
+    /// The env file a service's host receives, from the outputs known now.
+    pub(super) fn env_for(&self, s: &Service) -> Option<String> {
+        let known = self.known.lock().ok()?;
+        super::env::file(&self.tf_steps, s, &known)
+    }
+
+    /// Builds, deploys and gates one host; `Ok(changed)`.
+    /// `looked`: the caller already took the one look of [`Self::current_and_healthy`] and it said no.
+    pub(super) fn deploy(&self, s: &Service, system: &str, looked: bool) -> Result<bool, String> {
+        // The common case of a re-run: one look, nothing to do.
+        if !looked && self.current_and_healthy(s, system) {
+            if let Ok(mut systems) = self.systems.lock() {
+                systems.insert(s.name.clone(), system.to_string());
+            }
+            return Ok(false);
+        }
+        let target = targets::target(self.m, s, self.control_dir.clone())?;
+        let env = self.env_for(s);
+        let req = DeployRequest {
+            target: &target,
+            nix: &self.nix,
+            system,
+            goal: self.goal,
+            env: env.as_deref(),
+            age_key: self.age_key.as_ref(),
+            health: &s.health,
+            ports: &s.ports,
+            activation_timeout: Duration::from_secs(self.m.nixos.activation_timeout),
+            rollback: self.m.options.enable_rollback,
+        };
+        let result = deploy::deploy(&req);
+        if result.is_ok() {
+            if let Ok(mut systems) = self.systems.lock() {
+                systems.insert(s.name.clone(), system.to_string());
+            }
+        }
+        match result {
+            Ok(Outcome::Unchanged) => {
+                // Unchanged still must be healthy before anything builds on it. A
+                // current but unhealthy host (a daemon that died) is activated
+                // again, as switch-to-configuration restarts what is down.
+                // One quick look first: a healthy host answers at once.
+                let quick = crate::manifest::Health {
+                    retries: 1,
+                    timeout: s.health.timeout.min(10),
+                    ..s.health.clone()
+                };
+                if let Err(first) = health::gate(&quick, &s.ports, &target) {
+                    deploy::activate(
+                        &target,
+                        system,
+                        self.goal,
+                        Duration::from_secs(self.m.nixos.activation_timeout),
+                    )
+                    .map_err(|e| format!("{first}; activating it again failed: {e}"))?;
+                    health::gate(&s.health, &s.ports, &target)
+                        .map_err(|e| format!("{e} (also after activating it again)"))?;
+                    return Ok(true);
+                }
+                Ok(false)
+            }
+            Ok(Outcome::Activated { .. }) => Ok(true),
+            Err(e) => Err(e.to_string()),
+        }
+    }
+
+    /// True when the host runs `system` with the environment it would get now,
+    /// and is healthy at a glance: the run's first look when it still holds,
+    /// else one look now.
+    pub(super) fn current_and_healthy(&self, s: &Service, system: &str) -> bool {
+        let seen = match self.look.host(&s.name) {
+            Some(g) => g,
+            None => {
+                let Ok(target) = targets::target(self.m, s, self.control_dir.clone()) else {
+                    return false;
+                };
+                match glance::glance(&target, &s.health, &s.ports) {
+                    Ok(g) => g,
+                    Err(_) => return false,
+                }
+            }
+        };
+        let wanted = deploy::secrets_hash(self.env_for(s).as_deref(), self.age_key.as_ref());
+        seen.current == system && seen.env_hash == wanted && seen.healthy
+    }
+
+    pub(super) fn build_one(&self, s: &Service) -> Result<String, String> {
+        if !self
+            .outputs_changed
+            .load(std::sync::atomic::Ordering::Relaxed)
+        {
+            if let Some(Ok(path)) = self.look.built(&s.name) {
+                return Ok(path);
+            }
+        }
+        let inst = build::installable(&self.nix.flake, &targets::attribute(s));
+        build::build(&self.nix, &[inst])
+            .map_err(|e| format!("building the system of {}: {e}", s.name))?
+            .pop()
+            .ok_or_else(|| "no output".into())
+    }
+
+    pub(super) fn roll_back(&self, s: &Service) -> String {
+        let result = targets::target(self.m, s, self.control_dir.clone()).and_then(|t| {
+            deploy::roll_back_by_hand(
+                &t,
+                &s.health,
+                &s.ports,
+                Duration::from_secs(self.m.nixos.activation_timeout),
+            )
+            .map_err(|e| e.to_string())
+        });
+        match result {
+            Ok(path) => {
+                if let Ok(mut systems) = self.systems.lock() {
+                    systems.insert(s.name.clone(), path.clone());
+                }
+                format!(
+                    "rolled back: host {} is on the previous generation {path} again, and healthy",
+                    s.name
+                )
+            }
+            Err(e) => format!("rollback failed too: {e}"),
+        }
+    }
+}
