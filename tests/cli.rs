@@ -492,3 +492,151 @@ fn missing_and_misplaced_paths_are_found_at_validate() {
         "{err}"
     );
 }
+
+#[test]
+fn skip_leaves_a_service_and_what_needs_it_out() {
+    let f = example("small/manifest.json");
+    let services = |v: &Value| -> Vec<String> {
+        let set: std::collections::BTreeSet<String> = v["steps"]
+            .as_array()
+            .expect("steps")
+            .iter()
+            .filter_map(|s| s["service"].as_str().map(str::to_string))
+            .collect();
+        set.into_iter().collect()
+    };
+    // search needs wiki: skipping wiki takes both out.
+    let o = nixmox(&["plan", "--offline", "--json", "--skip", "wiki", "-m", &f]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let v = json(&o);
+    assert_eq!(
+        services(&v),
+        ["authentik", "caddy", "dns", "postgresql", "status"]
+    );
+    assert_eq!(v["skipped"], serde_json::json!(["search", "wiki"]));
+    // tf:infra still describes every host: a skipped one is never destroyed.
+    let infra = &v["steps"][0];
+    assert_eq!(infra["id"], "tf:infra");
+    assert_eq!(infra["summary"], "provision 7 hosts");
+
+    // A core service takes every application with it, and authentik needs postgresql.
+    let o = nixmox(&["plan", "--offline", "--skip", "postgresql", "-m", &f]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    assert!(
+        stdout(&o).contains(
+            "Skipped in this run (--skip, and what needs it): authentik, postgresql, search, status, wiki"
+        ),
+        "{}",
+        stdout(&o)
+    );
+
+    let o = nixmox(&["plan", "--offline", "--skip", "wikki", "-m", &f]);
+    assert_eq!(code(&o), 1);
+    assert!(
+        stderr(&o).contains("--skip wikki: no such service (did you mean 'wiki'?)"),
+        "{}",
+        stderr(&o)
+    );
+}
+
+#[test]
+fn force_names_a_service_of_the_run() {
+    let f = example("small/manifest.json");
+    let o = nixmox(&["plan", "--offline", "--force", "wiki", "-m", &f]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    assert!(
+        stdout(&o).contains("Activated even when current (--force): wiki"),
+        "{}",
+        stdout(&o)
+    );
+    let o = nixmox(&["plan", "--offline", "--json", "--force", "wiki", "-m", &f]);
+    let v = json(&o);
+    let step = v["steps"]
+        .as_array()
+        .expect("steps")
+        .iter()
+        .find(|s| s["id"] == "nix:service-config:wiki")
+        .expect("wiki's deploy step");
+    assert!(
+        step["summary"]
+            .as_str()
+            .is_some_and(|t| t.ends_with("(--force: activated even when current)")),
+        "{step}"
+    );
+    assert_eq!(v["forced"], serde_json::json!(["wiki"]));
+    let o = nixmox(&[
+        "plan",
+        "--offline",
+        "--skip",
+        "wiki",
+        "--force",
+        "search",
+        "-m",
+        &f,
+    ]);
+    assert_eq!(code(&o), 1);
+    assert!(
+        stderr(&o)
+            .contains("--force search: the service is not part of this run (--skip leaves it out)"),
+        "{}",
+        stderr(&o)
+    );
+    let o = nixmox(&["apply", "--terraform-only", "--force", "wiki", "-m", &f]);
+    assert_ne!(code(&o), 0);
+    assert!(stderr(&o).contains("cannot be used with"), "{}", stderr(&o));
+}
+
+/// The usual repository: flake.nix at the root, the manifest at
+/// nixos/service-manifest.nix, a git work tree. From its root, with no -m.
+#[test]
+fn a_repository_works_from_its_root() {
+    if !have_nix() {
+        eprintln!("skipped: nix-instantiate is not installed");
+        return;
+    }
+    let repo = tempfile::tempdir().expect("tempdir");
+    let root = std::fs::canonicalize(repo.path()).expect("canonical");
+    std::fs::create_dir_all(root.join("nixos")).expect("mkdir");
+    std::fs::copy(
+        example("small/manifest.nix"),
+        root.join("nixos/service-manifest.nix"),
+    )
+    .expect("copy");
+    std::fs::write(root.join("flake.nix"), "{ outputs = { self }: { }; }\n").expect("write");
+    let git = Command::new("git")
+        .args(["init", "-q"])
+        .current_dir(&root)
+        .status()
+        .expect("git");
+    assert!(git.success());
+
+    let o = nixmox_in(&root, &["validate"], &[]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("using manifest nixos/service-manifest.nix"),
+        "{}",
+        stderr(&o)
+    );
+    assert!(
+        stdout(&o).contains(&format!(
+            "systems: flake {}, found at or above the manifest (Nix reads the files git tracks)",
+            root.display()
+        )),
+        "{}",
+        stdout(&o)
+    );
+    assert!(!stderr(&o).contains("warning"), "{}", stderr(&o));
+    let o = nixmox_in(&root, &["plan", "--offline"], &[]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    assert!(stdout(&o).contains("Plan for"), "{}", stdout(&o));
+
+    // The same tree outside git would copy nixos/.nixmox into the Nix store: refused.
+    std::fs::remove_dir_all(root.join(".git")).expect("rm .git");
+    let o = nixmox_in(&root, &["validate"], &[]);
+    assert_eq!(code(&o), 1, "{}", stdout(&o));
+    assert!(
+        stderr(&o).contains("world-readable Nix store"),
+        "{}",
+        stderr(&o)
+    );
+}

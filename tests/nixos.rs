@@ -173,6 +173,7 @@ fn request<'a>(
         ports: &[],
         activation_timeout: Duration::from_secs(60),
         rollback: true,
+        force: false,
     }
 }
 
@@ -208,6 +209,19 @@ fn nixos_executor_against_lab_hosts() {
         deploy::deploy(&request(&t, &settings, &v1, &h)).expect("deploy v1 again"),
         Outcome::Unchanged
     );
+    assert_eq!(deploy::generations(&t).expect("gens"), 1);
+    // --force: activated again though current, still one generation.
+    let forced = DeployRequest {
+        force: true,
+        ..request(&t, &settings, &v1, &h)
+    };
+    assert_eq!(
+        deploy::deploy(&forced).expect("deploy v1 forced"),
+        Outcome::Activated {
+            from: Some(v1.clone())
+        }
+    );
+    assert_eq!(current(&t), v1);
     assert_eq!(deploy::generations(&t).expect("gens"), 1);
 
     // A changed system: exactly one new generation.

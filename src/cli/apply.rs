@@ -12,7 +12,14 @@ use std::process::ExitCode;
 pub fn run(cli: &Cli, args: &ApplyArgs) -> Result<ExitCode, CliError> {
     let v = common::load(cli)?;
     let m = &v.manifest;
-    let plan = plan::build(m, &args.only)?;
+    let plan = plan::build_selected(
+        m,
+        &plan::Selection {
+            only: &args.only,
+            skip: &args.skip,
+            force: &args.force,
+        },
+    )?;
     if args.dry_run {
         common::emit(&plan::render::human(m, &plan))?;
         return Ok(ExitCode::SUCCESS);
@@ -149,6 +156,7 @@ fn full(
     let opts = ApplyOptions {
         phases: parse(&args.phase),
         skip: parse(&args.skip_phase),
+        force: plan.forced.iter().cloned().collect(),
         ..ApplyOptions::new(args.parallel as usize, goal)
     };
     let runs_dir = m.work_dir().join("runs");

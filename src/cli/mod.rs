@@ -100,6 +100,21 @@ pub struct PlanArgs {
     /// Only these services and what they depend on (repeat or separate with commas).
     #[arg(long, value_name = "SERVICE", value_delimiter = ',')]
     pub only: Vec<String>,
+    /// Leave these services out of this run, with everything that needs
+    /// them (repeat or separate with commas); a core service takes every
+    /// application with it. Terraform's stack-wide phases still see the
+    /// whole manifest: a skipped service's host is never destroyed.
+    #[arg(long, value_name = "SERVICE", value_delimiter = ',')]
+    pub skip: Vec<String>,
+    /// Activate these services' hosts even when they already run their
+    /// system (repeat or separate with commas); the health gate runs as usual.
+    #[arg(
+        long,
+        value_name = "SERVICE",
+        value_delimiter = ',',
+        conflicts_with = "terraform_only"
+    )]
+    pub force: Vec<String>,
     /// Print the plan as JSON (see docs/plan-json.md).
     #[arg(long)]
     pub json: bool,
@@ -114,6 +129,21 @@ pub struct ApplyArgs {
     /// Only these services and what they depend on (repeat or separate with commas).
     #[arg(long, value_name = "SERVICE", value_delimiter = ',')]
     pub only: Vec<String>,
+    /// Leave these services out of this run, with everything that needs
+    /// them (repeat or separate with commas); a core service takes every
+    /// application with it. Terraform's stack-wide phases still see the
+    /// whole manifest: a skipped service's host is never destroyed.
+    #[arg(long, value_name = "SERVICE", value_delimiter = ',')]
+    pub skip: Vec<String>,
+    /// Activate these services' hosts even when they already run their
+    /// system (repeat or separate with commas); the health gate runs as usual.
+    #[arg(
+        long,
+        value_name = "SERVICE",
+        value_delimiter = ',',
+        conflicts_with = "terraform_only"
+    )]
+    pub force: Vec<String>,
     /// Applications deployed side by side at most.
     #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=64))]
     pub parallel: u16,

@@ -55,6 +55,10 @@ pub fn run(cli: &Cli, args: &ValidateArgs) -> Result<ExitCode, CliError> {
                 format!(", {} warning(s)", v.warnings.len())
             },
         ))?;
+        common::emit(&format!(
+            "systems: {}\n",
+            manifest::flake::locate(&v.manifest)
+        ))?;
         return Ok(ExitCode::SUCCESS);
     }
     let (report, ok) = match &result {

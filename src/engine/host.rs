@@ -39,6 +39,7 @@ impl Ctx<'_> {
             ports: &s.ports,
             activation_timeout: Duration::from_secs(self.m.nixos.activation_timeout),
             rollback: self.m.options.enable_rollback,
+            force: self.force.contains(&s.name),
         };
         let result = deploy::deploy(&req);
         if result.is_ok() {
@@ -80,6 +81,9 @@ impl Ctx<'_> {
     /// and is healthy at a glance: the run's first look when it still holds,
     /// else one look now.
     pub(super) fn current_and_healthy(&self, s: &Service, system: &str) -> bool {
+        if self.force.contains(&s.name) {
+            return false;
+        }
         let seen = match self.look.host(&s.name) {
             Some(g) => g,
             None => {

@@ -216,6 +216,7 @@ pub fn preview(m: &Manifest, plan: &Plan, hosts: bool) -> Result<Preview, String
             s,
             look,
             system,
+            plan.forced.contains(&s.name),
             SecretsWanted {
                 env_workspaces: env::workspaces(&tf_steps, s),
                 env: env::file(&tf_steps, s, &held),
@@ -311,6 +312,7 @@ fn host_preview(
     s: &Service,
     look: Result<glance::Glance, String>,
     system: SystemLook,
+    forced: bool,
     want: SecretsWanted,
 ) -> HostPreview {
     let mut p = HostPreview {
@@ -373,6 +375,9 @@ fn host_preview(
     if p.reasons.is_empty() && !g.healthy {
         p.reasons
             .push("unhealthy now: it would be activated again".into());
+    }
+    if p.reasons.is_empty() && forced {
+        p.reasons.push("current, activated again (--force)".into());
     }
     p.state = if p.reasons.is_empty() {
         State::Unchanged

@@ -24,6 +24,8 @@ pub struct ApplyOptions {
     pub phases: Vec<Phase>,
     /// Steps of these phases are skipped (`--skip-phase`).
     pub skip: Vec<Phase>,
+    /// Services whose hosts are activated even when current (`--force`).
+    pub force: BTreeSet<String>,
     /// The last configuration of each Terraform workspace that was part of a
     /// verified service (see [`TfSnapshot`]), for rolling back.
     pub last_good_tf: BTreeMap<String, String>,
@@ -52,6 +54,7 @@ impl ApplyOptions {
             goal,
             phases: Vec::new(),
             skip: Vec::new(),
+            force: BTreeSet::new(),
             last_good_tf: BTreeMap::new(),
         }
     }
@@ -109,6 +112,8 @@ pub(super) struct Ctx<'a> {
     pub(super) goal: Goal,
     pub(super) phases: Vec<Phase>,
     pub(super) skip: Vec<Phase>,
+    /// `--force`: these hosts are activated even when current.
+    pub(super) force: BTreeSet<String>,
     pub(super) emit: &'a (dyn Fn(Event) + Sync),
 }
 
@@ -237,6 +242,7 @@ pub fn apply(
         goal: opts.goal,
         phases: opts.phases.clone(),
         skip: opts.skip.clone(),
+        force: opts.force.clone(),
         emit,
     };
     let mut summary = Summary {

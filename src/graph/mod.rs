@@ -137,12 +137,38 @@ pub struct Order {
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum SelectError {
-    #[error("--only {name}: no such service{}", hint.as_ref().map(|h| format!(" ({h})")).unwrap_or_default())]
-    Unknown { name: String, hint: Option<String> },
+    #[error("{flag} {name}: no such service{}", hint.as_ref().map(|h| format!(" ({h})")).unwrap_or_default())]
+    Unknown {
+        flag: &'static str,
+        name: String,
+        hint: Option<String>,
+    },
     #[error(
-        "--only {name}: the service is disabled in the manifest (set enable = true to deploy it)"
+        "{flag} {name}: the service is disabled in the manifest (set enable = true to deploy it)"
     )]
-    Disabled { name: String },
+    Disabled { flag: &'static str, name: String },
+    #[error("--force {name}: the service is not part of this run{why}")]
+    NotInRun { name: String, why: String },
+}
+
+/// The enabled service `name`, or why `flag` cannot name it.
+fn named<'m>(
+    m: &'m Manifest,
+    flag: &'static str,
+    name: &str,
+) -> Result<&'m crate::manifest::Service, SelectError> {
+    match m.service(name) {
+        None => Err(SelectError::Unknown {
+            flag,
+            name: name.to_string(),
+            hint: did_you_mean(name, m.services.iter().map(|s| s.name.as_str())),
+        }),
+        Some(s) if !s.enabled => Err(SelectError::Disabled {
+            flag,
+            name: name.to_string(),
+        }),
+        Some(s) => Ok(s),
+    }
 }
 
 /// The enabled services selected by `only` plus everything they depend on
@@ -154,16 +180,8 @@ pub fn select(m: &Manifest, only: &[String]) -> Result<BTreeSet<String>, SelectE
     let mut chosen = BTreeSet::new();
     let mut stack: Vec<String> = Vec::new();
     for name in only {
-        match m.service(name) {
-            None => {
-                return Err(SelectError::Unknown {
-                    name: name.clone(),
-                    hint: did_you_mean(name, m.services.iter().map(|s| s.name.as_str())),
-                })
-            }
-            Some(s) if !s.enabled => return Err(SelectError::Disabled { name: name.clone() }),
-            Some(_) => stack.push(name.clone()),
-        }
+        named(m, "--only", name)?;
+        stack.push(name.clone());
     }
     while let Some(name) = stack.pop() {
         let Some(s) = m.service(&name) else { continue };
@@ -176,6 +194,67 @@ pub fn select(m: &Manifest, only: &[String]) -> Result<BTreeSet<String>, SelectE
         }
     }
     Ok(chosen)
+}
+
+/// Takes the `skip` services out of `selected`, with everything that needs
+/// them: their dependents through `depends_on`, and for a core service every
+/// application (each needs the whole core). Returns what was taken out, in
+/// name order.
+pub fn skip(
+    m: &Manifest,
+    selected: &mut BTreeSet<String>,
+    skip: &[String],
+) -> Result<Vec<String>, SelectError> {
+    let mut stack: Vec<String> = Vec::new();
+    for name in skip {
+        named(m, "--skip", name)?;
+        stack.push(name.clone());
+    }
+    let mut out = BTreeSet::new();
+    while let Some(name) = stack.pop() {
+        let Some(s) = m.service(&name) else { continue };
+        if !out.insert(name.clone()) {
+            continue;
+        }
+        stack.extend(
+            m.enabled()
+                .filter(|d| d.depends_on.contains(&name))
+                .map(|d| d.name.clone()),
+        );
+        if s.is_core() {
+            stack.extend(
+                m.enabled()
+                    .filter(|a| a.kind == ServiceKind::Application)
+                    .map(|a| a.name.clone()),
+            );
+        }
+    }
+    out.retain(|n| selected.remove(n));
+    Ok(out.into_iter().collect())
+}
+
+/// Checks that every `force` name is a service of this run.
+pub fn check_force(
+    m: &Manifest,
+    selected: &BTreeSet<String>,
+    skipped: &[String],
+    force: &[String],
+) -> Result<(), SelectError> {
+    for name in force {
+        named(m, "--force", name)?;
+        if !selected.contains(name) {
+            let why = if skipped.contains(name) {
+                " (--skip leaves it out)".to_string()
+            } else {
+                " (--only leaves it out)".to_string()
+            };
+            return Err(SelectError::NotInRun {
+                name: name.clone(),
+                why,
+            });
+        }
+    }
+    Ok(())
 }
 
 /// Deployment order of the selected services. The manifest must be free of

@@ -52,6 +52,35 @@ impl Flake {
     }
 }
 
+impl std::fmt::Display for Flake {
+    /// Where the systems come from and what Nix reads of it, for people.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Flake::Reference(r) => write!(f, "flake {r}"),
+            Flake::Local {
+                dir,
+                git_root,
+                discovered,
+            } => write!(
+                f,
+                "flake {}{} ({})",
+                dir.display(),
+                if *discovered {
+                    ", found at or above the manifest"
+                } else {
+                    ""
+                },
+                if git_root.is_some() {
+                    "Nix reads the files git tracks"
+                } else {
+                    "Nix copies the whole directory"
+                }
+            ),
+            Flake::NotFound { .. } => write!(f, "no flake found (set nixos.flake)"),
+        }
+    }
+}
+
 /// The nearest directory at or above `dir` that holds `.git` (a directory,
 /// or a file in a linked work tree).
 pub fn git_root(dir: &FsPath) -> Option<PathBuf> {

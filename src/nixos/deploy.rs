@@ -64,6 +64,8 @@ pub struct DeployRequest<'a> {
     /// Bound on one activation.
     pub activation_timeout: Duration,
     pub rollback: bool,
+    /// Activate even when the host already runs the system (`--force`).
+    pub force: bool,
 }
 
 /// An age private key and where it goes on every host. Its `Debug` never shows it.
@@ -180,7 +182,7 @@ pub fn deploy(r: &DeployRequest) -> Result<Outcome, DeployError> {
     let (current, seen_hash, _) = super::glance::parse(&answer.stdout, 0).unwrap_or_default();
     let wanted = secrets_hash(r.env, r.age_key);
     let env_changed = !wanted.is_empty() && seen_hash != wanted;
-    if r.goal.runs() && current == r.system && !env_changed {
+    if r.goal.runs() && current == r.system && !env_changed && !r.force {
         return Ok(Outcome::Unchanged);
     }
     // A host already running the system has its closure: only the environment changed.

@@ -87,12 +87,51 @@ pub struct Plan {
     pub waves: Vec<Vec<String>>,
     /// Services in the manifest that are disabled and so not deployed.
     pub disabled: Vec<String>,
+    /// Services `--skip` left out of this run, with everything that needs them.
+    pub skipped: Vec<String>,
+    /// Services whose hosts are activated even when their system is current (`--force`).
+    pub forced: Vec<String>,
+}
+
+/// Which services a run takes: `--only` (and what they need), less
+/// `--skip` (and what needs them); `--force` re-activates hosts.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Selection<'a> {
+    pub only: &'a [String],
+    pub skip: &'a [String],
+    pub force: &'a [String],
 }
 
 /// Builds the plan for the services selected by `only` (all enabled ones when empty).
 pub fn build(m: &Manifest, only: &[String]) -> Result<Plan, SelectError> {
-    let selected = graph::select(m, only)?;
-    Ok(build_for(m, &selected))
+    build_selected(
+        m,
+        &Selection {
+            only,
+            ..Selection::default()
+        },
+    )
+}
+
+/// Builds the plan for a [`Selection`].
+pub fn build_selected(m: &Manifest, sel: &Selection) -> Result<Plan, SelectError> {
+    let mut selected = graph::select(m, sel.only)?;
+    let skipped = graph::skip(m, &mut selected, sel.skip)?;
+    graph::check_force(m, &selected, &skipped, sel.force)?;
+    let mut plan = build_for(m, &selected);
+    plan.skipped = skipped;
+    let mut forced: Vec<String> = sel.force.to_vec();
+    forced.sort();
+    forced.dedup();
+    for step in &mut plan.steps {
+        let is_host = matches!(step.phase, Phase::NixCore | Phase::NixServiceConfig);
+        if is_host && step.service.as_ref().is_some_and(|n| forced.contains(n)) {
+            step.summary
+                .push_str(" (--force: activated even when current)");
+        }
+    }
+    plan.forced = forced;
+    Ok(plan)
 }
 
 pub fn build_for(m: &Manifest, selected: &BTreeSet<String>) -> Plan {
@@ -100,7 +139,10 @@ pub fn build_for(m: &Manifest, selected: &BTreeSet<String>) -> Plan {
     let mut steps: Vec<Step> = Vec::with_capacity(2 + core.len() * 2 + apps.len() * 5);
     let host_of = |name: &str| m.service(name).and_then(|s| s.host.hostname.clone());
 
-    let n_hosts = core.len() + apps.len();
+    // tf:infra provisions every enabled host whatever the selection: its
+    // variables always describe the whole stack, so a host left out of a
+    // run is never destroyed.
+    let n_hosts = m.enabled().count();
     steps.push(Step {
         id: "tf:infra".into(),
         phase: Phase::TfInfra,
@@ -271,5 +313,7 @@ pub fn build_for(m: &Manifest, selected: &BTreeSet<String>) -> Plan {
         core,
         waves,
         disabled,
+        skipped: Vec::new(),
+        forced: Vec::new(),
     }
 }

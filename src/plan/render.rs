@@ -17,6 +17,8 @@ pub struct PlanJson<'p> {
     pub core: &'p [String],
     pub waves: &'p [Vec<String>],
     pub disabled: &'p [String],
+    pub skipped: &'p [String],
+    pub forced: &'p [String],
 }
 
 pub fn json<'p>(m: &Manifest, plan: &'p Plan) -> PlanJson<'p> {
@@ -27,6 +29,8 @@ pub fn json<'p>(m: &Manifest, plan: &'p Plan) -> PlanJson<'p> {
         core: &plan.core,
         waves: &plan.waves,
         disabled: &plan.disabled,
+        skipped: &plan.skipped,
+        forced: &plan.forced,
     }
 }
 
@@ -48,6 +52,20 @@ pub fn human(m: &Manifest, plan: &Plan) -> String {
     );
     if !plan.disabled.is_empty() {
         let _ = writeln!(out, "Disabled, not deployed: {}", plan.disabled.join(", "));
+    }
+    if !plan.skipped.is_empty() {
+        let _ = writeln!(
+            out,
+            "Skipped in this run (--skip, and what needs it): {}",
+            plan.skipped.join(", ")
+        );
+    }
+    if !plan.forced.is_empty() {
+        let _ = writeln!(
+            out,
+            "Activated even when current (--force): {}",
+            plan.forced.join(", ")
+        );
     }
     let width = plan
         .steps
