@@ -114,6 +114,39 @@ pub fn host_port(text: &str) -> Result<(String, u16), String> {
     Ok((host.to_string(), port))
 }
 
+/// A size written with a unit, as older manifests give memory and disks
+/// (`"2GB"`, `"512M"`, `"1.5GiB"`), in MiB. Binary multiples either way: a
+/// hypervisor's "2GB" of memory is 2048 MiB. A bare number is in `unit_mib`s.
+pub fn size_mib(text: &str, unit_mib: u64) -> Result<u64, String> {
+    let t = text.trim();
+    let split = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(t.len());
+    let (number, unit) = (&t[..split], t[split..].trim());
+    let bad = || {
+        format!(
+            "{} is not a size: write a number of MiB, or a number with a unit (\"512M\", \"2GB\", \"1TiB\")",
+            quote(text)
+        )
+    };
+    let value: f64 = number.parse().map_err(|_| bad())?;
+    let factor: u64 = match unit.to_ascii_lowercase().as_str() {
+        "" => unit_mib,
+        "m" | "mb" | "mib" => 1,
+        "g" | "gb" | "gib" => 1024,
+        "t" | "tb" | "tib" => 1024 * 1024,
+        _ => return Err(bad()),
+    };
+    let mib = value * factor as f64;
+    if !mib.is_finite() || mib < 0.0 || mib > u32::MAX as f64 || mib.fract() != 0.0 {
+        return Err(format!(
+            "{} is not a whole number of MiB within range",
+            quote(text)
+        ));
+    }
+    Ok(mib as u64)
+}
+
 /// PostgreSQL role and database names: kept to what needs no quoting surprises.
 pub fn sql_name(text: &str) -> Result<(), String> {
     let first_ok = text
@@ -313,6 +346,18 @@ fn truncate(text: &str, max: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sizes_read_the_way_hypervisors_mean_them() {
+        assert_eq!(size_mib("2GB", 1), Ok(2048));
+        assert_eq!(size_mib("512M", 1), Ok(512));
+        assert_eq!(size_mib("1.5 GiB", 1), Ok(1536));
+        assert_eq!(size_mib("64", 1024), Ok(65536));
+        assert_eq!(size_mib("1t", 1), Ok(1024 * 1024));
+        for bad in ["", "GB", "2XB", "-1G", "1.0001M", "1e9G", "99999999T"] {
+            assert!(size_mib(bad, 1).is_err(), "{bad:?} was accepted");
+        }
+    }
 
     #[test]
     fn service_names() {

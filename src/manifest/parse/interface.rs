@@ -45,23 +45,29 @@ pub fn interface(
         value,
         &["auth", "db", "dbs", "proxy", "health", "terraform"],
     )?;
-    let auth = obj
-        .raw("auth")
-        .and_then(|v| auth(diags, obj.at("auth"), v, &format!("{service}-oidc")));
+    let auth = obj.raw("auth").and_then(|v| {
+        auth(
+            diags,
+            obj.at("auth"),
+            v,
+            service,
+            &format!("{service}-oidc"),
+        )
+    });
     let proxies = obj
         .raw("proxy")
         .map(|v| proxies(diags, obj.at("proxy"), service, v, auth.as_ref()))
         .unwrap_or_default();
     let mut databases = Vec::new();
     if let Some(v) = obj.raw("db") {
-        databases.extend(database(diags, obj.at("db"), None, v));
+        databases.extend(database(diags, obj.at("db"), service, None, v));
     }
     if let Some(v) = obj.raw("dbs") {
         match v {
             Value::Object(map) => {
                 for (key, entry) in map {
                     let p = obj.at("dbs").key(key);
-                    databases.extend(database(diags, p, Some(key.clone()), entry));
+                    databases.extend(database(diags, p, service, Some(key.clone()), entry));
                 }
             }
             other => diags.error(
@@ -92,10 +98,14 @@ pub fn interface(
 
 const AUTH_TYPES: [&str; 2] = ["oidc", "forward_auth"];
 
+/// The identity provider: it authenticates users itself.
+const IDENTITY_PROVIDER: &str = "authentik";
+
 fn auth(
     diags: &mut Diagnostics,
     path: Path,
     value: &Value,
+    service: &str,
     default_client_id: &str,
 ) -> Option<Auth> {
     let obj = Obj::open(
@@ -149,6 +159,17 @@ fn auth(
                 }
             }
             Some(Auth::ForwardAuth { provider, upstream })
+        }
+        // An older spelling: the identity provider logs users in itself,
+        // so nothing stands in front of it.
+        "local" if service == IDENTITY_PROVIDER => None,
+        "local" => {
+            diags.error_hint(
+                &obj.at("type"),
+                format!("auth type \"local\" on {service}: only the identity provider ({IDENTITY_PROVIDER}) logs users in itself"),
+                Some("for a login in front of this service use \"forward_auth\"; for its own OIDC login, \"oidc\"; for none, leave auth out".into()),
+            );
+            None
         }
         other => {
             let hint = did_you_mean(other, AUTH_TYPES)
@@ -375,7 +396,7 @@ fn proxy(
     };
     let own_auth = obj
         .raw("auth")
-        .and_then(|v| auth(diags, obj.at("auth"), v, &default_client));
+        .and_then(|v| auth(diags, obj.at("auth"), v, service, &default_client));
     Some(Proxy {
         name,
         domain: domain?,
@@ -416,17 +437,36 @@ const DB_KEYS: &[&str] = &[
     "port",
     "mode",
     "migrations",
+    "schema_files",
     "additionaldbs",
     "password",
 ];
 
+/// The core service that is the database server.
+const DATABASE_SERVER: &str = "postgresql";
+
 fn database(
     diags: &mut Diagnostics,
     path: Path,
+    service: &str,
     key: Option<String>,
     value: &Value,
 ) -> Option<Database> {
     let obj = Obj::open(diags, path, value, DB_KEYS)?;
+    let mode_text: Option<String> = obj.opt(diags, "mode");
+    if mode_text.as_deref() == Some("standalone") {
+        // An older spelling for "this is the server itself".
+        if service == DATABASE_SERVER {
+            diags.warning(&obj.at("mode"), "mode \"standalone\" marks the database server itself: there is no database to create, so this entry is ignored (leave it out)");
+        } else {
+            diags.error_hint(
+                &obj.at("mode"),
+                format!("database mode \"standalone\" on {service}: it marks the database server itself ({DATABASE_SERVER})"),
+                Some("a service's own database is \"terraform\" (its Terraform owns the schema) or \"native-migration\" (nixmox applies its migrations)".into()),
+            );
+        }
+        return None;
+    }
     let name = aliased(diags, &obj, "name", "database")?;
     let owner = match aliased_opt(diags, &obj, "owner", "role") {
         Some(o) => o,
@@ -464,7 +504,7 @@ fn database(
     if port == 0 {
         diags.error(&obj.at("port"), "port 0 is not a usable port");
     }
-    let mode = match obj.opt::<String>(diags, "mode").as_deref() {
+    let mode = match mode_text.as_deref() {
         None => None,
         Some("terraform") => Some(DbMode::Terraform),
         Some("native-migration") => Some(DbMode::NativeMigration),
@@ -481,16 +521,28 @@ fn database(
             None
         }
     };
-    let migrations: Vec<String> = obj.or(diags, "migrations", Vec::new());
+    // `schema_files` is an older spelling of `migrations`.
+    let migrations_key = match (obj.has("migrations"), obj.has("schema_files")) {
+        (true, true) => {
+            diags.error(
+                &obj.at("schema_files"),
+                "migrations and schema_files are two spellings of one field: give one (migrations)",
+            );
+            "migrations"
+        }
+        (false, true) => "schema_files",
+        _ => "migrations",
+    };
+    let migrations: Vec<String> = obj.or(diags, migrations_key, Vec::new());
     for (i, m) in migrations.iter().enumerate() {
         if m.trim().is_empty() {
-            diags.error(&obj.at("migrations").index(i), "empty migration path");
+            diags.error(&obj.at(migrations_key).index(i), "empty migration path");
         } else if let Err(e) = syntax::argument(m) {
-            diags.error(&obj.at("migrations").index(i), e);
+            diags.error(&obj.at(migrations_key).index(i), e);
         }
     }
     if !migrations.is_empty() && mode == Some(DbMode::Terraform) {
-        diags.warning(&obj.at("migrations"), "migrations are applied by nixmox only in mode \"native-migration\"; with \"terraform\" the service's Terraform owns the schema");
+        diags.warning(&obj.at(migrations_key), "migrations are applied by nixmox only in mode \"native-migration\"; with \"terraform\" the service's Terraform owns the schema");
     }
     let additional: Vec<String> = obj.or(diags, "additionaldbs", Vec::new());
     for (i, db) in additional.iter().enumerate() {

@@ -175,12 +175,38 @@ fn service_nixos(
     Some(out)
 }
 
+/// A size in `unit_mib`s (MiB for memory, GiB for disks): a number, or a
+/// string with a unit as older manifests write them (`memory = "2GB"`),
+/// which must come to a whole number of the field's unit.
+fn size(diags: &mut Diagnostics, obj: &Obj, key: &str, unit_mib: u64) -> Option<u32> {
+    let Value::String(text) = obj.raw(key)? else {
+        return obj.opt(diags, key);
+    };
+    let converted = syntax::size_mib(text, unit_mib).and_then(|mib| {
+        if mib % unit_mib != 0 {
+            return Err(format!(
+                "{} is {mib} MiB, not a whole number of GiB",
+                syntax::quote(text)
+            ));
+        }
+        u32::try_from(mib / unit_mib)
+            .map_err(|_| format!("{} is out of range", syntax::quote(text)))
+    });
+    match converted {
+        Ok(v) => Some(v),
+        Err(e) => {
+            diags.error(&obj.at(key), e);
+            None
+        }
+    }
+}
+
 fn resources(diags: &mut Diagnostics, path: Path, value: &Value) -> Option<Resources> {
     let obj = Obj::open(diags, path, value, &["cores", "memory", "disk_gb"])?;
     let r = Resources {
         cores: obj.opt(diags, "cores"),
-        memory: obj.opt(diags, "memory"),
-        disk_gb: obj.opt(diags, "disk_gb"),
+        memory: size(diags, &obj, "memory", 1),
+        disk_gb: size(diags, &obj, "disk_gb", 1024),
     };
     for (key, value, min, max, unit) in [
         ("cores", r.cores, 1, 1024, "cores"),
