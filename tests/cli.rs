@@ -1,7 +1,7 @@
 //! The command line as users and scripts meet it: exit codes, the JSON
 //! shapes, manifest discovery, and identical plans from every format.
 
-use serde_json::Value;
+use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -639,4 +639,76 @@ fn a_repository_works_from_its_root() {
         "{}",
         stderr(&o)
     );
+}
+
+#[test]
+fn the_plan_shows_the_auth_every_route_gets() {
+    if !have_nix() {
+        eprintln!("skipped: nix-instantiate is not installed");
+        return;
+    }
+    let f = example("homelab/manifest.nix");
+    let o = nixmox(&["plan", "--offline", "--json", "-m", &f]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    // Every route is said: homelab's named routes all state their auth.
+    assert!(!stderr(&o).contains("declares no auth"), "{}", stderr(&o));
+    let v = json(&o);
+    let route = |service: &str, name: &str| -> Value {
+        v["routes"]
+            .as_array()
+            .expect("routes")
+            .iter()
+            .find(|r| r["service"] == service && r["route"] == name)
+            .cloned()
+            .unwrap_or_else(|| panic!("no route {service}/{name}"))
+    };
+    let loki = route("monitoring", "loki");
+    assert_eq!(
+        (&loki["auth"], &loki["auth_from"]),
+        (&Value::Null, &json!("open"))
+    );
+    let grafana = route("monitoring", "grafana");
+    assert_eq!(
+        (
+            &grafana["auth"],
+            &grafana["client_id"],
+            &grafana["auth_from"]
+        ),
+        (&json!("oidc"), &json!("monitoring-oidc"), &json!("service"))
+    );
+    let prometheus = route("monitoring", "prometheus");
+    assert_eq!(prometheus["auth_from"], "route");
+
+    let o = nixmox(&["plan", "--offline", "-m", &f]);
+    assert!(
+        stdout(&o).contains("loki.home.arpa/loki/api/v1/push  open (auth = \"none\")"),
+        "{}",
+        stdout(&o)
+    );
+
+    // A named route that says nothing is warned about; a word that is not
+    // "inherit" or "none" is refused.
+    let text = std::fs::read_to_string(&f).expect("read");
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path().join("homelab");
+    let copied = Command::new("cp")
+        .arg("-r")
+        .arg(example("homelab"))
+        .arg(&dir)
+        .status()
+        .expect("cp");
+    assert!(copied.success());
+    let unsaid = dir.join("unsaid.nix");
+    std::fs::write(&unsaid, text.replace("auth = \"inherit\";", "")).expect("write");
+    let o = nixmox(&["validate", "-m", &unsaid.display().to_string()]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("services.monitoring.interface.proxy.grafana.auth: route grafana declares no auth, so it takes the service's oidc auth"),
+        "{}",
+        stderr(&o)
+    );
+    let wrong = dir.join("wrong.nix");
+    std::fs::write(&wrong, text.replace("auth = \"none\";", "auth = \"nonе\";")).expect("write");
+    let o = nixmox(&["validate", "-m", &wrong.display().to_string()]);
+    assert_eq!(code(&o), 1, "{}", stdout(&o));
 }

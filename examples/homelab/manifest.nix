@@ -214,7 +214,7 @@
       vmid = 912;
       resources = { cores = 2; memory = 2048; disk_gb = 32; };
       depends_on = [ "postgresql" "caddy" "authentik" ];
-      ports = [ 9090 3000 9093 ];
+      ports = [ 9090 3000 9093 3100 ];
       interface = {
         db = { host = "192.168.50.3"; name = "grafana"; owner = "grafana"; };
         auth = {
@@ -231,6 +231,13 @@
             domain = "grafana.home.arpa";
             path = "/";
             upstream = "192.168.50.12:3000";
+            auth = "inherit";          # the service's OIDC client, said out loud
+          };
+          loki = {                     # Alloy pushes here: never behind a login
+            domain = "loki.home.arpa";
+            path = "/loki/api/v1/push";
+            upstream = "192.168.50.12:3100";
+            auth = "none";
           };
           prometheus = {
             domain = "prometheus.home.arpa";

@@ -187,7 +187,7 @@ pub fn check(diags: &mut Diagnostics, m: &Manifest) {
         Flake::NotFound { from, to } => diags.warning(
             &at,
             format!(
-                "nixos.flake is not set and there is no flake.nix in {} or above it (up to {}): hosts cannot be built until nixos.flake names the flake",
+                "not set, and there is no flake.nix in {} or above it (up to {}): hosts cannot be built until nixos.flake names the flake",
                 from.display(),
                 to.display()
             ),

@@ -265,8 +265,28 @@ pub struct Proxy {
     pub tls: Option<Value>,
     pub authz: Option<Value>,
     pub extra_config: Option<String>,
-    /// The auth guarding this route: its own, else the service's.
+    /// The auth guarding this route (see [`AuthFrom`]).
     pub auth: Option<Auth>,
+    /// Where `auth` comes from.
+    pub auth_from: AuthFrom,
+}
+
+/// Where a route's auth comes from. A route's `auth` is an attribute set
+/// (its own), `"inherit"` (the service's, stated) or `"none"` (open even
+/// when the service has auth); a route that says nothing takes the
+/// service's, which validation warns about for named routes, because a
+/// push or API endpoint behind a login breaks its clients.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AuthFrom {
+    /// The route's own `auth` block.
+    Route,
+    /// The service's `auth`, by `auth = "inherit"` or by saying nothing.
+    Service,
+    /// `auth = "none"`: open.
+    Open,
+    /// Neither the route nor the service has auth.
+    Unset,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]

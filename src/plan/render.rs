@@ -2,7 +2,7 @@
 //! (the stable JSON shape documented in docs/plan-json.md).
 
 use super::{Phase, Plan};
-use crate::manifest::Manifest;
+use crate::manifest::{Auth, AuthFrom, Manifest};
 use serde::Serialize;
 use std::fmt::Write;
 
@@ -19,6 +19,53 @@ pub struct PlanJson<'p> {
     pub disabled: &'p [String],
     pub skipped: &'p [String],
     pub forced: &'p [String],
+    /// Every proxy route of the plan's services, with the auth it gets.
+    pub routes: Vec<Route>,
+}
+
+/// One proxy route as the plan shows it.
+#[derive(Serialize)]
+pub struct Route {
+    pub service: String,
+    /// The route's name in the multi-route form.
+    pub route: Option<String>,
+    pub domain: String,
+    pub path: String,
+    pub upstream: String,
+    /// `oidc`, `forward_auth`, or `null` for an open route.
+    pub auth: Option<&'static str>,
+    /// The OIDC client, for `oidc`.
+    pub client_id: Option<String>,
+    /// `route`, `service` (inherited), `open` (declared `"none"`) or `unset`.
+    pub auth_from: AuthFrom,
+}
+
+/// The routes of the services in the plan, in plan order.
+pub fn routes(m: &Manifest, plan: &Plan) -> Vec<Route> {
+    plan.core
+        .iter()
+        .chain(plan.waves.iter().flatten())
+        .filter_map(|n| m.service(n))
+        .flat_map(|s| {
+            s.proxies.iter().map(|p| {
+                let (auth, client_id) = match &p.auth {
+                    Some(Auth::Oidc(o)) => (Some("oidc"), Some(o.client_id.clone())),
+                    Some(Auth::ForwardAuth { .. }) => (Some("forward_auth"), None),
+                    None => (None, None),
+                };
+                Route {
+                    service: s.name.clone(),
+                    route: p.name.clone(),
+                    domain: p.domain.clone(),
+                    path: p.path.clone(),
+                    upstream: p.upstream.clone(),
+                    auth,
+                    client_id,
+                    auth_from: p.auth_from,
+                }
+            })
+        })
+        .collect()
 }
 
 pub fn json<'p>(m: &Manifest, plan: &'p Plan) -> PlanJson<'p> {
@@ -31,6 +78,7 @@ pub fn json<'p>(m: &Manifest, plan: &'p Plan) -> PlanJson<'p> {
         disabled: &plan.disabled,
         skipped: &plan.skipped,
         forced: &plan.forced,
+        routes: routes(m, plan),
     }
 }
 
@@ -164,6 +212,31 @@ pub fn human(m: &Manifest, plan: &Plan) -> String {
                     tf(Phase::TfServiceConfig),
                 );
             }
+        }
+    }
+    let routes = routes(m, plan);
+    if !routes.is_empty() {
+        let _ = writeln!(out, "\nProxy routes (Caddy) and the auth each gets:");
+        let label = |r: &Route| match &r.route {
+            Some(n) => format!("{}/{n}", r.service),
+            None => r.service.clone(),
+        };
+        let at = |r: &Route| format!("{}{}", r.domain, r.path);
+        let lw = routes.iter().map(|r| label(r).len()).max().unwrap_or(0);
+        let aw = routes.iter().map(|r| at(r).len()).max().unwrap_or(0);
+        for r in &routes {
+            let what = match (r.auth, &r.client_id) {
+                (Some(kind), Some(client)) => format!("{kind} {client}"),
+                (Some(kind), None) => kind.to_string(),
+                (None, _) => "open".to_string(),
+            };
+            let from = match r.auth_from {
+                AuthFrom::Route => "its own",
+                AuthFrom::Service => "the service's",
+                AuthFrom::Open => "auth = \"none\"",
+                AuthFrom::Unset => "no auth declared",
+            };
+            let _ = writeln!(out, "   {:<lw$}  {:<aw$}  {what} ({from})", label(r), at(r));
         }
     }
     out

@@ -30,8 +30,12 @@ let
           path = r.path or "/";
           headers = r.headers or { };
           extra_config = r.extra_config or null;
-          auth = r.auth or ((iface s).auth or null);
-          ownAuth = r.auth or null;
+          # A route's auth: its own block, "inherit" (the service's), "none"
+          # (open), or, unsaid, the service's (as nixmox reads the manifest).
+          auth = if !(r ? auth) || r.auth == "inherit" then (iface s).auth or null
+                 else if r.auth == "none" then null
+                 else r.auth;
+          ownAuth = if r ? auth && isAttrs r.auth then r.auth else null;
         };
     in if p == null then [ ]
        else if isSingle p then [ (mk null p) ]

@@ -4,8 +4,8 @@
 use crate::manifest::decode::{kind_of, Obj};
 use crate::manifest::diag::{did_you_mean, Diagnostics, Path};
 use crate::manifest::model::{
-    Auth, ClientType, Database, DbMode, Health, Oidc, Options, Probe, Proxy, ServiceTerraform,
-    TerraformPhase,
+    Auth, AuthFrom, ClientType, Database, DbMode, Health, Oidc, Options, Probe, Proxy,
+    ServiceTerraform, TerraformPhase,
 };
 use crate::manifest::syntax;
 use serde_json::Value;
@@ -394,9 +394,46 @@ fn proxy(
         Some(n) => format!("{service}-{n}-oidc"),
         None => format!("{service}-oidc"),
     };
-    let own_auth = obj
-        .raw("auth")
-        .and_then(|v| auth(diags, obj.at("auth"), v, service, &default_client));
+    let (route_auth, auth_from) = match obj.raw("auth") {
+        Some(Value::String(word)) if word == "inherit" => {
+            match service_auth {
+                Some(a) => (Some(a.clone()), AuthFrom::Service),
+                None => {
+                    diags.warning(&obj.at("auth"), format!("auth = \"inherit\", but service {service} has no auth: this route is open"));
+                    (None, AuthFrom::Unset)
+                }
+            }
+        }
+        Some(Value::String(word)) if word == "none" => (None, AuthFrom::Open),
+        Some(Value::String(other)) => {
+            let hint = did_you_mean(other, ["inherit", "none"]);
+            diags.error_hint(
+                &obj.at("auth"),
+                format!("a route's auth is an attribute set, \"inherit\" (the service's) or \"none\" (open), not {}", syntax::quote(other)),
+                hint,
+            );
+            (None, AuthFrom::Unset)
+        }
+        Some(v) => match auth(diags, obj.at("auth"), v, service, &default_client) {
+            Some(a) => (Some(a), AuthFrom::Route),
+            // `type = "local"` on the identity provider: nothing in front.
+            None => (None, AuthFrom::Open),
+        },
+        None => match (service_auth, &name) {
+            (Some(a), Some(route)) => {
+                diags.warning(
+                    &obj.at("auth"),
+                    format!(
+                        "route {route} declares no auth, so it takes the service's {} auth: write auth = \"inherit\" to say so, or auth = \"none\" for an endpoint machines call (a push API such as Loki's must not be put behind a login)",
+                        auth_kind(a)
+                    ),
+                );
+                (Some(a.clone()), AuthFrom::Service)
+            }
+            (Some(a), None) => (Some(a.clone()), AuthFrom::Service),
+            (None, _) => (None, AuthFrom::Unset),
+        },
+    };
     Some(Proxy {
         name,
         domain: domain?,
@@ -406,8 +443,16 @@ fn proxy(
         tls,
         authz,
         extra_config,
-        auth: own_auth.or_else(|| service_auth.cloned()),
+        auth: route_auth,
+        auth_from,
     })
+}
+
+fn auth_kind(a: &Auth) -> &'static str {
+    match a {
+        Auth::Oidc(_) => "oidc",
+        Auth::ForwardAuth { .. } => "forward_auth",
+    }
 }
 
 /// `tls` and `authz` are written as booleans, strings or small attribute sets.
