@@ -19,6 +19,7 @@
       hostname = "authentik.stack.example";
       vmid = 203;
       depends_on = [ "postgresql" ];
+      ports = [ 9000 ];
       interface = {
         db = { name = "authentik"; owner = "authentik"; };
         proxy = { domain = "auth.stack.example"; upstream = "10.77.0.5:9000"; };

@@ -227,6 +227,7 @@ fn proxies(diags: &mut Diagnostics, m: &Manifest) {
         })
         .collect();
     let mut routes: BTreeMap<(String, String), &str> = BTreeMap::new();
+    let caddy = m.service("caddy").filter(|c| c.enabled);
     for s in m.enabled() {
         for proxy in &s.proxies {
             let mut at = service_path(s).key("interface").key("proxy");
@@ -248,13 +249,39 @@ fn proxies(diags: &mut Diagnostics, m: &Manifest) {
                 diags.warning(&at.key("domain"), format!("proxy domain {} is also the hostname of service '{owner}': DNS can point it at the host or at Caddy, not both; the proxy wins", proxy.domain));
             }
             if let Ok((host, port)) = syntax::host_port(&proxy.upstream) {
-                let own = host == "localhost"
+                let loopback = host.eq_ignore_ascii_case("localhost")
+                    || host
+                        .trim_start_matches('[')
+                        .trim_end_matches(']')
+                        .parse::<IpAddr>()
+                        .is_ok_and(|ip| ip.is_loopback());
+                let own = loopback
                     || s.host.ip.is_some_and(|ip| host.parse::<IpAddr>() == Ok(ip))
                     || s.host
                         .hostname
                         .as_deref()
                         .is_some_and(|h| h.eq_ignore_ascii_case(&host));
-                if own && !s.ports.is_empty() && !s.ports.contains(&port) {
+                let on_caddy = caddy.is_some_and(|c| {
+                    c.name == s.name || (c.host.ip.is_some() && c.host.ip == s.host.ip)
+                });
+                if loopback && !on_caddy {
+                    diags.warning(
+                        &at.key("upstream"),
+                        format!(
+                            "upstream {} is a loopback address, but Caddy runs on {}: from there it reaches Caddy's own host, not {}'s; use {}:{port}",
+                            proxy.upstream,
+                            caddy.and_then(|c| c.host.hostname.clone()).unwrap_or_else(|| "the caddy host".into()),
+                            s.name,
+                            s.host.ip.map(|ip| ip.to_string()).unwrap_or_else(|| "the service's address".into()),
+                        ),
+                    );
+                }
+                if own && s.ports.is_empty() {
+                    diags.warning(
+                        &at.key("upstream"),
+                        format!("upstream port {port} is on a service that declares no ports: its default health gate cannot check it; add ports = [ {port} ]"),
+                    );
+                } else if own && !s.ports.contains(&port) {
                     diags.warning(
                         &at.key("upstream"),
                         format!(

@@ -236,6 +236,11 @@ fn oidc(
     for (i, uri) in redirect_uris.iter().enumerate() {
         if let Err(e) = syntax::http_url(uri) {
             diags.error(&obj.at("redirect_uris").index(i), e);
+        } else if uri.contains('*') {
+            diags.warning(
+                &obj.at("redirect_uris").index(i),
+                format!("{} has a '*', but Authentik compares redirect URIs strictly: it matches no real callback; give each callback URL in full", syntax::quote(uri)),
+            );
         }
     }
     if redirect_uris.is_empty() {

@@ -141,6 +141,33 @@ pub fn cidr(text: &str) -> Result<IpNet, String> {
     Ok(net)
 }
 
+/// A secret that reads like the text left in a template rather than one
+/// generated: short, or a well-known stand-in word.
+fn looks_like_placeholder(secret: &str) -> bool {
+    let lower = secret.to_ascii_lowercase();
+    let words = [
+        "changeme",
+        "change-me",
+        "change_me",
+        "secret",
+        "password",
+        "placeholder",
+        "example",
+        "todo",
+        "fixme",
+        "xxx",
+        "testing",
+        "radius",
+        "default",
+    ];
+    secret.chars().count() < 16
+        || words.iter().any(|w| lower.contains(w))
+        || secret.starts_with('<')
+        || secret
+            .chars()
+            .all(|c| c == secret.chars().next().unwrap_or(c))
+}
+
 fn outposts(diags: &mut Diagnostics, path: Path, value: &Value) -> Option<Outposts> {
     let obj = Obj::open(diags, path, value, &["ldap", "radius"])?;
     let ldap_base_dn = obj.raw("ldap").and_then(|v| {
@@ -166,13 +193,29 @@ fn outposts(diags: &mut Diagnostics, path: Path, value: &Value) -> Option<Outpos
         )?;
         // The secret is only type-checked: its value must never reach a message.
         let shared_secret: Option<String> = r.opt(diags, "shared_secret");
-        if shared_secret.as_deref() == Some("") {
-            diags.error(&r.at("shared_secret"), "the RADIUS shared secret is empty");
+        match shared_secret.as_deref() {
+            Some("") => diags.error(&r.at("shared_secret"), "the RADIUS shared secret is empty"),
+            Some(secret) if looks_like_placeholder(secret) => diags.warning(
+                &r.at("shared_secret"),
+                "the RADIUS shared secret looks like a placeholder, and it is written in plaintext in the manifest: generate a long random one and keep it in your SOPS file",
+            ),
+            Some(_) => diags.warning(
+                &r.at("shared_secret"),
+                "the RADIUS shared secret is written in plaintext in the manifest, which is reviewed and shared as code: keep it in your SOPS file",
+            ),
+            None => {}
         }
         let texts: Vec<String> = r.or(diags, "client_networks", Vec::new());
         let mut client_networks = Vec::new();
         for (i, text) in texts.iter().enumerate() {
             match cidr(text) {
+                Ok(net) if net.prefix_len() == 0 => {
+                    diags.warning(
+                        &r.at("client_networks").index(i),
+                        format!("{text} lets any address send RADIUS requests: list the networks of your access points and switches"),
+                    );
+                    client_networks.push(net);
+                }
                 Ok(net) => client_networks.push(net),
                 Err(e) => diags.error(&r.at("client_networks").index(i), e),
             }
