@@ -68,6 +68,8 @@ fn main() {
         .chain(APPS.iter())
         .copied()
         .collect();
+    // The scripts first: the flake is a git repository of the files it uses.
+    write_systems(root, 0);
     script_stack::write_flake(root, &hosts, |n| {
         if n.starts_with("app") {
             "app.sh"
@@ -75,7 +77,6 @@ fn main() {
             "core.sh"
         }
     });
-    write_systems(root, 0);
     let up = nixmox(root, &["lab", "up", "--no-systems"]);
     assert!(
         up.status.success(),

@@ -59,8 +59,11 @@ pub fn write_flake(root: &Path, hosts: &[&str], script: impl Fn(&str) -> &'stati
     .expect("write flake");
     // A git flake, as users keep theirs: Nix then copies only the files
     // added here, never the state or keys beside them.
+    // The scripts must exist already: a git flake sees only what is added.
     let mut files: Vec<&str> = hosts.iter().map(|n| script(n)).collect();
     files.push("flake.nix");
+    files.sort_unstable();
+    files.dedup();
     git(root, &["init", "-q"]);
     let mut add = vec!["add", "--"];
     add.extend(files);
