@@ -29,7 +29,11 @@ impl Api {
             );
             return None;
         };
-        let token = match std::fs::read_to_string(&s.token_file) {
+        let read = match &s.token {
+            Some(t) => Ok(t.clone()),
+            None => std::fs::read_to_string(&s.token_file),
+        };
+        let token = match read {
             Ok(t) if !t.trim().is_empty() => t.trim().to_string(),
             Ok(_) => {
                 diags.root_error(

@@ -7,21 +7,25 @@
 //!   (vmid, hostname, address, resources, onboot/start): created and
 //!   removed with `nixmox lab host-up|host-down`, read back from the host
 //!   itself;
-//! - `nixmoxlab_provider_oauth2` and `nixmoxlab_application` — standing in
-//!   for Authentik's OAuth2 provider and application, managed through the
-//!   admin API of the lab's identity provider (the `authentik` host).
+//! - `nixmoxlab_provider_oauth2`, `nixmoxlab_application` and
+//!   `nixmoxlab_outpost` — standing in for Authentik's OAuth2 provider,
+//!   application and outpost (whose token is a sensitive attribute),
+//!   managed through the admin API of the lab's identity provider (the
+//!   `authentik` host).
 //!
 //! Provider settings (all optional): `lab_dir` (default `NIXMOX_LAB_DIR`,
 //! else /var/lib/nixmox-lab), `nixmox` (the nixmox binary; default
 //! `NIXMOX_BIN`, else `nixmox` on PATH), `url` (the identity provider's
-//! admin API, for example http://10.213.0.5:9000) and `token_file` (its API
-//! token; default the one the lab's identity provider keeps in the lab
-//! directory).
+//! admin API, for example http://10.213.0.5:9000), `token` (its API token,
+//! sensitive: as Authentik's provider takes its bootstrap token) and
+//! `token_file` (a file holding it; default the one the lab's identity
+//! provider keeps in the lab directory).
 
 mod api;
 mod application;
 mod lxc;
 mod oauth2;
+mod outpost;
 mod values;
 
 use anyhow::Result;
@@ -45,6 +49,8 @@ pub struct Config<'a> {
     #[serde(borrow)]
     pub url: ValueString<'a>,
     #[serde(borrow)]
+    pub token: ValueString<'a>,
+    #[serde(borrow)]
     pub token_file: ValueString<'a>,
 }
 
@@ -54,6 +60,8 @@ pub struct Settings {
     pub lab_dir: PathBuf,
     pub nixmox: PathBuf,
     pub url: Option<String>,
+    /// Given in the configuration (wins over `token_file`).
+    pub token: Option<String>,
     pub token_file: PathBuf,
 }
 
@@ -105,6 +113,10 @@ impl Provider for LabProvider {
                     "lab_dir" => optional("Where the lab keeps its hosts (default NIXMOX_LAB_DIR, else /var/lib/nixmox-lab)"),
                     "nixmox" => optional("The nixmox binary that creates and removes lab hosts (default NIXMOX_BIN, else nixmox)"),
                     "url" => optional("The lab identity provider's admin API, e.g. http://10.213.0.5:9000"),
+                    "token" => Attribute {
+                        sensitive: true,
+                        ..optional("The admin API token (default: read from token_file)")
+                    },
                     "token_file" => optional("A file holding the admin API token (default: the one the lab's identity provider keeps)"),
                 },
                 ..Default::default()
@@ -151,6 +163,7 @@ impl Provider for LabProvider {
             lab_dir,
             nixmox,
             url: given(&config.url).map(|u| u.trim_end_matches('/').to_string()),
+            token: given(&config.token).map(|t| t.trim().to_string()),
             token_file,
         };
         match self.shared.0.write() {
@@ -171,6 +184,7 @@ impl Provider for LabProvider {
             "lxc" => lxc::Lxc { shared: self.shared.clone() },
             "provider_oauth2" => oauth2::OAuth2Provider { shared: self.shared.clone() },
             "application" => application::Application { shared: self.shared.clone() },
+            "outpost" => outpost::Outpost { shared: self.shared.clone() },
         })
     }
 }
