@@ -14,6 +14,7 @@ pub mod nixos;
 pub mod plan;
 pub mod process;
 pub mod report;
+pub mod secrets;
 pub mod state;
 pub mod synth;
 pub mod terraform;

@@ -66,6 +66,7 @@ fn a_migration_applies_once_even_when_two_sessions_race() {
         mode: Some(DbMode::NativeMigration),
         migrations: vec!["m/001.sql".into()],
         additional: vec![],
+        password: None,
     };
     // Before anything exists, the survey still answers: no role, no database.
     let before = psql(&pg, "postgres", &survey_sql(&db));

@@ -45,12 +45,24 @@ proptest! {
                 prop_assert!(j.is_some_and(|j| j < i), "{} waits for {} which is not earlier", step.id, a);
             }
         }
-        // Core before auth-core before any application step.
-        let last_core = p.steps.iter().rposition(|s| s.phase == Phase::NixCore).unwrap_or(0);
+        // The core's first round before auth-core; after it only the core's
+        // second round and its verification, then the applications.
+        let core_again = |s: &nixmox::plan::Step| s.id.ends_with(":again")
+            || (s.phase == Phase::Verify && s.service.as_deref().is_some_and(|n| p.core.iter().any(|c| c == n)));
+        let last_core = p.steps.iter().rposition(|s| s.phase == Phase::NixCore && !s.id.ends_with(":again")).unwrap_or(0);
         let auth = pos["tf:auth-core"];
         prop_assert!(last_core < auth);
-        for s in &p.steps[auth + 1..] {
-            prop_assert!(s.phase >= Phase::TfServiceInfra, "{} after tf:auth-core", s.id);
+        let last_round = p.steps.iter().rposition(core_again).unwrap_or(auth);
+        for (i, s) in p.steps.iter().enumerate().skip(auth + 1) {
+            if i <= last_round {
+                prop_assert!(core_again(s), "{} amid the core's second round", s.id);
+            } else {
+                prop_assert!(s.phase >= Phase::TfServiceInfra && !core_again(s), "{} after the core", s.id);
+            }
+        }
+        for c in &p.core {
+            prop_assert!(pos.contains_key(format!("nix:core:{c}:again").as_str()), "no second round for {}", c);
+            prop_assert!(pos.contains_key(format!("verify:{c}").as_str()), "no verify for {}", c);
         }
         // Each application's own steps in canonical order, after its dependencies are verified.
         let services = manifest["services"].as_object().cloned().unwrap_or_default();

@@ -77,6 +77,7 @@ impl Project {
             tree_root: self.dir.path().to_path_buf(),
             derived: Map::new(),
             upstream: BTreeMap::new(),
+            secrets: Default::default(),
         }
     }
 

@@ -46,7 +46,10 @@ impl Stack {
             "variables": { "bucket": "wiki-data" },
             "config": { "modules": ["tf/wiki-config"] }
         });
-        m["secrets"] = json!({ "sops_file": "secrets/outputs.sops.json" });
+        // nixmox reads the file before writing outputs into it (to keep
+        // the user's other keys), with the key the manifest names.
+        m["secrets"] =
+            json!({ "sops_file": "secrets/outputs.sops.json", "age_key_file": "age.key" });
         std::fs::write(
             root.join("manifest.json"),
             serde_json::to_string_pretty(&m).expect("encode"),
@@ -298,8 +301,8 @@ fn terraform_phases_end_to_end() {
         String::from_utf8_lossy(&dec.stderr)
     );
     let plain: Value = serde_json::from_slice(&dec.stdout).expect("decrypted json");
-    assert_eq!(plain["auth-core/wiki_client_secret"], secret.as_str());
-    assert_eq!(plain["wiki-infra/bucket"], "wiki-data@10.77.0.10");
+    assert_eq!(plain["auth-core"]["wiki_client_secret"], secret.as_str());
+    assert_eq!(plain["wiki-infra"]["bucket"], "wiki-data@10.77.0.10");
 
     // The public JSON for Nix holds no secret; nothing else does either.
     let public: Value = serde_json::from_str(
@@ -335,4 +338,230 @@ fn terraform_phases_end_to_end() {
                 .unwrap_or(0)
                 == 0
     );
+}
+
+/// Encrypts `doc` (YAML) into `rel` under the stack's `.sops.yaml`, as a
+/// user keeps their secrets.
+fn encrypt(s: &Stack, rel: &str, doc: &str) {
+    use std::io::Write;
+    let mut child = Command::new(tool("sops", "NIXMOX_SOPS"))
+        .args(["--encrypt", "--input-type", "yaml", "--output-type", "yaml"])
+        .arg("--filename-override")
+        .arg(s.path(rel))
+        .arg("/dev/stdin")
+        .current_dir(s.dir.path())
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("sops");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(doc.as_bytes())
+        .expect("feed sops");
+    let out = child.wait_with_output().expect("sops");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let path = s.path(rel);
+    std::fs::create_dir_all(path.parent().expect("a directory")).expect("mkdir");
+    std::fs::write(path, &out.stdout).expect("write");
+}
+
+fn decrypt(s: &Stack, rel: &str) -> Value {
+    let dec = Command::new(tool("sops", "NIXMOX_SOPS"))
+        .args(["--decrypt", "--output-type", "json"])
+        .arg(s.path(rel))
+        .env("SOPS_AGE_KEY_FILE", &s.age_key)
+        .output()
+        .expect("sops");
+    assert!(
+        dec.status.success(),
+        "{}",
+        String::from_utf8_lossy(&dec.stderr)
+    );
+    serde_json::from_slice(&dec.stdout).expect("decrypted json")
+}
+
+/// The user's own SOPS file, one section per service: a Terraform variable
+/// comes from it (decrypted in memory, never shown), outputs are written
+/// back into it without losing a key, a re-run leaves it untouched, and a
+/// missing key or decryption key is an error at `validate` that names the
+/// file and the key path, never a value.
+#[test]
+fn values_from_the_users_sops_file() {
+    let s = Stack::new();
+    let token = format!("tok-{}-{}", std::process::id(), serial_seed());
+    encrypt(
+        &s,
+        "secrets/default.yaml",
+        &format!(
+            "# the user's own comment\nwiki:\n  bucket_token: {token}\nauthentik:\n  secret_key: keep-me-untouched\n"
+        ),
+    );
+    let mut m: Value =
+        serde_json::from_str(&std::fs::read_to_string(s.path("manifest.json")).expect("read"))
+            .expect("json");
+    m["secrets"] = json!({ "sops_file": "secrets/default.yaml", "age_key_file": "age.key" });
+    m["services"]["wiki"]["interface"]["terraform"]["variables"]["bucket_token"] =
+        json!({ "sops": "wiki.bucket_token" });
+    let write_manifest = |m: &Value| {
+        std::fs::write(
+            s.path("manifest.json"),
+            serde_json::to_string_pretty(m).expect("encode"),
+        )
+        .expect("write manifest")
+    };
+    write_manifest(&m);
+    std::fs::write(
+        s.path("tf/wiki-infra/main.tf"),
+        r#"
+variable "bucket" { type = string }
+variable "service" { type = any }
+variable "bucket_token" {
+  type      = string
+  sensitive = true
+}
+resource "terraform_data" "bucket" { input = "${var.bucket}@${var.service.ip}" }
+resource "terraform_data" "token" { input = nonsensitive(sha256(var.bucket_token)) }
+output "bucket" { value = terraform_data.bucket.output }
+output "token_fingerprint" { value = terraform_data.token.output }
+"#,
+    )
+    .expect("write module");
+
+    let mut shown = String::new();
+    let o = s.nixmox(&["validate"]);
+    shown += &text(&o);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let o = s.nixmox(&["apply", "--terraform-only"]);
+    shown += &text(&o);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+
+    // Terraform got the value itself.
+    let o = s.nixmox(&["outputs", "--json"]);
+    let outs: Value = serde_json::from_slice(&o.stdout).expect("outputs json");
+    let mut sha = Command::new("sha256sum")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("sha256sum");
+    {
+        use std::io::Write;
+        sha.stdin
+            .take()
+            .expect("stdin")
+            .write_all(token.as_bytes())
+            .expect("write");
+    }
+    let sum = String::from_utf8_lossy(&sha.wait_with_output().expect("sha").stdout)
+        .split_whitespace()
+        .next()
+        .unwrap_or_default()
+        .to_string();
+    assert_eq!(
+        outs["workspaces"]["wiki-infra"]["token_fingerprint"]["value"], sum,
+        "{outs:#}"
+    );
+
+    // Outputs went into the same file; the user's keys and comment stayed.
+    let plain = decrypt(&s, "secrets/default.yaml");
+    assert_eq!(plain["authentik"]["secret_key"], "keep-me-untouched");
+    assert_eq!(plain["wiki"]["bucket_token"], token.as_str());
+    assert!(
+        plain["auth-core"]["wiki_client_secret"].is_string(),
+        "{plain:#}"
+    );
+    assert_eq!(plain["wiki-infra"]["bucket"], "wiki-data@10.77.0.10");
+    let written = std::fs::read(s.path("secrets/default.yaml")).expect("read");
+    let yaml = Command::new(tool("sops", "NIXMOX_SOPS"))
+        .args(["--decrypt"])
+        .arg(s.path("secrets/default.yaml"))
+        .env("SOPS_AGE_KEY_FILE", &s.age_key)
+        .output()
+        .expect("sops");
+    assert!(
+        String::from_utf8_lossy(&yaml.stdout).contains("# the user's own comment"),
+        "the user's comment was lost"
+    );
+
+    // A re-run writes nothing: the file is byte for byte the same.
+    let o = s.nixmox(&["apply", "--terraform-only"]);
+    shown += &text(&o);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert_eq!(
+        std::fs::read(s.path("secrets/default.yaml")).expect("read"),
+        written,
+        "a no-op run rewrote the SOPS file"
+    );
+
+    // The value shows up nowhere nixmox printed or left (Terraform's own
+    // state and saved plans excepted).
+    assert!(!shown.contains(&token), "the SOPS value was printed");
+    let mut all = Vec::new();
+    files(s.dir.path(), &mut all);
+    for f in all.iter().filter(|f| {
+        let n = f.to_string_lossy();
+        !n.contains("terraform.tfstate") && !n.ends_with(".tfplan")
+    }) {
+        let bytes = std::fs::read(f).expect("read");
+        assert!(
+            !String::from_utf8_lossy(&bytes).contains(&token),
+            "{} holds the SOPS value",
+            f.display()
+        );
+    }
+
+    // A key that is not there: validate names it and the file, and what is there.
+    m["services"]["wiki"]["interface"]["terraform"]["variables"]["bucket_token"] =
+        json!({ "sops": "wiki.bucket_tokn" });
+    write_manifest(&m);
+    let o = s.nixmox(&["validate"]);
+    let t = text(&o);
+    assert_eq!(o.status.code(), Some(1), "{t}");
+    assert!(
+        t.contains("wiki.bucket_tokn") && t.contains("default.yaml") && t.contains("bucket_token"),
+        "{t}"
+    );
+    assert!(!t.contains(&token), "{t}");
+
+    // No key that opens the file: said so, with what to do.
+    m["services"]["wiki"]["interface"]["terraform"]["variables"]["bucket_token"] =
+        json!({ "sops": "wiki.bucket_token" });
+    let other = s.path("other.key");
+    let gen = Command::new("age-keygen")
+        .arg("-o")
+        .arg(&other)
+        .output()
+        .expect("age-keygen");
+    assert!(gen.status.success());
+    m["secrets"]["age_key_file"] = json!("other.key");
+    write_manifest(&m);
+    let o = Command::new(env!("CARGO_BIN_EXE_nixmox"))
+        .args(["plan", "--terraform-only", "-m"])
+        .arg(s.path("manifest.json"))
+        .env("NIXMOX_SOPS", tool("sops", "NIXMOX_SOPS"))
+        .env_remove("SOPS_AGE_KEY_FILE")
+        .env("HOME", s.dir.path())
+        .output()
+        .expect("nixmox");
+    let t = text(&o);
+    assert_eq!(o.status.code(), Some(1), "{t}");
+    assert!(
+        t.contains("SOPS_AGE_KEY_FILE") && t.contains("default.yaml"),
+        "{t}"
+    );
+    assert!(t.contains("nothing was run"), "{t}");
+}
+
+/// A value that differs from run to run.
+fn serial_seed() -> u128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or_default()
 }

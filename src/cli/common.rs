@@ -53,6 +53,15 @@ pub fn load(cli: &Cli) -> Result<Validated, CliError> {
     Ok(validated)
 }
 
+/// [`load`] without opening the SOPS files the manifest names (for the
+/// lab's own life cycle, which never needs their values).
+pub fn load_without_secrets(cli: &Cli) -> Result<Validated, CliError> {
+    let path = locate(cli)?;
+    let validated = manifest::load_without_secrets(&path)?;
+    print_warnings(&validated.warnings);
+    Ok(validated)
+}
+
 pub fn print_warnings(warnings: &[Diagnostic]) {
     let color = report::stderr_color();
     for w in warnings {

@@ -26,7 +26,10 @@ tf:auth-core, then per application tf:service-infra, nix:service-config, health,
 Exit status: 0 success, 1 error (including an invalid manifest), 2 changes pending (plan/status).",
     after_help = "Manifest: -m/--manifest, else $NIXMOX_MANIFEST, else nixmox.{nix,json,toml,yaml,yml}, \
 manifest.{nix,json,toml,yaml,yml}, service-manifest.nix or nixos/service-manifest.nix in the current directory.\n\
-Flake: nixos.flake, else the nearest flake.nix at or above the manifest's directory (not past its git repository's root)."
+Flake: nixos.flake, else the nearest flake.nix at or above the manifest's directory (not past its git repository's root).\n\
+Secrets: a value written { sops = \"section.key\"; } is read from secrets.sops_file with the real sops \
+($NIXMOX_SOPS), decrypted in memory with $SOPS_AGE_KEY_FILE or secrets.age_key_file; every command but \
+lab down/status opens them first."
 )]
 pub struct Cli {
     /// The manifest (.nix, .json, .toml, .yaml or .yml).
@@ -50,7 +53,8 @@ pub struct Cli {
 
 #[derive(Subcommand, Debug)]
 pub enum Command {
-    /// Check the manifest and report every problem at once; runs nothing.
+    /// Check the manifest and report every problem at once (SOPS values it names
+    /// included: each must decrypt); runs nothing.
     Validate(ValidateArgs),
     /// Show the deployment plan; without --offline, also what Terraform would change.
     Plan(PlanArgs),

@@ -11,9 +11,40 @@ use std::time::Duration;
 
 impl Ctx<'_> {
     /// The env file a service's host receives, from the outputs known now.
-    pub(super) fn env_for(&self, s: &Service) -> Option<String> {
-        let known = self.known.lock().ok()?;
-        super::env::file(&self.tf_steps, s, &known)
+    /// The hash of the secrets `s`'s host would be given now (see
+    /// [`deploy::secrets_hash`]).
+    pub(super) fn inputs_hash(&self, s: &Service) -> String {
+        match self.env_for(s) {
+            Ok(env) => deploy::secrets_hash(env.as_deref(), self.age_key.as_ref()),
+            // Matches no host's: the deploy that follows says what is wrong.
+            Err(_) => "unreadable".into(),
+        }
+    }
+
+    /// Notes what `s`'s host was left with: its system and secrets hash.
+    pub(super) fn record_inputs(&self, s: &Service, system: &str) {
+        let hash = self.inputs_hash(s);
+        if let Ok(mut d) = self.deployed.lock() {
+            d.insert(s.name.clone(), (system.to_string(), hash));
+        }
+    }
+
+    /// A workspace not applied yet in this run counts with the outputs it
+    /// held at the start: a core host deployed before `tf:auth-core` gets
+    /// auth-core's outputs as they stand, so a re-run that changes nothing
+    /// sends the same file, and `--phase` runs never strip values from it.
+    pub(super) fn env_for(&self, s: &Service) -> Result<Option<String>, String> {
+        let mut known = self.known.lock().map(|k| k.clone()).map_err(|_| {
+            "the outputs known so far are unreadable (a worker panicked)".to_string()
+        })?;
+        for ws in super::env::workspaces(&self.tf_steps, s) {
+            if let std::collections::btree_map::Entry::Vacant(slot) = known.entry(ws) {
+                if let Some(held) = self.look.held(slot.key()) {
+                    slot.insert(held);
+                }
+            }
+        }
+        super::env::file(self.m, &self.tf_steps, s, &known)
     }
 
     /// Builds, deploys and gates one host; `Ok(changed)`.
@@ -24,10 +55,11 @@ impl Ctx<'_> {
             if let Ok(mut systems) = self.systems.lock() {
                 systems.insert(s.name.clone(), system.to_string());
             }
+            self.record_inputs(s, system);
             return Ok(false);
         }
         let target = targets::target(self.m, s, self.control_dir.clone())?;
-        let env = self.env_for(s);
+        let env = self.env_for(s)?;
         let req = DeployRequest {
             target: &target,
             nix: &self.nix,
@@ -46,6 +78,7 @@ impl Ctx<'_> {
             if let Ok(mut systems) = self.systems.lock() {
                 systems.insert(s.name.clone(), system.to_string());
             }
+            self.record_inputs(s, system);
         }
         match result {
             Ok(Outcome::Unchanged) => {
@@ -96,8 +129,7 @@ impl Ctx<'_> {
                 }
             }
         };
-        let wanted = deploy::secrets_hash(self.env_for(s).as_deref(), self.age_key.as_ref());
-        seen.current == system && seen.env_hash == wanted && seen.healthy
+        seen.current == system && seen.env_hash == self.inputs_hash(s) && seen.healthy
     }
 
     pub(super) fn build_one(&self, s: &Service) -> Result<String, String> {

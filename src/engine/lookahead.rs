@@ -144,7 +144,8 @@ impl Lookahead {
                     .map(|s| s.name.clone()),
             ),
             verify: slots(
-                apps.iter()
+                core.iter()
+                    .chain(apps.iter())
                     .filter(|s| {
                         ctx.runs(Phase::Verify) && ctx.step(&format!("verify:{}", s.name)).is_some()
                     })
@@ -184,6 +185,11 @@ impl Lookahead {
             }
         }
         Some(out)
+    }
+
+    /// The outputs `workspace` held at the start of the run.
+    pub(super) fn held(&self, workspace: &str) -> Option<Outputs> {
+        self.held.get(workspace)?.1.wait()
     }
 
     /// The system built at the start of the run.

@@ -205,10 +205,7 @@ pub fn preview(m: &Manifest, plan: &Plan, hosts: bool) -> Result<Preview, String
         .into_iter()
         .map(|s| (s.step_id.clone(), s))
         .collect();
-    let age_key = match &m.nixos.age_key_file {
-        Some(file) => Some(AgeKey::read(file, &m.dir(), &m.nixos.age_key_target)?),
-        None => None,
-    };
+    let age_key = AgeKey::of_manifest(m)?;
     let mut nixos = Vec::new();
     for ((s, look), system) in services.iter().zip(seen).zip(systems) {
         let system = system?;
@@ -219,7 +216,7 @@ pub fn preview(m: &Manifest, plan: &Plan, hosts: bool) -> Result<Preview, String
             plan.forced.contains(&s.name),
             SecretsWanted {
                 env_workspaces: env::workspaces(&tf_steps, s),
-                env: env::file(&tf_steps, s, &held),
+                env: env::file(m, &tf_steps, s, &held)?,
                 age_key: age_key.as_ref(),
                 moving: &moving,
             },

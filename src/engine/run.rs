@@ -114,6 +114,9 @@ pub(super) struct Ctx<'a> {
     pub(super) skip: Vec<Phase>,
     /// `--force`: these hosts are activated even when current.
     pub(super) force: BTreeSet<String>,
+    /// By service: the system and secrets hash its host was left with in
+    /// this run, so the core's second round knows what changed since.
+    pub(super) deployed: Mutex<BTreeMap<String, (String, String)>>,
     pub(super) emit: &'a (dyn Fn(Event) + Sync),
 }
 
@@ -231,18 +234,12 @@ pub fn apply(
         tf_good: Mutex::new(BTreeMap::new()),
         outputs_changed: std::sync::atomic::AtomicBool::new(false),
         control_dir: control_dir.clone(),
-        age_key: match &m.nixos.age_key_file {
-            Some(file) => Some(deploy::AgeKey::read(
-                file,
-                &m.dir(),
-                &m.nixos.age_key_target,
-            )?),
-            None => None,
-        },
+        age_key: deploy::AgeKey::of_manifest(m)?,
         goal: opts.goal,
         phases: opts.phases.clone(),
         skip: opts.skip.clone(),
         force: opts.force.clone(),
+        deployed: Mutex::new(BTreeMap::new()),
         emit,
     };
     let mut summary = Summary {
@@ -324,6 +321,7 @@ fn core_deploy(
         if let Ok(mut sys) = ctx.systems.lock() {
             sys.insert(s.name.clone(), system.to_string());
         }
+        ctx.record_inputs(s, system);
         summary.services.insert(s.name.clone(), "unchanged".into());
         return Ok(());
     }
@@ -350,6 +348,100 @@ fn core_deploy(
                 .services
                 .insert(s.name.clone(), format!("failed: {e}"));
             Err(format!("nix:core:{}: {e}", s.name))
+        }
+    }
+}
+
+/// A core host's second round, after `tf:auth-core`: deployed again behind
+/// its health gate when its inputs (its system, rebuilt if outputs changed,
+/// and its env file, now with auth-core's outputs) differ from what it was
+/// left with in this run; otherwise reported unchanged without asking it.
+fn core_again(ctx: &Ctx, summary: &mut Summary, s: &Service) -> Result<(), String> {
+    let id = format!("nix:core:{}:again", s.name);
+    let Some(step) = ctx.step(&id) else {
+        return Ok(());
+    };
+    let gate = ctx.step(&format!("health:{}:again", s.name));
+    if !ctx.runs(Phase::NixCore) {
+        ctx.not_selected(step);
+        if let Some(g) = gate {
+            ctx.not_selected(g);
+        }
+        return Ok(());
+    }
+    let started = Instant::now();
+    ctx.event(step, StepStatus::Started, String::new(), started);
+    let failed = |e: String| {
+        ctx.event(step, StepStatus::Failed, e.clone(), started);
+        Err(format!("{id}: {e}"))
+    };
+    let system = match ctx.build_one(s) {
+        Ok(p) => p,
+        Err(e) => return failed(e),
+    };
+    let before = ctx
+        .deployed
+        .lock()
+        .ok()
+        .and_then(|d| d.get(&s.name).cloned());
+    if before.is_some_and(|b| b == (system.clone(), ctx.inputs_hash(s))) {
+        ctx.event(
+            step,
+            StepStatus::Unchanged,
+            "inputs unchanged since its deploy".into(),
+            started,
+        );
+        if let Some(g) = gate {
+            ctx.event(
+                g,
+                StepStatus::Unchanged,
+                "not deployed again".into(),
+                started,
+            );
+        }
+        return Ok(());
+    }
+    match ctx.deploy(s, &system, false) {
+        Ok(changed) => {
+            ctx.event(step, StepStatus::done(changed), system.clone(), started);
+            if let Some(g) = gate {
+                ctx.event(g, StepStatus::done(false), "passed".into(), started);
+            }
+            if changed {
+                summary
+                    .services
+                    .insert(s.name.clone(), "deployed again after tf:auth-core".into());
+            }
+            Ok(())
+        }
+        Err(e) => {
+            summary
+                .services
+                .insert(s.name.clone(), format!("failed: {e}"));
+            failed(e)
+        }
+    }
+}
+
+/// A core service's end-to-end checks; a failure halts the run.
+fn core_verify(ctx: &Ctx, s: &Service) -> Result<(), String> {
+    let Some(step) = ctx.step(&format!("verify:{}", s.name)) else {
+        return Ok(());
+    };
+    if !ctx.runs(Phase::Verify) {
+        ctx.not_selected(step);
+        return Ok(());
+    }
+    let started = Instant::now();
+    ctx.event(step, StepStatus::Started, String::new(), started);
+    match ctx.verify(s) {
+        Ok(detail) => {
+            ctx.event(step, StepStatus::Unchanged, detail, started);
+            Ok(())
+        }
+        Err(e) => {
+            ctx.event(step, StepStatus::Failed, e.clone(), started);
+            Err(format!("verify:{}: {e}", s.name))
         }
     }
 }
@@ -461,9 +553,35 @@ fn walk(ctx: &Ctx, opts: &ApplyOptions, summary: &mut Summary) -> Result<(), Str
         }
     }
     // 3. tf:auth-core
-    if let Err(e) = stack_step(ctx, "tf:auth-core", Phase::TfAuthCore) {
-        halt(summary, format!("tf:auth-core: {e}"));
-        return Ok(());
+    let auth_core_changed = match stack_step(ctx, "tf:auth-core", Phase::TfAuthCore) {
+        Ok(c) => c,
+        Err(e) => {
+            halt(summary, format!("tf:auth-core: {e}"));
+            return Ok(());
+        }
+    };
+    // What it made reaches the SOPS file now, for the core's second round
+    // (a system may read that file) and everything after.
+    if auth_core_changed {
+        let known = ctx.known.lock().map(|k| k.clone()).unwrap_or_default();
+        if let Err(e) = stack::write_sinks(ctx.m, &known) {
+            halt(summary, format!("tf:auth-core: writing its outputs: {e}"));
+            return Ok(());
+        }
+    }
+    // 3b. The core again where tf:auth-core changed its inputs, then every
+    // core service verified; any failure halts, as in nix:core.
+    for s in &core_all {
+        if let Err(e) = core_again(ctx, summary, s) {
+            halt(summary, e);
+            return Ok(());
+        }
+    }
+    for s in &core_all {
+        if let Err(e) = core_verify(ctx, s) {
+            halt(summary, e);
+            return Ok(());
+        }
     }
     // 4. Applications: a small scheduler over the dependency graph.
     let apps = ctx.apps();

@@ -64,6 +64,19 @@ impl Decode for String {
     }
 }
 
+/// `{ sops = "section.key"; file = "…"; }`: a value kept in a SOPS file.
+impl Decode for crate::secrets::SopsRef {
+    fn decode(diags: &mut Diagnostics, path: &Path, value: &Value) -> Option<Self> {
+        match crate::secrets::SopsRef::parse(value) {
+            Ok(r) => Some(r),
+            Err(e) => {
+                diags.error(path, e);
+                None
+            }
+        }
+    }
+}
+
 /// Text that may span lines — Nix settings, a Caddy snippet, a shell
 /// command — where line breaks and tabs are part of the syntax; every other
 /// control character is still refused.

@@ -148,6 +148,12 @@ fn secret_files(m: &Manifest) -> Vec<(&'static str, PathBuf)> {
     if let Some(f) = &m.nixos.age_key_file {
         out.push(("the hosts' age key (nixos.age_key_file)", base.join(f)));
     }
+    if let Some(f) = &m.secrets.age_key_file {
+        out.push((
+            "the age key nixmox decrypts SOPS files with (secrets.age_key_file)",
+            base.join(f),
+        ));
+    }
     if let Some(f) = &m.nixos.ssh.key {
         out.push(("the SSH key (nixos.ssh.key)", base.join(f)));
     }

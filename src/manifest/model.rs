@@ -12,6 +12,8 @@ use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::path::PathBuf;
 
+pub use crate::secrets::SopsRef;
+
 /// The name of nixmox's work directory beside the manifest.
 pub const WORK_DIR_NAME: &str = ".nixmox";
 
@@ -55,11 +57,12 @@ impl Default for VerifySettings {
     }
 }
 
-/// `verify.user = { username; password_env; password_file; password_output; groups; }`.
+/// `verify.user = { username; password; password_env; password_file; password_output; groups; }`.
 /// The password itself never appears in the manifest: it is read from the
-/// environment variable `password_env`, else from the file `password_file`
-/// (relative to the manifest's directory), else from the Terraform output
-/// (SOPS-backed outputs included) named `password_output`.
+/// environment variable `password_env`, else from the SOPS value `password`
+/// names (`{ sops = "…"; }`), else from the file `password_file` (relative
+/// to the manifest's directory), else from the Terraform output named
+/// `password_output`.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct VerifyUser {
     pub username: String,
@@ -67,6 +70,7 @@ pub struct VerifyUser {
     pub password_env: String,
     pub password_file: Option<String>,
     pub password_output: Option<String>,
+    pub password_sops: Option<SopsRef>,
     /// Groups the ID token's groups claim must contain (it may name more).
     pub groups: Vec<String>,
 }
@@ -89,6 +93,8 @@ pub struct NixosSettings {
     pub ssh: SshSettings,
     /// An age key file to install on every host (for SOPS), never logged.
     pub age_key_file: Option<String>,
+    /// The same key from a SOPS file (`age_key = { sops = "…"; }`), instead of `age_key_file`.
+    pub age_key_sops: Option<SopsRef>,
     /// Where hosts keep that key.
     pub age_key_target: String,
     /// How to run SQL as the superuser on the PostgreSQL host (for native migrations).
@@ -103,6 +109,7 @@ impl Default for NixosSettings {
             activation_timeout: 300,
             ssh: SshSettings::default(),
             age_key_file: None,
+            age_key_sops: None,
             age_key_target: "/var/lib/sops-nix/key.txt".into(),
             psql: "runuser -u postgres -- psql".into(),
         }
@@ -142,14 +149,41 @@ pub struct ServiceNixos {
     pub ssh_user: Option<String>,
     pub ssh_port: Option<u16>,
     pub ssh_key: Option<String>,
+    /// Extra lines of the host's env file (`nixos.env = { NAME = value; }`):
+    /// plain text or a value from a SOPS file.
+    pub env: BTreeMap<String, EnvValue>,
 }
 
-/// Where Terraform outputs are kept encrypted (`secrets = { sops_file; }`).
-#[derive(Debug, Clone, Default, Serialize)]
+/// A value of a host's env file.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EnvValue {
+    Text(String),
+    Sops(SopsRef),
+}
+
+/// The stack's SOPS file (`secrets = { sops_file; age_key_file; write_outputs; }`):
+/// where `{ sops = "…"; }` references without a `file` read from, and where
+/// Terraform outputs are written (under `<workspace>.<output>`).
+#[derive(Debug, Clone, Serialize)]
 pub struct SecretsSettings {
-    /// Relative to the manifest's directory; encrypted with the creation rules
-    /// of the `.sops.yaml` found from there. `None`: outputs are not written to SOPS.
+    /// Relative to the manifest's directory; a new file is encrypted with the
+    /// creation rules of the `.sops.yaml` found from there.
     pub sops_file: Option<String>,
+    /// The age key nixmox decrypts with when `SOPS_AGE_KEY_FILE` is not set.
+    pub age_key_file: Option<String>,
+    /// Whether Terraform outputs are written into `sops_file` (default true).
+    pub write_outputs: bool,
+}
+
+impl Default for SecretsSettings {
+    fn default() -> Self {
+        SecretsSettings {
+            sops_file: None,
+            age_key_file: None,
+            write_outputs: true,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -308,6 +342,8 @@ pub struct Database {
     pub mode: Option<DbMode>,
     pub migrations: Vec<String>,
     pub additional: Vec<String>,
+    /// The owner's password for `verify`'s login check, from a SOPS file.
+    pub password: Option<SopsRef>,
 }
 
 /// A probe: a command run on the service's host, or a URL fetched.

@@ -300,6 +300,7 @@ mod tests {
             mode: Some(DbMode::NativeMigration),
             migrations: vec![],
             additional: vec!["wiki_log".into()],
+            password: None,
         };
         assert_eq!(
             ensure_sql(&db),
@@ -349,6 +350,7 @@ mod tests {
             mode: Some(DbMode::NativeMigration),
             migrations: vec!["001.sql".into(), "002.sql".into(), "003.sql".into()],
             additional: vec!["wiki_log".into()],
+            password: None,
         };
         // A fresh server: everything.
         let fresh = pending(&db, "", dir.path()).expect("pending");

@@ -83,6 +83,28 @@ impl std::fmt::Debug for AgeKey {
 }
 
 impl AgeKey {
+    /// The manifest's hosts' key: `nixos.age_key_file`, or the SOPS value
+    /// `nixos.age_key` names; `None` when it names neither.
+    pub fn of_manifest(m: &crate::manifest::Manifest) -> Result<Option<AgeKey>, String> {
+        let target = &m.nixos.age_key_target;
+        if let Some(file) = &m.nixos.age_key_file {
+            return AgeKey::read(file, &m.dir(), target).map(Some);
+        }
+        let Some(r) = &m.nixos.age_key_sops else {
+            return Ok(None);
+        };
+        let key =
+            crate::secrets::sops::resolve(m, r).map_err(|e| format!("nixos.age_key ({r}): {e}"))?;
+        let mut text = key.text();
+        if !text.ends_with('\n') {
+            text.push('\n');
+        }
+        Ok(Some(AgeKey {
+            bytes: text.into_bytes(),
+            target: target.clone(),
+        }))
+    }
+
     /// Reads `nixos.age_key_file` (relative paths from the manifest's directory).
     pub fn read(file: &str, base: &std::path::Path, target: &str) -> Result<AgeKey, String> {
         let path = base.join(file);

@@ -79,6 +79,30 @@ pub struct Step {
     pub summary: String,
 }
 
+/// A core host's deploy step and the health gate after it, each given as
+/// (id, summary), the deploy after `previous`.
+fn deploy_and_gate(
+    name: &str,
+    host: Option<String>,
+    deploy: (&str, &str),
+    gate: (&str, &str),
+    previous: &str,
+) -> [Step; 2] {
+    let on_host = |id: &str, phase: Phase, after: &str, summary: &str| Step {
+        id: id.to_string(),
+        phase,
+        service: Some(name.to_string()),
+        workspace: None,
+        host: host.clone(),
+        after: vec![after.to_string()],
+        summary: summary.to_string(),
+    };
+    [
+        on_host(deploy.0, Phase::NixCore, previous, deploy.1),
+        on_host(gate.0, Phase::Health, deploy.0, gate.1),
+    ]
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct Plan {
     pub steps: Vec<Step>,
@@ -179,24 +203,13 @@ pub fn build_for(m: &Manifest, selected: &BTreeSet<String>) -> Plan {
             });
             previous = id;
         }
-        steps.push(Step {
-            id: deploy.clone(),
-            phase: Phase::NixCore,
-            service: Some(name.clone()),
-            workspace: None,
-            host: host_of(name),
-            after: vec![previous.clone()],
-            summary: "build, push and activate the NixOS system".into(),
-        });
-        steps.push(Step {
-            id: gate.clone(),
-            phase: Phase::Health,
-            service: Some(name.clone()),
-            workspace: None,
-            host: host_of(name),
-            after: vec![deploy],
-            summary: "core health gate (startup, then readiness)".into(),
-        });
+        steps.extend(deploy_and_gate(
+            name,
+            host_of(name),
+            (&deploy, "build, push and activate the NixOS system"),
+            (&gate, "core health gate (startup, then readiness)"),
+            &previous,
+        ));
         previous = gate;
         if let Some(t) = own.filter(|t| !t.config.modules.is_empty()) {
             let id = format!("{}:{name}", Phase::TfServiceConfig.id());
@@ -233,6 +246,40 @@ pub fn build_for(m: &Manifest, selected: &BTreeSet<String>) -> Plan {
             ),
         });
         previous = "tf:auth-core".into();
+        // What tf:auth-core makes (client secrets, outpost tokens) can be a
+        // core service's input too: its env file carries auth-core's
+        // outputs, and its system may read the SOPS file they are written
+        // to. So the core comes round once more, in order: a host whose
+        // inputs changed is deployed again behind its health gate.
+        for name in &core {
+            let gate = format!("health:{name}:again");
+            steps.extend(deploy_and_gate(
+                name,
+                host_of(name),
+                (
+                    &format!("nix:core:{name}:again"),
+                    "deployed again if tf:auth-core changed its env file or system",
+                ),
+                (&gate, "core health gate, when deployed again"),
+                &previous,
+            ));
+            previous = gate;
+        }
+    }
+    // Every core service is verified end to end like an application (its
+    // routes, OIDC clients, databases); a failure is a core failure.
+    for name in &core {
+        let id = format!("{}:{name}", Phase::Verify.id());
+        steps.push(Step {
+            id: id.clone(),
+            phase: Phase::Verify,
+            service: Some(name.clone()),
+            workspace: None,
+            host: host_of(name),
+            after: vec![previous.clone()],
+            summary: "end-to-end checks of a core service".into(),
+        });
+        previous = id;
     }
 
     let app_set: std::collections::HashSet<&str> = apps.iter().map(String::as_str).collect();

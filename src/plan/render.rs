@@ -163,6 +163,17 @@ pub fn human(m: &Manifest, plan: &Plan) -> String {
     }
     if let Some(s) = step(Phase::TfAuthCore, None) {
         let _ = writeln!(out, "\n3. tf:auth-core  workspace auth-core: {}", s.summary);
+        let _ = writeln!(
+            out,
+            "   then the core again, in order: a host whose env file or system tf:auth-core changed is deployed again behind its health gate"
+        );
+    }
+    if !plan.core.is_empty() {
+        let _ = writeln!(
+            out,
+            "   verify: {} end to end; any failure halts",
+            plan.core.join(", ")
+        );
     }
     if !plan.waves.is_empty() {
         let _ = writeln!(

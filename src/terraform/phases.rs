@@ -84,6 +84,7 @@ impl<'m> TfStep<'m> {
             base_dir: base_dir.to_path_buf(),
             tree_root: super::stack::tree_root(m),
             derived: inputs::derived(m, self.service.as_deref()),
+            secrets: crate::secrets::sops::Context::of(m),
             upstream: self
                 .upstream
                 .iter()

@@ -71,6 +71,8 @@ pub struct PhaseSpec<'a> {
     pub derived: Map<String, Value>,
     /// Outputs of the workspaces that ran before, by workspace.
     pub upstream: BTreeMap<String, Outputs>,
+    /// Where variables written `{ sops = "…"; }` are read from.
+    pub secrets: crate::secrets::sops::Context,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -323,7 +325,7 @@ impl Terraform {
             .map_err(prepare_err)?;
         self.init_if_needed(spec, &prepared)?;
         self.select_workspace(spec, &prepared)?;
-        let (vars, notes) = variables(spec, &prepared);
+        let (vars, notes) = variables(spec, &prepared).map_err(prepare_err)?;
         Ok((prepared, vars, notes))
     }
 
@@ -773,23 +775,42 @@ fn modules(spec: &PhaseSpec) -> String {
     spec.config.modules.join(", ")
 }
 
+/// What Terraform's words are scrubbed of: the upstream outputs' secrets and
+/// every value this process read from a SOPS file.
 fn secrets(spec: &PhaseSpec) -> Vec<String> {
     spec.upstream
         .values()
         .flat_map(Outputs::secret_texts)
+        .chain(crate::secrets::sops::known_texts())
         .collect()
 }
 
 /// The var-file for a phase: derived inputs, then the manifest's `variables`
-/// (which win), then the upstream outputs; only what the configuration declares.
-fn variables(spec: &PhaseSpec, prepared: &Prepared) -> (String, Vec<String>) {
+/// (which win; a `{ sops = "…"; }` one decrypted here, in memory), then the
+/// upstream outputs; only what the configuration declares. The text goes to
+/// Terraform on its standard input, never to a file.
+fn variables(spec: &PhaseSpec, prepared: &Prepared) -> Result<(String, Vec<String>), String> {
     let mut all: BTreeMap<String, Value> = spec
         .derived
         .iter()
         .map(|(k, v)| (k.clone(), v.clone()))
         .collect();
+    let mut notes = Vec::new();
     for (k, v) in &spec.config.variables {
-        all.insert(k.clone(), v.clone());
+        if !crate::secrets::SopsRef::is_ref(v) {
+            all.insert(k.clone(), v.clone());
+            continue;
+        }
+        let r = crate::secrets::SopsRef::parse(v).map_err(|e| format!("variable {k}: {e}"))?;
+        let secret = crate::secrets::sops::resolve_in(&spec.secrets, &r)
+            .map_err(|e| format!("variable {k} ({r}): {e}"))?;
+        if prepared.declared.contains(k) && !prepared.sensitive.contains(k) {
+            notes.push(format!(
+                "variable {k} of {} takes a value from SOPS ({r}) but is not declared sensitive = true: Terraform would show it in its plans (nixmox hides it from its own output); declare it sensitive",
+                spec.workspace
+            ));
+        }
+        all.insert(k.clone(), secret.expose().clone());
     }
     let upstream: Map<String, Value> = spec
         .upstream
@@ -797,12 +818,11 @@ fn variables(spec: &PhaseSpec, prepared: &Prepared) -> (String, Vec<String>) {
         .map(|(ws, o)| (ws.clone(), Value::Object(o.values())))
         .collect();
     all.insert(UPSTREAM_VARIABLE.into(), Value::Object(upstream));
-    let mut notes = Vec::new();
     for k in spec.config.variables.keys() {
         if !prepared.declared.contains(k) {
             notes.push(format!("variable {k} from the manifest is not declared by the modules of {}; it is not passed", spec.workspace));
         }
     }
     all.retain(|k, _| prepared.declared.contains(k));
-    (hcl::var_file(&all), notes)
+    Ok((hcl::var_file(&all), notes))
 }

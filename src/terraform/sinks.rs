@@ -1,13 +1,12 @@
 //! Where outputs go after a phase, besides the variables of later phases:
 //! environment values for the NixOS phase and health commands, a JSON file of
-//! the non-sensitive values for Nix to import, and a SOPS-encrypted file.
+//! the non-sensitive values for Nix to import, and the stack's SOPS file.
 
 use super::outputs::Outputs;
-use serde_json::{Map, Value};
+use serde_json::Value;
 use std::collections::BTreeMap;
 use std::io::Write;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::path::Path;
 
 /// `NIXMOX_TF_<WORKSPACE>_<OUTPUT>`, upper-cased, anything but letters and digits as `_`.
 pub fn env_name(workspace: &str, output: &str) -> String {
@@ -72,52 +71,18 @@ pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> Result<(), String> 
     Ok(())
 }
 
-/// Encrypts every output (keys `<workspace>/<output>`) into `target` with the
-/// real `sops`, under the creation rules of the `.sops.yaml` found from
-/// `project_dir`. The plaintext goes through a pipe and never touches the disk.
-pub fn write_sops(
-    sops: &str,
-    project_dir: &Path,
-    target: &Path,
-    by_workspace: &BTreeMap<String, Outputs>,
-) -> Result<(), String> {
-    let mut flat = Map::new();
-    for (ws, outputs) in by_workspace {
-        for (name, o) in &outputs.0 {
-            flat.insert(format!("{ws}/{name}"), o.value.clone());
-        }
-    }
-    let plaintext = Value::Object(flat).to_string();
-    let target_abs: PathBuf = if target.is_absolute() {
-        target.to_path_buf()
-    } else {
-        project_dir.join(target)
-    };
-    let mut child = Command::new(sops)
-        .args(["--encrypt", "--input-type", "json", "--output-type", "json", "--filename-override"])
-        .arg(&target_abs)
-        .arg("/dev/stdin")
-        .current_dir(project_dir)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|e| format!("cannot run {sops}: {e}. Install SOPS (scripts/setup.sh puts one in /opt/nixmox/bin) or set NIXMOX_SOPS"))?;
-    if let Some(mut stdin) = child.stdin.take() {
-        let _ = stdin.write_all(plaintext.as_bytes());
-    }
-    let out = child
-        .wait_with_output()
-        .map_err(|e| format!("{sops} failed: {e}"))?;
-    if !out.status.success() {
-        // sops never echoes the plaintext in its errors; its message says what is missing (.sops.yaml, a recipient, …).
-        return Err(format!(
-            "sops could not encrypt the outputs for {}: {}",
-            target_abs.display(),
-            String::from_utf8_lossy(&out.stderr).trim()
-        ));
-    }
-    write_atomic(&target_abs, &out.stdout, 0o600)
+/// Every output as a SOPS value under `<workspace>.<output>` (the path
+/// sops-nix names `"<workspace>/<output>"`), for [`crate::secrets::sops::write`].
+pub fn sops_values(by_workspace: &BTreeMap<String, Outputs>) -> Vec<(Vec<String>, Value)> {
+    by_workspace
+        .iter()
+        .flat_map(|(ws, outputs)| {
+            outputs
+                .0
+                .iter()
+                .map(move |(name, o)| (vec![ws.clone(), name.clone()], o.value.clone()))
+        })
+        .collect()
 }
 
 #[cfg(test)]

@@ -235,9 +235,16 @@ pub fn write_sinks(m: &Manifest, known: &BTreeMap<String, Outputs>) -> Result<()
     let text = serde_json::to_string_pretty(&sinks::public_json(known))
         .map_err(|e| ApplyError::Sink(e.to_string()))?;
     sinks::write_atomic(&json_path, text.as_bytes(), 0o644).map_err(ApplyError::Sink)?;
-    if let Some(file) = &m.secrets.sops_file {
-        let sops = std::env::var("NIXMOX_SOPS").unwrap_or_else(|_| "sops".into());
-        sinks::write_sops(&sops, &m.dir(), Path::new(file), known).map_err(ApplyError::Sink)?;
+    if let Some(file) = m
+        .secrets
+        .sops_file
+        .as_ref()
+        .filter(|_| m.secrets.write_outputs)
+    {
+        let values = sinks::sops_values(known);
+        let age_key = m.secrets.age_key_file.as_ref().map(|k| m.dir().join(k));
+        crate::secrets::sops::write(&m.dir(), Path::new(file), age_key, &values)
+            .map_err(ApplyError::Sink)?;
     }
     Ok(())
 }

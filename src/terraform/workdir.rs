@@ -43,6 +43,8 @@ pub struct Prepared {
     pub dir: PathBuf,
     /// Variables the root module declares.
     pub declared: BTreeSet<String>,
+    /// Those of them declared `sensitive = true`.
+    pub sensitive: BTreeSet<String>,
     /// Changes whenever any file Terraform reads changes: decides when to re-run `init`.
     pub fingerprint: String,
 }
@@ -169,11 +171,13 @@ pub fn prepare(
             .map_err(|e| format!("cannot create {}: {e}", link.display()))?;
     }
     let mut declared = BTreeSet::new();
+    let mut sensitive = BTreeSet::new();
     for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
         let p = entry.path();
         if entry.file_type().is_ok_and(|t| t.is_file()) {
             if let Ok(text) = std::fs::read_to_string(&p) {
                 declared.extend(declared_variables(&p, &text));
+                sensitive.extend(sensitive_variables(&p, &text));
             }
         }
     }
@@ -183,6 +187,7 @@ pub fn prepare(
         home,
         dir,
         declared,
+        sensitive,
         fingerprint: format!("{:016x}", hasher.finish()),
     })
 }
@@ -264,6 +269,47 @@ pub fn declared_variables(file: &Path, text: &str) -> BTreeSet<String> {
         return BTreeSet::new();
     };
     re.captures_iter(text)
+        .filter_map(|c| c.get(1))
+        .map(|m| m.as_str().to_string())
+        .collect()
+}
+
+/// The variables declared with `sensitive = true`: in a `.tf` file, the
+/// attribute inside the block (up to the next line that closes a block at
+/// the left margin, as `terraform fmt` writes them).
+pub fn sensitive_variables(file: &Path, text: &str) -> BTreeSet<String> {
+    static HCL: OnceLock<Option<Regex>> = OnceLock::new();
+    let name = file.to_string_lossy();
+    if name.ends_with(".tf.json") {
+        let Ok(doc) = serde_json::from_str::<Value>(text) else {
+            return BTreeSet::new();
+        };
+        let blocks: Vec<&serde_json::Map<String, Value>> = match &doc["variable"] {
+            Value::Object(map) => vec![map],
+            Value::Array(items) => items.iter().filter_map(Value::as_object).collect(),
+            _ => vec![],
+        };
+        return blocks
+            .into_iter()
+            .flat_map(|m| m.iter())
+            .filter(|(_, v)| v["sensitive"] == Value::Bool(true))
+            .map(|(k, _)| k.clone())
+            .collect();
+    }
+    if !name.ends_with(".tf") {
+        return BTreeSet::new();
+    }
+    let Some(re) = HCL.get_or_init(|| {
+        Regex::new(r#"(?ms)^\s*variable\s+"([A-Za-z_][A-Za-z0-9_-]*)"\s*\{(.*?)^\}"#).ok()
+    }) else {
+        return BTreeSet::new();
+    };
+    let attr = Regex::new(r"(?m)^\s*sensitive\s*=\s*true\b").ok();
+    re.captures_iter(text)
+        .filter(|c| {
+            c.get(2)
+                .is_some_and(|body| attr.as_ref().is_some_and(|a| a.is_match(body.as_str())))
+        })
         .filter_map(|c| c.get(1))
         .map(|m| m.as_str().to_string())
         .collect()
@@ -369,6 +415,15 @@ pub fn restore(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn finds_sensitive_variables() {
+        let tf = "variable \"token\" {\n  type      = string\n  sensitive = true\n}\n\nvariable \"name\" {\n  type = string\n}\nvariable \"open\" {\n  sensitive = false\n}\n";
+        let got = sensitive_variables(Path::new("main.tf"), tf);
+        assert_eq!(got.into_iter().collect::<Vec<_>>(), ["token"]);
+        let json = r#"{"variable": {"a": {"sensitive": true}, "b": {}}}"#;
+        assert_eq!(sensitive_variables(Path::new("x.tf.json"), json).len(), 1);
+    }
 
     #[test]
     fn finds_declared_variables() {

@@ -486,6 +486,14 @@ impl Context {
             }
         }
         for (_, db) in m.databases() {
+            // The manifest's SOPS reference, unless the environment says otherwise (below).
+            if let Some(pw) = db
+                .password
+                .as_ref()
+                .and_then(|r| crate::secrets::sops::resolve(m, r).ok())
+            {
+                db_passwords.insert(db.owner.clone(), pw.text());
+            }
             let var = format!(
                 "NIXMOX_DB_PASSWORD_{}",
                 db.owner
@@ -526,6 +534,13 @@ fn password_of(m: &Manifest, u: &crate::manifest::VerifyUser) -> (Option<Secret>
         return (Some(Secret(pw)), String::new());
     }
     let mut why = vec![format!("{} is not set", u.password_env)];
+    if let Some(r) = &u.password_sops {
+        match crate::secrets::sops::resolve(m, r) {
+            Ok(s) if !s.text().is_empty() => return (Some(Secret(s.text())), String::new()),
+            Ok(_) => why.push(format!("verify.user.password ({r}) is empty")),
+            Err(e) => why.push(format!("verify.user.password ({r}): {e}")),
+        }
+    }
     if let Some(file) = &u.password_file {
         let path = m.dir().join(file);
         match crate::files::read_regular(&path, PASSWORD_FILE_LIMIT, "verify.user.password_file") {

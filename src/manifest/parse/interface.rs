@@ -534,10 +534,16 @@ fn database(
             diags.error(&obj.at(at), e);
         }
     }
-    if obj.has("password") {
-        // Only the fact is reported, never the value.
-        diags.warning(&obj.at("password"), "a plaintext password in the manifest is ignored: supply database credentials through SOPS or Terraform outputs");
-    }
+    // A SOPS reference is taken (for verify's login check); a plaintext
+    // password is not, and only the fact is reported, never the value.
+    let password = match obj.raw("password") {
+        Some(v) if crate::secrets::SopsRef::is_ref(v) => obj.opt(diags, "password"),
+        Some(_) => {
+            diags.warning(&obj.at("password"), "a plaintext password in the manifest is ignored: name its place in a SOPS file instead, password = { sops = \"section.key\"; }");
+            None
+        }
+        None => None,
+    };
     let host: Option<String> = obj.opt(diags, "host");
     if let Some(h) = &host {
         if syntax::ip(h).is_err() && syntax::domain(h, false).is_err() {
@@ -609,6 +615,7 @@ fn database(
         mode,
         migrations,
         additional,
+        password,
     })
 }
 

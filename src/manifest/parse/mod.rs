@@ -190,6 +190,7 @@ fn nixos(diags: &mut Diagnostics, path: Path, value: &Value) -> Option<NixosSett
             "activation_timeout",
             "ssh",
             "age_key_file",
+            "age_key",
             "age_key_target",
             "psql",
         ],
@@ -204,6 +205,7 @@ fn nixos(diags: &mut Diagnostics, path: Path, value: &Value) -> Option<NixosSett
         activation_timeout: obj.or(diags, "activation_timeout", d.activation_timeout),
         ssh: d.ssh,
         age_key_file: obj.opt(diags, "age_key_file"),
+        age_key_sops: obj.opt(diags, "age_key"),
         age_key_target: obj.or(diags, "age_key_target", d.age_key_target),
         psql: obj.or(diags, "psql", d.psql),
     };
@@ -218,6 +220,12 @@ fn nixos(diags: &mut Diagnostics, path: Path, value: &Value) -> Option<NixosSett
     }
     if let Some(Err(e)) = n.age_key_file.as_deref().map(super::syntax::argument) {
         diags.error(&obj.at("age_key_file"), e);
+    }
+    if n.age_key_file.is_some() && obj.has("age_key") {
+        diags.error(
+            &obj.at("age_key"),
+            "both age_key and age_key_file name the hosts' age key: keep one",
+        );
     }
     if !n.age_key_target.starts_with('/') {
         diags.error(
@@ -285,7 +293,7 @@ fn verify(diags: &mut Diagnostics, path: Path, value: &Value) -> Option<VerifySe
     })
 }
 
-fn is_env_name(s: &str) -> bool {
+pub(super) fn is_env_name(s: &str) -> bool {
     let mut chars = s.chars();
     chars
         .next()
@@ -310,16 +318,23 @@ fn verify_user(diags: &mut Diagnostics, path: Path, value: &Value) -> Option<Ver
             "password",
         ],
     )?;
-    if obj.map.contains_key("password") {
-        diags.error_hint(
-            &obj.at("password"),
-            "the verification password never goes in the manifest",
-            Some(format!(
-                "name an environment variable in password_env (default {}), a file in password_file or a Terraform output in password_output",
-                VerifyUser::DEFAULT_PASSWORD_ENV
-            )),
-        );
-    }
+    // `password` names the password's place in a SOPS file; the password
+    // itself is refused with a reason rather than taken.
+    let password_sops = match obj.raw("password") {
+        Some(v) if crate::secrets::SopsRef::is_ref(v) => obj.opt(diags, "password"),
+        Some(_) => {
+            diags.error_hint(
+                &obj.at("password"),
+                "the verification password never goes in the manifest",
+                Some(format!(
+                    "name its place in a SOPS file (password = {{ sops = \"section.key\"; }}), an environment variable in password_env (default {}), a file in password_file or a Terraform output in password_output",
+                    VerifyUser::DEFAULT_PASSWORD_ENV
+                )),
+            );
+            None
+        }
+        None => None,
+    };
     let username: String = obj.req(diags, "username", "verification user name")?;
     if username.trim().is_empty() {
         diags.error(&obj.at("username"), "empty user name");
@@ -367,12 +382,23 @@ fn verify_user(diags: &mut Diagnostics, path: Path, value: &Value) -> Option<Ver
         password_env,
         password_file,
         password_output,
+        password_sops,
         groups,
     })
 }
 
 fn secrets(diags: &mut Diagnostics, path: Path, value: &Value) -> Option<SecretsSettings> {
-    let obj = Obj::open(diags, path, value, &["sops_file"])?;
+    let obj = Obj::open(
+        diags,
+        path,
+        value,
+        &["sops_file", "age_key_file", "write_outputs"],
+    )?;
+    let age_key_file: Option<String> = obj.opt(diags, "age_key_file");
+    if let Some(Err(e)) = age_key_file.as_deref().map(super::syntax::argument) {
+        diags.error(&obj.at("age_key_file"), e);
+    }
+    let write_outputs = obj.or(diags, "write_outputs", true);
     let sops_file: Option<String> = obj.opt(diags, "sops_file");
     if let Some(Err(e)) = sops_file
         .as_deref()
@@ -384,7 +410,11 @@ fn secrets(diags: &mut Diagnostics, path: Path, value: &Value) -> Option<Secrets
     if sops_file.as_deref().is_some_and(|f| f.trim().is_empty()) {
         diags.error(&obj.at("sops_file"), "empty file name");
     }
-    Some(SecretsSettings { sops_file })
+    Some(SecretsSettings {
+        sops_file,
+        age_key_file,
+        write_outputs,
+    })
 }
 
 fn default_terraform() -> TerraformSettings {

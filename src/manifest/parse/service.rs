@@ -127,14 +127,68 @@ pub fn service(
     })
 }
 
+/// `nixos.env = { NAME = "text"; SECRET = { sops = "…"; }; }`: lines of the
+/// host's env file. Names are shell variable names and may not take the
+/// `NIXMOX_` prefix nixmox's own values use.
+fn env(
+    diags: &mut Diagnostics,
+    obj: &Obj,
+) -> std::collections::BTreeMap<String, crate::manifest::model::EnvValue> {
+    use crate::manifest::model::EnvValue;
+    let mut out = std::collections::BTreeMap::new();
+    let Some(raw) = obj.raw("env") else {
+        return out;
+    };
+    let Some(map) = raw.as_object() else {
+        diags.error(
+            &obj.at("env"),
+            format!(
+                "expected an attribute set of NAME = value, found {}",
+                crate::manifest::decode::kind_of(raw)
+            ),
+        );
+        return out;
+    };
+    for (name, v) in map {
+        let at = obj.at("env").key(name);
+        if !super::is_env_name(name) {
+            diags.error(
+                &at,
+                format!(
+                    "{} is not an environment variable name (letters, digits and _, not starting with a digit)",
+                    crate::manifest::syntax::quote(name)
+                ),
+            );
+            continue;
+        }
+        if name.starts_with("NIXMOX_") {
+            diags.error(
+                &at,
+                "names starting with NIXMOX_ are nixmox's own (Terraform outputs); choose another",
+            );
+            continue;
+        }
+        let value = if crate::secrets::SopsRef::is_ref(v) {
+            crate::manifest::decode::Decode::decode(diags, &at, v).map(EnvValue::Sops)
+        } else {
+            <String as crate::manifest::decode::Decode>::decode(diags, &at, v).map(EnvValue::Text)
+        };
+        if let Some(value) = value {
+            out.insert(name.clone(), value);
+        }
+    }
+    out
+}
+
 fn service_nixos(
     diags: &mut Diagnostics,
     path: Path,
     value: &Value,
 ) -> Option<crate::manifest::model::ServiceNixos> {
-    let obj = Obj::open(diags, path, value, &["attribute", "ssh"])?;
+    let obj = Obj::open(diags, path, value, &["attribute", "ssh", "env"])?;
     let mut out = crate::manifest::model::ServiceNixos {
         attribute: obj.opt(diags, "attribute"),
+        env: env(diags, &obj),
         ..Default::default()
     };
     if let Some(Err(e)) = out.attribute.as_deref().map(|a| {
