@@ -63,6 +63,12 @@ impl Env {
                         .unwrap_or_else(|_| "/opt/nixmox/bin/terraform".into()),
                 ),
             ),
+            (
+                "NIXMOX_SOPS",
+                PathBuf::from(
+                    std::env::var("NIXMOX_SOPS").unwrap_or_else(|_| "/opt/nixmox/bin/sops".into()),
+                ),
+            ),
         ]
     }
 }
@@ -72,8 +78,9 @@ impl Env {
 /// manifest read, SSH connections opened anew). Read the manifest and the
 /// outputs each workspace holds; then, side by side: a Terraform plan per
 /// workspace; every system's store path evaluated, and each host asked which
-/// system it runs and whether its probes pass; each application's end-to-end
-/// checks (nixmox's contract verifies every application on every apply).
+/// system it runs and whether its probes pass; each service's end-to-end
+/// checks (nixmox's contract verifies every service, the core included, on
+/// every apply).
 fn unavoidable(env: &Env, run: usize) -> Duration {
     for (k, v) in env.vars() {
         std::env::set_var(k, v);
@@ -128,7 +135,7 @@ fn unavoidable(env: &Env, run: usize) -> Duration {
                 }
             });
         }
-        for s in m.enabled().filter(|s| !s.is_core()) {
+        for s in m.enabled() {
             let vctx = &vctx;
             scope.spawn(move || {
                 let checks = nixmox::verify::service(m, s, vctx);

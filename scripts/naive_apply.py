@@ -51,13 +51,37 @@ for n, s in enabled.items():
             "service": n, "client_type": o.get("client_type", "confidential"),
             "redirect_uris": o.get("redirect_uris", []), "scopes": o.get("scopes", ["openid", "email", "profile"]),
             "username_claim": "preferred_username", "groups_claim": "groups"}
-for ws, var in (("infra", {"hosts": hosts}), ("auth-core", {"oidc_apps": oidc, "hosts": hosts})):
+net = m.get("network", {})
+network = {"domain": net.get("domain"), "dns_server": net.get("dns_server"), "gateway": net.get("gateway"),
+           "network_cidr": net.get("network_cidr"), "vlan_tag": net.get("vlan_tag"), "ssh_keys": net.get("ssh_keys", {}),
+           "ldap_base_dn": net.get("outposts", {}).get("ldap", {}).get("base_dn")}
+# The auth-core variables the manifest takes from its SOPS file, decrypted
+# the way such scripts do it: one `sops --decrypt --extract` per value.
+# (Passed as TF_VAR_ environment values, never written to a file.)
+auth_vars = {"oidc_apps": oidc, "hosts": hosts, "network": network}
+auth_secret_env = {}
+secrets = m.get("secrets", {})
+for name, ref in m.get("terraform", {}).get("auth_core", {}).get("variables", {}).items():
+    if isinstance(ref, dict) and "sops" in ref:
+        keys = ref["sops"] if isinstance(ref["sops"], list) else ref["sops"].split(".")
+        path = os.path.join(base, ref.get("file", secrets.get("sops_file", "")))
+        sops_env = dict(env)
+        if "age_key_file" in secrets and "SOPS_AGE_KEY_FILE" not in sops_env:
+            sops_env["SOPS_AGE_KEY_FILE"] = os.path.join(base, secrets["age_key_file"])
+        auth_secret_env["TF_VAR_" + name] = subprocess.check_output(
+            [os.environ.get("NIXMOX_SOPS", "sops"), "--decrypt", "--extract",
+             "".join(json.dumps([k]) for k in keys), path], env=sops_env).decode()
+    else:
+        auth_vars[name] = ref
+for ws, var in (("infra", {"hosts": hosts}), ("auth-core", auth_vars)):
     # nixmox's home for the workspace: the root module's copy it runs in
     # (named in .nixmox-run-dir), Terraform's data directory and the state.
     home = os.path.join(state_dir, "terraform", ws)
     with open(os.path.join(home, ".nixmox-run-dir")) as f:
         d = f.read().strip()
     tf_env = dict(env, TF_DATA_DIR=os.path.join(home, ".terraform"))
+    if ws == "auth-core":
+        tf_env.update(auth_secret_env)
     with open(os.path.join(d, "naive.auto.tfvars.json"), "w") as f:
         json.dump(var, f)
     for args in (("init", "-input=false"), ("workspace", "select", "-or-create=true", ws),

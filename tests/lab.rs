@@ -86,32 +86,45 @@ fn curl(args: &[&str]) -> Output {
 fn the_lab_from_nothing_to_nothing() {
     lab_stack::require_root("the lab test");
     let lab = Lab::new();
-    // Every host gets the stack's age key (for SOPS), as a secret.
-    let keygen = Command::new("age-keygen")
-        .arg("-o")
-        .arg(lab.copy.path().join("lab-age.key"))
-        .output()
-        .expect("age-keygen (run scripts/setup.sh)");
-    assert!(keygen.status.success(), "{}", text(&keygen));
-    let age_key = std::fs::read_to_string(lab.copy.path().join("lab-age.key")).expect("age key");
+
+    let up = lab.nixmox(&["lab", "up"]);
+    assert_eq!(up.status.code(), Some(0), "lab up failed:\n{}", text(&up));
+
+    // The lab made its age key and its SOPS file (encrypted to that key),
+    // which every host got (the key) and the manifest reads from (the file).
+    let age_key =
+        std::fs::read_to_string(lab.lab_dir.path().join("secrets/age.key")).expect("age key");
     let age_secret = age_key
         .lines()
         .find(|l| l.starts_with("AGE-SECRET-KEY-"))
         .expect("an age secret key")
         .to_string();
-    let m = std::fs::read_to_string(lab.manifest()).expect("manifest");
-    std::fs::write(
-        lab.manifest(),
-        m.replacen(
-            "    flake = \".\";",
-            "    flake = \".\";\n    age_key_file = \"lab-age.key\";\n    age_key_target = \"/var/lib/lab/sops-nix/key.txt\";",
-            1,
-        ),
-    )
-    .expect("write manifest");
-
-    let up = lab.nixmox(&["lab", "up"]);
-    assert_eq!(up.status.code(), Some(0), "lab up failed:\n{}", text(&up));
+    let dec = Command::new(lab_stack::sops())
+        .args(["--decrypt", "--output-type", "json"])
+        .arg(lab.lab_dir.path().join("secrets/lab.sops.yaml"))
+        .env(
+            "SOPS_AGE_KEY_FILE",
+            lab.lab_dir.path().join("secrets/age.key"),
+        )
+        .output()
+        .expect("sops");
+    assert!(dec.status.success(), "{}", text(&dec));
+    let lab_secrets: Value = serde_json::from_slice(&dec.stdout).expect("decrypted JSON");
+    let from_sops: Vec<String> = ["bootstrap_token", "labuser_password"]
+        .iter()
+        .map(|k| {
+            lab_secrets["authentik"][k]
+                .as_str()
+                .unwrap_or_else(|| panic!("authentik.{k} in the lab's SOPS file"))
+                .to_string()
+        })
+        .collect();
+    // tf:auth-core's outputs went back into the same file, beside them.
+    assert!(
+        lab_secrets["auth-core"]["client_secrets"].is_object()
+            && lab_secrets["auth-core"]["outpost_tokens"]["ldap"].is_string(),
+        "outputs not written into the lab's SOPS file"
+    );
 
     let st = lab.nixmox(&["lab", "status", "--json"]);
     let st: Value = serde_json::from_slice(&st.stdout).expect("status JSON");
@@ -184,13 +197,22 @@ fn the_lab_from_nothing_to_nothing() {
         q("select tableowner from pg_tables where tablename = 'pages'"),
         "wiki"
     );
-    let again = lab.nixmox(&["apply"]);
+    // One `lab up` converged, the core's second round included (pgAdmin's
+    // OIDC client, the LDAP outpost's token): the next apply changes nothing.
+    let again = lab.nixmox(&["apply", "--json"]);
     assert_eq!(again.status.code(), Some(0), "{}", text(&again));
     assert!(
         text(&again).contains("0 migration(s) applied"),
         "{}",
         text(&again)
     );
+    let changed: Vec<String> = String::from_utf8_lossy(&again.stdout)
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|e| e["status"] == "changed")
+        .filter_map(|e| e["step"].as_str().map(str::to_string))
+        .collect();
+    assert!(changed.is_empty(), "the second apply changed {changed:?}");
     assert_eq!(
         q("select count(*) from pages"),
         "1",
@@ -209,8 +231,17 @@ fn the_lab_from_nothing_to_nothing() {
         .filter_map(|v| v.as_str().filter(|s| !s.is_empty()).map(str::to_string))
         .collect();
     assert!(!secrets.is_empty(), "no client secret to look for");
+    let tokens: Vec<String> = outs["workspaces"]["auth-core"]["outpost_tokens"]["value"]
+        .as_object()
+        .expect("outpost_tokens")
+        .values()
+        .filter_map(|v| v.as_str().filter(|s| !s.is_empty()).map(str::to_string))
+        .collect();
+    assert_eq!(tokens.len(), 1, "the LDAP outpost's token");
     let mut secrets = secrets;
+    secrets.extend(tokens);
     secrets.push(age_secret.clone());
+    secrets.extend(from_sops.iter().cloned());
     let on_host = lab.ssh(
         "10.213.0.10",
         "stat -c %a /var/lib/lab/sops-nix/key.txt; cat /var/lib/lab/sops-nix/key.txt",
@@ -270,6 +301,20 @@ fn the_lab_from_nothing_to_nothing() {
         text(&o)
     );
 
+    // The core's own consumers of auth-core: the outpost connected with its
+    // token, pgAdmin holds its client secret.
+    let o = curl(&[
+        "-s",
+        "-o",
+        "/dev/null",
+        "-w",
+        "%{http_code}",
+        "http://10.213.0.5:9300/outpost.goauthentik.io/ping",
+    ]);
+    assert_eq!(String::from_utf8_lossy(&o.stdout), "204", "{}", text(&o));
+    let o = curl(&["-f", "http://10.213.0.3:5050/healthz"]);
+    assert!(o.status.success(), "pgAdmin unhealthy: {}", text(&o));
+
     for ip in ["10.213.0.10", "10.213.0.11", "10.213.0.12"] {
         let o = curl(&["-f", &format!("http://{ip}:8080/healthz")]);
         assert!(o.status.success(), "{ip} unhealthy: {}", text(&o));
@@ -296,9 +341,11 @@ fn the_lab_from_nothing_to_nothing() {
         assert!(kinds.contains(k), "no {k} check in {kinds:?}");
     }
 
-    // The verification user's password comes from the file the manifest
-    // names (the stand-in keeps it there), with no variable set: every OIDC
-    // client's whole login flow ran and passed; nothing was left out.
+    // The verification user's password comes from the lab's SOPS file, as
+    // the manifest names it, with no variable set; the authentik host got the
+    // same value through its env file, and tf:auth-core reached the admin API
+    // with the token from the same file: every OIDC client's whole login
+    // flow ran and passed; nothing was left out.
     assert_eq!(v["skipped"], 0, "{v:#}");
     assert_eq!(v["failed"], 0, "{v:#}");
     let logins: Vec<&Value> = checks(&v)
@@ -306,7 +353,10 @@ fn the_lab_from_nothing_to_nothing() {
         .filter(|c| c["check"] == "oidc-login")
         .collect();
     assert!(
-        logins.len() == 2
+        logins.len() == 3
+            && logins
+                .iter()
+                .any(|c| c["target"] == "pgadmin-oidc as labuser")
             && logins
                 .iter()
                 .all(|c| c["ok"] == true && c.get("skipped").is_none()),
@@ -315,18 +365,21 @@ fn the_lab_from_nothing_to_nothing() {
     let pw = lab.ssh("10.213.0.5", "cat /var/lib/lab/authentik/labuser.password");
     assert!(pw.status.success(), "{}", text(&pw));
     let password = String::from_utf8_lossy(&pw.stdout).trim().to_string();
-    assert!(!password.is_empty());
+    assert_eq!(
+        password, from_sops[1],
+        "the host's password is the SOPS one"
+    );
     assert!(
         !text(&o).contains(&password),
-        "verify printed the password it read from its file"
+        "verify printed the password it read from the SOPS file"
     );
-    // Without any password (no variable, the file gone), the logins are not
+    // Without any password (no variable, no SOPS reference), the logins are not
     // run: reported as skipped with the reason, never as ok, counted apart,
     // and they do not fail verify.
     let good = std::fs::read_to_string(lab.manifest()).expect("read manifest");
     let no_password = good.replacen(
-        "/authentik/labuser.password\";",
-        "/authentik/no-such.password\";",
+        "password = { sops = \"authentik.labuser_password\"; };",
+        "",
         1,
     );
     assert_ne!(
@@ -341,7 +394,7 @@ fn the_lab_from_nothing_to_nothing() {
     assert_eq!(o.status.code(), Some(0), "{v:#}");
     assert_eq!(
         (v["ok"].clone(), v["skipped"].clone(), v["failed"].clone()),
-        (Value::Bool(true), 2.into(), 0.into()),
+        (Value::Bool(true), 3.into(), 0.into()),
         "{v:#}"
     );
     for c in checks(&v).iter().filter(|c| c["check"] == "oidc-login") {
@@ -352,7 +405,7 @@ fn the_lab_from_nothing_to_nothing() {
         );
         let reason = c["reason"].as_str().unwrap_or_default();
         assert!(
-            reason.starts_with("not run: ") && reason.contains("no-such.password"),
+            reason.starts_with("not run: ") && reason.contains("NIXMOX_VERIFY_PASSWORD is not set"),
             "{c}"
         );
     }
@@ -362,11 +415,11 @@ fn the_lab_from_nothing_to_nothing() {
             .lines()
             .filter(|l| l.starts_with("SKIP") && l.contains("oidc-login"))
             .count()
-            == 2
+            == 3
             && !human
                 .lines()
                 .any(|l| l.starts_with("ok") && l.contains("oidc-login"))
-            && human.contains("failed, 2 not run"),
+            && human.contains("failed, 3 not run"),
         "{human}"
     );
     let verify_as = |password: &str| -> (Output, Value) {
@@ -382,6 +435,7 @@ fn the_lab_from_nothing_to_nothing() {
                     .unwrap_or_else(|_| "/opt/nixmox/bin/terraform".into()),
             )
             .env("NIXMOX_VERIFY_PASSWORD", password)
+            .env("NIXMOX_SOPS", lab_stack::sops())
             .env("NO_COLOR", "1")
             .output()
             .expect("verify");
@@ -499,6 +553,7 @@ fn the_lab_from_nothing_to_nothing() {
         .arg(lab.manifest())
         .env("NIXMOX_STATE_DIR", lab.state_dir.path())
         .env("NIXMOX_CA_FILE", &other)
+        .env("NIXMOX_SOPS", lab_stack::sops())
         .output()
         .expect("verify");
     assert_eq!(o.status.code(), Some(1));
@@ -640,7 +695,7 @@ fn the_lab_from_nothing_to_nothing() {
         .output()
         .expect("ip");
     assert!(
-        !String::from_utf8_lossy(&netns.stdout).contains("nixmox-"),
+        !lab_hosts_in(&String::from_utf8_lossy(&netns.stdout)),
         "hosts left after destroy"
     );
 
@@ -651,7 +706,7 @@ fn the_lab_from_nothing_to_nothing() {
         .output()
         .expect("ip");
     assert!(
-        !String::from_utf8_lossy(&netns.stdout).contains("nixmox-"),
+        !lab_hosts_in(&String::from_utf8_lossy(&netns.stdout)),
         "namespaces left"
     );
     assert!(
@@ -698,4 +753,22 @@ fn the_lab_from_nothing_to_nothing() {
                 .unwrap_or(0)
                 == 0
     );
+}
+
+/// Whether `ip netns list` shows any of the lab's hosts (other namespaces,
+/// such as a clean-root build's, are not the lab's).
+fn lab_hosts_in(listing: &str) -> bool {
+    const HOSTS: [&str; 7] = [
+        "dns",
+        "postgresql",
+        "caddy",
+        "authentik",
+        "wiki",
+        "notes",
+        "dash",
+    ];
+    listing.lines().any(|l| {
+        let name = l.split_whitespace().next().unwrap_or_default();
+        HOSTS.iter().any(|h| name == format!("nixmox-{h}"))
+    })
 }

@@ -21,13 +21,33 @@
         readiness = "tcp://10.213.0.2:53";
       };
     };
+    # The database server, with an admin UI (pgAdmin's place): a core service
+    # with an OIDC client of its own. Its secret comes from tf:auth-core,
+    # which runs after the core, so this host is deployed again after it in
+    # the same run; its liveness (checked by verify) needs that secret.
     postgresql = {
       ip = "10.213.0.3";
       hostname = "postgresql.nixmox.test";
       vmid = 9003;
       depends_on = [ "dns" ];
-      ports = [ 5432 ];
-      interface.health.readiness = "tcp://10.213.0.3:5432";
+      ports = [ 5432 5050 ];
+      interface = {
+        auth = {
+          type = "oidc";
+          provider = "authentik";
+          oidc = {
+            client_id = "pgadmin-oidc";
+            redirect_uris = [ "https://pgadmin.nixmox.test/oauth/callback" ];
+          };
+        };
+        proxy = { domain = "pgadmin.nixmox.test"; upstream = "10.213.0.3:5050"; };
+        health = {
+          readiness = "tcp://10.213.0.3:5432";
+          liveness = "http://10.213.0.3:5050/healthz";
+          interval = 1;
+          timeout = 60;
+        };
+      };
     };
     caddy = {
       ip = "10.213.0.4";
@@ -37,16 +57,32 @@
       ports = [ 80 443 ];
       interface.health.readiness = "tcp://10.213.0.4:443";
     };
+    # The identity provider, with the LDAP outpost network.outposts asks for:
+    # the outpost's token is made by tf:auth-core, so this host too is
+    # deployed again after it; its liveness is the outpost's ping, which
+    # answers only once the token works.
     authentik = {
       ip = "10.213.0.5";
       hostname = "authentik.nixmox.test";
       vmid = 9005;
       depends_on = [ "postgresql" "caddy" ];
-      ports = [ 9000 ];
+      ports = [ 9000 9300 ];
+      # Its bootstrap token (the admin API's, which tf:auth-core uses too)
+      # and the lab user's password, from the lab's SOPS file into the
+      # host's env file, as real Authentik takes AUTHENTIK_BOOTSTRAP_*.
+      nixos.env = {
+        AUTHENTIK_BOOTSTRAP_TOKEN = { sops = "authentik.bootstrap_token"; };
+        AUTHENTIK_BOOTSTRAP_PASSWORD = { sops = "authentik.labuser_password"; };
+      };
       interface = {
         db = { host = "10.213.0.3"; name = "authentik"; owner = "authentik"; };
         proxy = { domain = "auth.nixmox.test"; upstream = "10.213.0.5:9000"; };
-        health.readiness = "http://10.213.0.5:9000/-/health/ready/";
+        health = {
+          readiness = "http://10.213.0.5:9000/-/health/ready/";
+          liveness = "http://10.213.0.5:9300/outpost.goauthentik.io/ping";
+          interval = 1;
+          timeout = 60;
+        };
       };
     };
   };
@@ -153,27 +189,41 @@
       key = "/var/lib/nixmox-lab/ssh/id_ed25519";
       known_hosts_file = "/var/lib/nixmox-lab/ssh/known_hosts";
     };
+    # Every host gets the lab's age key (for sops-nix), as a secret.
+    age_key_file = "/var/lib/nixmox-lab/secrets/age.key";
+    age_key_target = "/var/lib/lab/sops-nix/key.txt";
+  };
+
+  # The lab's SOPS file, a section per service, encrypted to the lab's age
+  # key; `nixmox lab up` makes both once. Values named { sops = "…"; } are
+  # read from it, and Terraform outputs are written back into it.
+  secrets = {
+    sops_file = "/var/lib/nixmox-lab/secrets/lab.sops.yaml";
+    age_key_file = "/var/lib/nixmox-lab/secrets/age.key";
   };
 
   verify = {
     # Proxy certificates chain to the lab's CA.
     ca_file = "/var/lib/nixmox-lab/ca/ca.crt";
     # `verify` logs in as the stand-in's lab user and runs each OIDC client's
-    # whole authorization-code flow. Its password is random, made by the
-    # authentik host (/var/lib/lab/authentik/labuser.password there), whose
-    # state the lab keeps on this machine at the path below.
-    # NIXMOX_VERIFY_PASSWORD, when set, wins over the file.
+    # whole authorization-code flow, with the password the lab's SOPS file
+    # holds (the one the authentik host was given).
+    # NIXMOX_VERIFY_PASSWORD, when set, wins over it.
     user = {
       username = "labuser";
       password_env = "NIXMOX_VERIFY_PASSWORD";
-      password_file = "/var/lib/nixmox-lab/hosts/authentik/state/authentik/labuser.password";
+      password = { sops = "authentik.labuser_password"; };
       groups = [ "lab-admins" ];
     };
   };
 
   terraform = {
     infra.modules = [ "terraform/infra" ];
-    auth_core.modules = [ "terraform/auth-core" ];
+    auth_core = {
+      modules = [ "terraform/auth-core" ];
+      # The admin API's token, from the lab's SOPS file.
+      variables.authentik_token = { sops = "authentik.bootstrap_token"; };
+    };
   };
 
   health_check_timeout = 120;

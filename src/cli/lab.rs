@@ -28,7 +28,13 @@ pub fn run(cli: &Cli, cmd: &LabCommand) -> Result<ExitCode, CliError> {
         }
         LabCommand::Up { no_systems } => {
             lab::require_root().map_err(lab_err)?;
-            let v = common::load(cli)?;
+            // The lab's SOPS file before its values are read, when the
+            // manifest reads from it (the lab's own manifest does).
+            let v = common::load_without_secrets(cli)?;
+            if lab::secrets::wanted(&v.manifest, &lab::lab_dir()) {
+                lab::secrets::ensure(&lab::lab_dir()).map_err(lab_err)?;
+            }
+            crate::manifest::open_secrets(&v.manifest)?;
             setup::up(&v.manifest, !no_systems, &mut |line| {
                 eprintln!("lab: {line}")
             })
@@ -38,12 +44,12 @@ pub fn run(cli: &Cli, cmd: &LabCommand) -> Result<ExitCode, CliError> {
         }
         LabCommand::Down => {
             lab::require_root().map_err(lab_err)?;
-            let v = common::load(cli)?;
+            let v = common::load_without_secrets(cli)?;
             setup::down(&v.manifest, &mut |line| eprintln!("lab: {line}")).map_err(lab_err)?;
             Ok(ExitCode::SUCCESS)
         }
         LabCommand::Status { json } => {
-            let v = common::load(cli)?;
+            let v = common::load_without_secrets(cli)?;
             let st = setup::status(&v.manifest).map_err(lab_err)?;
             if *json {
                 common::emit(&common::to_json(&st)?)?;

@@ -12,6 +12,7 @@
 
 pub mod host;
 pub mod net;
+pub mod secrets;
 pub mod setup;
 
 use serde::{Deserialize, Serialize};

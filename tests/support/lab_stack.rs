@@ -101,6 +101,7 @@ impl Lab {
                 std::env::var("NIXMOX_TERRAFORM")
                     .unwrap_or_else(|_| "/opt/nixmox/bin/terraform".into()),
             )
+            .env("NIXMOX_SOPS", sops())
             .env("NO_COLOR", "1");
         c
     }
@@ -148,6 +149,11 @@ impl Drop for Lab {
     fn drop(&mut self) {
         let _ = self.nixmox(&["lab", "down"]);
     }
+}
+
+/// The sops binary: `NIXMOX_SOPS`, else the one scripts/setup.sh installs.
+pub fn sops() -> String {
+    std::env::var("NIXMOX_SOPS").unwrap_or_else(|_| "/opt/nixmox/bin/sops".into())
 }
 
 pub fn text(o: &Output) -> String {

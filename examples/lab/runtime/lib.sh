@@ -32,6 +32,12 @@ env_get() {
   return 1
 }
 
+# env_hash PREFIX: a fingerprint of the env file's lines starting with PREFIX
+# (so a daemon restarts when the values it reads change, and only then).
+env_hash() {
+  { [ -r "$ENV_FILE" ] && grep "^$1" "$ENV_FILE" || true; } | sha256sum | cut -c1-64
+}
+
 # hash_of FILE...: one sha256 over the files' contents ("absent" for missing ones).
 hash_of() {
   local f

@@ -25,16 +25,21 @@ let
     else if s.role == "postgresql" then {
       "postgresql/databases" = render.databases;
       "postgresql/settings" = render.pgSettings s;
-    }
+    } // appFiles s
+
     else if s.role == "caddy" then {
       "caddy/Caddyfile" = render.caddyfile s;
       "caddy/domains" = concatStringsSep "\n" m.domains + "\n";
     }
     else if s.role == "authentik" then { "authentik/config.json" = toJSON (render.authentikConfig s); }
-    else {
-      "app/config.json" = toJSON (render.appConfig s);
-      "app/listen" = concatStringsSep "\n" (map (l: "${l.host} ${toString l.port}") (render.appListen s)) + "\n";
-    };
+    else appFiles s;
+
+  # The application server's files: every application's, and the database
+  # host's when it has routes (its admin UI).
+  appFiles = s: if s.role != "app" && s.routes == [ ] then { } else {
+    "app/config.json" = toJSON (render.appConfig s);
+    "app/listen" = concatStringsSep "\n" (map (l: "${l.host} ${toString l.port}") (render.appListen s)) + "\n";
+  };
 
   # An application host's package, named the way nixpkgs names packages
   # (`<name>-<version>`), so a new version shows in a closure diff as one
@@ -63,6 +68,7 @@ let
         IP=${shellQuote s.ip}
         CIDR=${shellQuote m.cidr}
         ROLE_SRC=${roleSrc}
+        ${if s.role == "postgresql" && s.routes != [ ] then "APP_SRC=${src "app" (runtime + "/app")}" else ""}
       '';
       copyFiles = concatStringsSep "\n" (map (rel: ''
         /bin/mkdir -p "$(/usr/bin/dirname "$out/etc/${rel}")"

@@ -82,6 +82,7 @@ rec {
   # Enabled services by name, with their normalised routes, dbs and clients.
   byName = name: head (filter (s: s.name == name) enabled ++ [ null ]);
   domain = net.domain;
+  ldapOutpost = (net.outposts or { }) ? ldap;
   cidr = net.network_cidr;
   caddy = byName "caddy";
   authentik = byName "authentik";

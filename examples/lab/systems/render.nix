@@ -111,6 +111,8 @@ rec {
     state_dir = "/var/lib/lab/authentik";
     # The manifest's clients, without secrets: only for the log and /-/clients.
     manifest_clients = map (c: { inherit (c) slug client_id client_type; }) m.clients;
+    # The LDAP outpost (runtime/authentik/outpost.mjs) when the manifest asks for one.
+    outpost = if m.ldapOutpost then { name = "ldap"; port = 9300; } else null;
   };
 
   # An application (runtime/app/server.mjs).

@@ -34,9 +34,20 @@ function readEnv(file) {
 const env = readEnv('/run/nixmox/env');
 const envName = (s) => s.toUpperCase().replace(/[^A-Z0-9]/g, '_');
 const dbPassword = (role) => env[`NIXMOX_DB_PASSWORD_${envName(role)}`];
-// A client secret, if some NIXMOX_TF_* output names this client and a secret.
-const secretKey = cfg.oidc && Object.keys(env).find((k) => k.startsWith('NIXMOX_TF_')
-  && k.includes(envName(cfg.oidc.slug)) && k.includes('SECRET'));
+// This client's secret: a NIXMOX_TF_*SECRET* output that is an object of
+// client id -> secret (tf:auth-core's client_secrets) and names this client.
+function findSecret() {
+  if (!cfg.oidc) return null;
+  for (const [k, v] of Object.entries(env)) {
+    if (!k.startsWith('NIXMOX_TF_') || !k.includes('SECRET')) continue;
+    try {
+      const o = JSON.parse(v);
+      if (o && typeof o === 'object' && typeof o[cfg.oidc.client_id] === 'string' && o[cfg.oidc.client_id]) return k;
+    } catch { /* not JSON: not a map of secrets */ }
+  }
+  return null;
+}
+const secretKey = findSecret();
 log(`env: ${Object.keys(env).length} values; client secret ${secretKey ? `from ${secretKey}` : 'absent'}`);
 
 async function checkDb(d) {
@@ -73,6 +84,10 @@ async function health() {
   errors.push(...dbErrors);
   const oidcError = cfg.oidc ? await checkOidc(cfg.oidc) : null;
   if (oidcError) errors.push(oidcError);
+  // A confidential client cannot finish a login without its secret.
+  if (cfg.oidc && cfg.oidc.client_type === 'confidential' && !secretKey) {
+    errors.push(`no client secret for ${cfg.oidc.client_id} in /run/nixmox/env`);
+  }
   const body = {
     ok: errors.length === 0,
     service: cfg.service,

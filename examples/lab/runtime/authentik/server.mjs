@@ -26,6 +26,11 @@
 //   GET|PATCH|DELETE /api/v3/providers/oauth2/<pk>/
 //   POST   /api/v3/core/applications/          { name, slug, provider: <pk> }
 //   GET|PATCH|DELETE /api/v3/core/applications/<slug>/
+//   POST   /api/v3/outposts/instances/         { name, type: ldap|radius|proxy } -> object
+//                                                with pk and the token the outpost logs in with
+//   GET|PATCH|DELETE /api/v3/outposts/instances/<pk>/
+// and, for the outposts themselves (their own token, never the admin's):
+//   GET    /api/v3/outposts/connect/           200 { name, type } for a known outpost token
 // Every call needs `Authorization: Bearer <token>`, the token made on first
 // start and kept (mode 0600) in <state_dir>/admin.token. Providers and
 // applications persist in <state_dir>/admin.json; a change rebuilds the
@@ -61,8 +66,27 @@ const keys = loadKeys();
 
 // The lab's one user. Its password is the stand-in's own secret, never logged.
 const LAB_USER = { username: 'labuser', name: 'Lab User', groups: ['lab-admins'] };
+// Given values (AUTHENTIK_BOOTSTRAP_PASSWORD/_TOKEN in the host's env file,
+// as real Authentik takes them) win; else the stand-in makes its own once.
+function readEnv(file) {
+  const out = {};
+  let text = '';
+  try { text = fs.readFileSync(file, 'utf8'); } catch { return out; }
+  for (const line of text.split('\n')) {
+    const i = line.indexOf('=');
+    if (i > 0) out[line.slice(0, i)] = line.slice(i + 1);
+  }
+  return out;
+}
+const given = readEnv('/run/nixmox/env');
+function keep(file, value) {
+  fs.mkdirSync(cfg.state_dir, { recursive: true, mode: 0o700 });
+  fs.writeFileSync(file, `${value}\n`, { mode: 0o600 });
+  return value;
+}
 function loadPassword() {
   const file = path.join(cfg.state_dir, 'labuser.password');
+  if (given.AUTHENTIK_BOOTSTRAP_PASSWORD) return keep(file, given.AUTHENTIK_BOOTSTRAP_PASSWORD);
   try { return fs.readFileSync(file, 'utf8').trim(); } catch { /* first start */ }
   const pw = crypto.randomBytes(18).toString('base64url');
   fs.mkdirSync(cfg.state_dir, { recursive: true, mode: 0o700 });
@@ -79,6 +103,7 @@ const sameSecret = (a, b) => {
 // The admin API's token and store.
 function loadToken() {
   const file = path.join(cfg.state_dir, 'admin.token');
+  if (given.AUTHENTIK_BOOTSTRAP_TOKEN) return keep(file, given.AUTHENTIK_BOOTSTRAP_TOKEN);
   try { const t = fs.readFileSync(file, 'utf8').trim(); if (t) return t; } catch { /* first start */ }
   const t = crypto.randomBytes(24).toString('base64url');
   fs.mkdirSync(cfg.state_dir, { recursive: true, mode: 0o700 });
@@ -87,8 +112,9 @@ function loadToken() {
 }
 const adminToken = loadToken();
 const storeFile = path.join(cfg.state_dir, 'admin.json');
-let store = { next: 1, providers: {}, applications: {} };
+let store = { next: 1, providers: {}, applications: {}, outposts: {} };
 try { store = JSON.parse(fs.readFileSync(storeFile, 'utf8')); } catch { /* first start: empty */ }
+store.outposts ||= {};
 function saveStore() {
   const tmp = `${storeFile}.tmp`;
   fs.writeFileSync(tmp, JSON.stringify(store), { mode: 0o600 });
@@ -299,6 +325,33 @@ async function handleAdmin(req, res, url) {
         return json(res, 200, p);
       }
     }
+    if (url.pathname === '/api/v3/outposts/instances/' && req.method === 'POST') {
+      const b = await readJson(req);
+      if (!isText(b.name) || !['ldap', 'radius', 'proxy'].includes(b.type)) return json(res, 400, { detail: 'name is required; type is ldap, radius or proxy' });
+      if (Object.values(store.outposts).some((o) => o.name === b.name)) return json(res, 400, { detail: 'name is taken' });
+      const pk = String(store.next++);
+      store.outposts[pk] = { pk, name: b.name, type: b.type, token: crypto.randomBytes(32).toString('base64url') };
+      saveStore();
+      log(`admin: outpost ${pk} (${b.name}, ${b.type}) created`);
+      return json(res, 201, store.outposts[pk]);
+    }
+    if ((m = /^\/api\/v3\/outposts\/instances\/([0-9]+)\/$/.exec(url.pathname))) {
+      const o = store.outposts[m[1]];
+      if (!o) return json(res, 404, { detail: 'not found' });
+      if (req.method === 'GET') return json(res, 200, o);
+      if (req.method === 'DELETE') {
+        delete store.outposts[m[1]]; saveStore();
+        log(`admin: outpost ${m[1]} deleted`);
+        return json(res, 204);
+      }
+      if (req.method === 'PATCH') {
+        const b = await readJson(req);
+        if (b.name !== undefined) { if (!isText(b.name)) return json(res, 400, { detail: 'name must be a line of text' }); o.name = b.name; }
+        saveStore();
+        log(`admin: outpost ${m[1]} updated`);
+        return json(res, 200, o);
+      }
+    }
     if (url.pathname === '/api/v3/core/applications/' && req.method === 'POST') {
       const b = await readJson(req);
       if (![b.name, b.slug, b.provider].every(isText) || !/^[a-z0-9_-]{1,64}$/.test(b.slug)) return json(res, 400, { detail: 'name, slug and provider are required; slug is lowercase letters, digits, - and _' });
@@ -348,6 +401,15 @@ const server = http.createServer((req, res) => {
   const url = new URL(req.url, 'http://lab');
   if (url.pathname === '/-/health/ready/' || url.pathname === '/-/health/live/') {
     res.writeHead(200, { 'content-type': 'text/plain' }); return res.end('ok\n');
+  }
+  // An outpost logs in with its own token (never the admin token).
+  if (url.pathname === '/api/v3/outposts/connect/') {
+    const auth = req.headers.authorization || '';
+    const o = auth.startsWith('Bearer ') && Object.values(store.outposts).find((x) => sameSecret(auth.slice(7), x.token));
+    if (!o) return json(res, 403, { detail: 'not an outpost token' });
+    if (!o.connected) log(`outpost ${o.name} connected`);
+    o.connected = true;
+    return json(res, 200, { name: o.name, type: o.type });
   }
   if (url.pathname.startsWith('/api/v3/')) {
     return handleAdmin(req, res, url).catch((e) => { log(`admin: ${e.message}`); if (!res.headersSent) json(res, 500, { detail: 'error' }); });

@@ -80,4 +80,18 @@ activate() {
     fi
   done
   say "postgresql: roles $(roles | tr '\n' ' ')ready"
+  admin_ui
+}
+
+# The admin UI (pgAdmin's place on a real stack), when the manifest gives the
+# database host a route: the lab's application server ($APP_SRC) with its own
+# OIDC client, whose secret arrives in /run/nixmox/env after tf:auth-core, so a
+# changed env file restarts it.
+admin_ui() {
+  local conf=$TOPLEVEL/etc/app/config.json host port
+  [ -e "$conf" ] || return 0
+  daemon_ensure admin-ui "$(hash_of "$conf" "$ENV_FILE")" "${NIXMOX_NODE_PREFIX:-/opt/nixmox}/bin/node" "$APP_SRC/server.mjs" "$conf"
+  while read -r host port; do
+    [ -n "$host" ] && wait_tcp admin-ui "$host" "$port"
+  done <"$TOPLEVEL/etc/app/listen"
 }

@@ -9,7 +9,7 @@ terraform {
   required_providers {
     nixmoxlab = {
       source  = "nixmox/nixmoxlab"
-      version = "0.1.0"
+      version = "0.2.0"
     }
   }
 }
@@ -22,10 +22,21 @@ variable "hosts" {
   type = any
 }
 
-# The admin API of the identity provider on the authentik host; its token
-# is the one that host made (in the lab directory, NIXMOX_LAB_DIR).
+variable "network" {
+  type = any
+}
+
+# The identity provider's bootstrap token, from the lab's SOPS file (the
+# manifest names it): sensitive, so Terraform never shows it.
+variable "authentik_token" {
+  type      = string
+  sensitive = true
+}
+
+# The admin API of the identity provider on the authentik host.
 provider "nixmoxlab" {
-  url = "http://${var.hosts["authentik"].ip}:9000"
+  url   = "http://${var.hosts["authentik"].ip}:9000"
+  token = var.authentik_token
 }
 
 resource "nixmoxlab_provider_oauth2" "client" {
@@ -56,5 +67,20 @@ output "client_ids" {
 
 output "client_secrets" {
   value     = { for id, p in nixmoxlab_provider_oauth2.client : id => p.client_secret }
+  sensitive = true
+}
+
+# The LDAP outpost the manifest asks for (network.outposts.ldap): the
+# identity provider makes its token, which the outpost on the authentik
+# host needs to connect, so the authentik host is deployed again after
+# this phase, with the token in its env file.
+resource "nixmoxlab_outpost" "ldap" {
+  count = var.network.ldap_base_dn == null ? 0 : 1
+  name  = "ldap"
+  type  = "ldap"
+}
+
+output "outpost_tokens" {
+  value     = { for o in nixmoxlab_outpost.ldap : o.name => o.token }
   sensitive = true
 }
