@@ -14,10 +14,12 @@ bin=$PWD/target/release/nixmox
 manifest=examples/lab/manifest.nix
 export PATH=/opt/nixmox/bin:$PATH
 
+echo "demo: nixmox lab up (its age key and SOPS file, network, hosts through tf:infra, then every phase of the stack)"
+time "$bin" lab up -m "$manifest"
+# The lab manifest reads secrets from the SOPS file lab up made: validate
+# opens every one of them.
 "$bin" validate -m "$manifest"
 "$bin" plan --offline -m "$manifest"
-echo "demo: nixmox lab up (network, hosts through tf:infra, then every phase of the stack)"
-time "$bin" lab up -m "$manifest"
 echo "demo: nixmox apply again: nothing changes"
 time "$bin" apply -m "$manifest"
 echo "demo: nixmox plan: every workspace, host and database asked; nothing to do (exit 0)"
