@@ -746,15 +746,26 @@ fn a_hung_terraform_is_stopped_at_its_bound() {
 /// and the user's root stays untouched.
 #[test]
 fn a_lock_file_is_honoured_and_kept() {
-    let provider = "/usr/local/share/terraform/plugins/registry.terraform.io/nixmox/nixmoxlab/0.1.0/linux_amd64/terraform-provider-nixmoxlab_v0.1.0";
+    // The version scripts/setup.sh installs: the one in the provider's Cargo.toml.
+    let cargo = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tools/terraform-provider-nixmoxlab/Cargo.toml"),
+    )
+    .expect("the provider's Cargo.toml");
+    let version = cargo
+        .lines()
+        .find_map(|l| l.strip_prefix("version = \""))
+        .and_then(|v| v.strip_suffix('"'))
+        .expect("the provider's version")
+        .to_string();
+    let provider = format!("/usr/local/share/terraform/plugins/registry.terraform.io/nixmox/nixmoxlab/{version}/linux_amd64/terraform-provider-nixmoxlab_v{version}");
     assert!(
-        Path::new(provider).exists(),
-        "the lab's provider is not installed: run scripts/setup.sh"
+        Path::new(&provider).exists(),
+        "the lab's provider {version} is not installed: run scripts/setup.sh"
     );
     let p = Project::new();
     p.module(
         "root",
-        "terraform {\n  required_providers {\n    nixmoxlab = { source = \"nixmox/nixmoxlab\", version = \"0.1.0\" }\n  }\n}\n",
+        &format!("terraform {{\n  required_providers {{\n    nixmoxlab = {{ source = \"nixmox/nixmoxlab\", version = \"{version}\" }}\n  }}\n}}\n"),
     );
     let c = config(&["root"], json!({}));
     let r = p.tf.apply_phase(&p.spec("locked", &c)).expect("apply");
@@ -773,7 +784,7 @@ fn a_lock_file_is_honoured_and_kept() {
     // The user's own lock file, with a checksum the provider does not have.
     std::fs::write(
         p.path("root/.terraform.lock.hcl"),
-        "provider \"registry.terraform.io/nixmox/nixmoxlab\" {\n  version = \"0.1.0\"\n  hashes = [\"h1:AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=\"]\n}\n",
+        &format!("provider \"registry.terraform.io/nixmox/nixmoxlab\" {{\n  version = \"{version}\"\n  hashes = [\"h1:AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=\"]\n}}\n"),
     )
     .expect("write lock");
     let err =
