@@ -784,7 +784,7 @@ fn a_lock_file_is_honoured_and_kept() {
     // The user's own lock file, with a checksum the provider does not have.
     std::fs::write(
         p.path("root/.terraform.lock.hcl"),
-        &format!("provider \"registry.terraform.io/nixmox/nixmoxlab\" {{\n  version = \"{version}\"\n  hashes = [\"h1:AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=\"]\n}}\n"),
+        format!("provider \"registry.terraform.io/nixmox/nixmoxlab\" {{\n  version = \"{version}\"\n  hashes = [\"h1:AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=\"]\n}}\n"),
     )
     .expect("write lock");
     let err =
