@@ -18,6 +18,8 @@ chmod 0700 /run/nixmox
 printf '%s\n' "$NIXMOX_LAB" > /run/nixmox/lab
 mount --bind "$NIXMOX_PROFILES" /nix/var/nix/profiles
 mount --bind "$NIXMOX_STATE" /var/lib/lab
+# nixmox's own records on the host (its guard's rollbacks), as on a real host.
+mount --bind "$NIXMOX_VARLIB" /var/lib/nixmox
 # Root's home is the host's own, empty like a fresh NixOS host's: the build
 # machine's shell profile would otherwise run in every SSH session.
 mount -t tmpfs -o mode=0700 nixmox-home /root
@@ -58,13 +60,15 @@ pub fn up(cfg: &LabConfig, name: &str, addr: Ipv4Addr) -> Result<(), LabError> {
     // A half-made host from an interrupted run is removed first.
     down(cfg, name, addr)?;
     let dir = cfg.host_dir(name);
-    for sub in ["profiles", "state"] {
+    for sub in ["profiles", "state", "nixmox"] {
         std::fs::create_dir_all(dir.join(sub)).map_err(|e| {
             LabError::new(format!("cannot create {}: {e}", dir.join(sub).display()))
         })?;
     }
-    std::fs::create_dir_all("/var/lib/lab")
-        .map_err(|e| LabError::new(format!("cannot create the mount point /var/lib/lab: {e}")))?;
+    for point in ["/var/lib/lab", "/var/lib/nixmox"] {
+        std::fs::create_dir_all(point)
+            .map_err(|e| LabError::new(format!("cannot create the mount point {point}: {e}")))?;
+    }
     let key = dir.join("ssh_host_ed25519_key");
     if !key.exists() {
         net::ssh_keygen(&key, &format!("root@{name}"))?;
@@ -134,6 +138,7 @@ pub fn up(cfg: &LabConfig, name: &str, addr: Ipv4Addr) -> Result<(), LabError> {
         ])
         .env("NIXMOX_PROFILES", dir.join("profiles"))
         .env("NIXMOX_STATE", dir.join("state"))
+        .env("NIXMOX_VARLIB", dir.join("nixmox"))
         .env("NIXMOX_HOST", name)
         .env("NIXMOX_LAB", &cfg.dir)
         .env("NIXMOX_SSHD_CONFIG", &config)

@@ -120,6 +120,20 @@ stop_stale() {
   done
 }
 
+# The system's version (an application's), or nothing.
+version_of() {
+  cat "$TOPLEVEL"/sw/share/*/version 2>/dev/null | head -n1
+}
+
+# The host's own address on eth0, as its system wants it: a lab fault,
+# version "cut-network", drops it after its activation (as a bad network
+# configuration would: the host is cut off, SSH included); any other
+# system puts it back first, so going back to it heals the host.
+ensure_address() {
+  case "$(ip -4 -o addr show dev eth0 2>/dev/null)" in *" $IP/"*) return 0 ;; esac
+  ip addr add "$IP/${CIDR#*/}" dev eth0
+}
+
 main() {
   local goal=${1:-}
   case $goal in
@@ -150,8 +164,13 @@ main() {
   flock -w 60 9 || die "another switch-to-configuration holds $RUN/switch.lock"
   ln -sfn "$TOPLEVEL" /run/.current-system.new
   mv -T /run/.current-system.new /run/current-system
+  [ "$(version_of)" = cut-network ] || ensure_address
   activate
   stop_stale
+  if [ "$(version_of)" = cut-network ]; then
+    say "fault: dropping this host's address (cut-network)"
+    ip -4 addr flush dev eth0
+  fi
   [ "$goal" = switch ] && ln -sfn "$TOPLEVEL" "$STATE/boot-configuration"
   say "$goal: done ($TOPLEVEL)"
 }

@@ -12,8 +12,11 @@
 //
 //   GET [<prefix>]/         200 "hello from <service>"
 //   GET [<prefix>]/healthz  200 {ok:true, db:"ok"|"none", oidc:"ok"|"none"} or 503 with reasons
-// Version "crash-after-first-health" exits after its first healthy /healthz
-// (a lab fault, used by tests/host_faults.rs).
+// Version "crash-after-first-health" exits after its first healthy /healthz;
+// versions starting "slow-health" answer 503 for their first 5 s (lab
+// faults, used by tests/host_faults.rs). "cut-network" is the activation's
+// (runtime/lib.sh).
+const STARTED = Date.now();
 import http from 'node:http';
 import fs from 'node:fs';
 import path from 'node:path';
@@ -111,6 +114,10 @@ async function handle(req, res) {
   const p = localPath(new URL(req.url, 'http://app').pathname);
   if (p === '/healthz') {
     const body = await health();
+    if (String(cfg.version).startsWith('slow-health') && Date.now() - STARTED < 5000) {
+      body.ok = false;
+      body.reasons = [...(body.reasons || []), 'fault: still starting (slow-health)'];
+    }
     res.writeHead(body.ok ? 200 : 503, { 'content-type': 'application/json' });
     res.end(`${JSON.stringify(body)}\n`);
     // A lab fault for tests: this version answers one healthy /healthz, then
