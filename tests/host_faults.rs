@@ -13,87 +13,14 @@
 #[allow(dead_code)]
 mod lab_stack;
 
+#[path = "support/faults.rs"]
+mod faults;
+
+use faults::{apply, end_of, events, set_version};
 use lab_stack::{text, Lab};
 use serde_json::Value;
-use std::io::BufRead;
 use std::process::{Command, Output};
-use std::time::{Duration, Instant};
-
-/// No run of this test may take longer: a fault must end in an error, not a hang.
-const BOUND: Duration = Duration::from_secs(150);
-
-fn events(out: &[u8]) -> Vec<Value> {
-    String::from_utf8_lossy(out)
-        .lines()
-        .filter_map(|l| serde_json::from_str(l).ok())
-        .collect()
-}
-
-/// The event that ended `step`.
-fn end_of<'a>(ev: &'a [Value], step: &str) -> Option<&'a Value> {
-    ev.iter()
-        .rev()
-        .find(|e| e["step"] == step && e["status"] != "started")
-}
-
-/// `apply --json --yes`, bounded by [`BOUND`]; `during` runs when `trigger`
-/// starts (after `delay`).
-fn apply(lab: &Lab, trigger: Option<(&str, Duration, &dyn Fn())>) -> Output {
-    let mut child = lab.spawn(&["apply", "--json", "--yes"]);
-    let stdout = child.stdout.take().expect("stdout");
-    let (tx, rx) = std::sync::mpsc::channel::<String>();
-    let reader = std::thread::spawn(move || {
-        for line in std::io::BufReader::new(stdout)
-            .lines()
-            .map_while(Result::ok)
-        {
-            let _ = tx.send(line);
-        }
-    });
-    let start = Instant::now();
-    let mut lines = Vec::new();
-    let mut fired = trigger.is_none();
-    loop {
-        match rx.recv_timeout(Duration::from_millis(200)) {
-            Ok(line) => {
-                if let (false, Some((step, delay, act))) = (fired, &trigger) {
-                    let e: Value = serde_json::from_str(&line).unwrap_or_default();
-                    if e["step"] == *step && e["status"] == "started" {
-                        std::thread::sleep(*delay);
-                        act();
-                        fired = true;
-                    }
-                }
-                lines.push(line);
-            }
-            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,
-            Err(_) => {}
-        }
-        if start.elapsed() > BOUND {
-            let _ = child.kill();
-            panic!("apply did not end within {BOUND:?}:\n{}", lines.join("\n"));
-        }
-    }
-    let _ = reader.join();
-    let status = child.wait().expect("wait");
-    assert!(fired, "the fault was never injected:\n{}", lines.join("\n"));
-    Output {
-        status,
-        stdout: lines.join("\n").into_bytes(),
-        stderr: Vec::new(),
-    }
-}
-
-fn set_version(lab: &Lab, service: &str, version: &str) {
-    let path = lab.manifest();
-    let m = std::fs::read_to_string(&path).expect("manifest");
-    let head = format!("    {service} = {{\n      version = \"");
-    let start = m.find(&head).expect("service block") + head.len();
-    let end = start + m[start..].find('"').expect("end of version");
-    let mut m = m;
-    m.replace_range(start..end, version);
-    std::fs::write(&path, m).expect("write manifest");
-}
+use std::time::Duration;
 
 fn sh(cmd: &str) -> Output {
     let o = Command::new("sh").arg("-c").arg(cmd).output().expect("sh");
@@ -186,7 +113,7 @@ fn hosts_failing_give_bounded_errors_and_a_clean_resume() {
     // host has been silent for a minute, not after the activation timeout.
     let link = "nmx0ad5000c"; // the lab's veth for 10.213.0.12
     set_version(&lab, "dash", "fault-2");
-    let cut = || {
+    let cut = |_: &mut std::process::Child| {
         sh(&format!("ip link set {link} down"));
     };
     let o = apply(

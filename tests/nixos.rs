@@ -174,6 +174,8 @@ fn request<'a>(
         activation_timeout: Duration::from_secs(60),
         rollback: true,
         force: false,
+        // The executor's own paths, unguarded (tests/guard_lab.rs has the guard's).
+        confirm_timeout: 0,
     }
 }
 

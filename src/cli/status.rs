@@ -5,7 +5,7 @@
 use super::common::{self, CliError};
 use super::{Cli, StatusArgs};
 use crate::manifest::Health;
-use crate::nixos::{health, remote, ssh, targets};
+use crate::nixos::{health, ssh, targets};
 use crate::plan;
 use crate::terraform::stack::{self, PhasePlan};
 use serde::Serialize;
@@ -22,6 +22,9 @@ struct ServiceStatus {
     system: Option<String>,
     last_good: Option<String>,
     drifted: bool,
+    /// The host's records of rolling itself back that no apply reported yet.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    rolled_back: Vec<String>,
 }
 
 pub fn run(cli: &Cli, args: &StatusArgs) -> Result<ExitCode, CliError> {
@@ -77,10 +80,22 @@ pub fn run(cli: &Cli, args: &StatusArgs) -> Result<ExitCode, CliError> {
             )
             .map_err(|e| e.to_string()),
         };
-        let system = ssh::run(&t, &remote::current_system(), None, Duration::from_secs(10))
-            .ok()
-            .map(|o| o.stdout.trim().to_string())
+        // The running system and what its guard did, in one look (no probes).
+        let seen = ssh::run(
+            &t,
+            &crate::nixos::glance::script(&[], 1),
+            None,
+            Duration::from_secs(10),
+        )
+        .ok()
+        .and_then(|o| crate::nixos::glance::parse(&o.stdout, 0));
+        let system = seen
+            .as_ref()
+            .map(|g| g.current.clone())
             .filter(|s| !s.is_empty());
+        let rolled_back: Vec<String> = seen
+            .map(|g| g.records.iter().map(|r| r.describe()).collect())
+            .unwrap_or_default();
         let drifted = matches!((&system, &last_good), (Some(a), Some(b)) if a != b);
         services.push(ServiceStatus {
             service: name.clone(),
@@ -93,6 +108,7 @@ pub fn run(cli: &Cli, args: &StatusArgs) -> Result<ExitCode, CliError> {
             system,
             last_good,
             drifted,
+            rolled_back,
         });
     }
     let _ = std::fs::remove_dir_all(&control);
@@ -116,7 +132,10 @@ pub fn run(cli: &Cli, args: &StatusArgs) -> Result<ExitCode, CliError> {
         })
         .collect();
 
-    let degraded = services.iter().any(|s| !s.live || s.drifted) || !tf_drift.is_empty();
+    let degraded = services
+        .iter()
+        .any(|s| !s.live || s.drifted || !s.rolled_back.is_empty())
+        || !tf_drift.is_empty();
     if args.json {
         let steps: Vec<_> = order
             .iter()
@@ -176,6 +195,15 @@ pub fn run(cli: &Cli, args: &StatusArgs) -> Result<ExitCode, CliError> {
                 sys,
                 s.liveness.lines().next().unwrap_or_default()
             );
+        }
+        for s in &services {
+            for r in &s.rolled_back {
+                let _ = writeln!(
+                    out,
+                    "host of {} {r}; the next apply reports it and deploys again",
+                    s.service
+                );
+            }
         }
         for (ws, what) in &tf_drift {
             let _ = writeln!(out, "terraform {ws}: {what}");

@@ -59,6 +59,31 @@ impl Ctx<'_> {
             return Ok(false);
         }
         let target = targets::target(self.m, s, self.control_dir.clone())?;
+        // A host that rolled itself back while no nixmox watched (a killed
+        // run) says so once, here; then it is deployed as usual.
+        if self
+            .look
+            .host(&s.name)
+            .is_none_or(|g| !g.records.is_empty())
+        {
+            if let Ok(records) = crate::nixos::confirm::take_records(&target) {
+                let notes: Vec<String> = records
+                    .iter()
+                    .map(|r| {
+                        format!(
+                            "host {} {} (no nixmox was watching)",
+                            target.name,
+                            r.describe()
+                        )
+                    })
+                    .collect();
+                if !notes.is_empty() {
+                    if let Ok(mut n) = self.guard_notes.lock() {
+                        n.entry(s.name.clone()).or_default().extend(notes);
+                    }
+                }
+            }
+        }
         let env = self.env_for(s)?;
         let req = DeployRequest {
             target: &target,
@@ -72,6 +97,10 @@ impl Ctx<'_> {
             activation_timeout: Duration::from_secs(self.m.nixos.activation_timeout),
             rollback: self.m.options.enable_rollback,
             force: self.force.contains(&s.name),
+            confirm_timeout: s
+                .nixos
+                .confirm_timeout
+                .unwrap_or(self.m.nixos.confirm_timeout),
         };
         let result = deploy::deploy(&req);
         if result.is_ok() {
@@ -92,7 +121,7 @@ impl Ctx<'_> {
                     ..s.health.clone()
                 };
                 if let Err(first) = health::gate(&quick, &s.ports, &target) {
-                    deploy::activate(
+                    crate::nixos::activate::activate(
                         &target,
                         system,
                         self.goal,
@@ -129,7 +158,26 @@ impl Ctx<'_> {
                 }
             }
         };
-        seen.current == system && seen.env_hash == self.inputs_hash(s) && seen.healthy
+        seen.current == system
+            && seen.env_hash == self.inputs_hash(s)
+            && seen.healthy
+            && seen.settled()
+    }
+
+    /// `detail` with what `s`'s host did by itself since the last run, taken
+    /// (so said once).
+    pub(super) fn with_guard_notes(&self, s: &Service, detail: String) -> String {
+        let notes = self
+            .guard_notes
+            .lock()
+            .ok()
+            .and_then(|mut n| n.remove(&s.name))
+            .unwrap_or_default();
+        if notes.is_empty() {
+            detail
+        } else {
+            format!("{detail}; {}", notes.join("; "))
+        }
     }
 
     pub(super) fn build_one(&self, s: &Service) -> Result<String, String> {

@@ -369,6 +369,14 @@ fn host_preview(
     if p.age_key.changes() {
         p.reasons.push("age key changes".into());
     }
+    for r in &g.records {
+        p.reasons
+            .push(format!("{} (apply reports it)", r.describe()));
+    }
+    if !g.pending.is_empty() {
+        p.reasons
+            .push("a deploy of a killed run waits for confirmation: apply decides it".into());
+    }
     if p.reasons.is_empty() && !g.healthy {
         p.reasons
             .push("unhealthy now: it would be activated again".into());

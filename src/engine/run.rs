@@ -117,6 +117,9 @@ pub(super) struct Ctx<'a> {
     /// By service: the system and secrets hash its host was left with in
     /// this run, so the core's second round knows what changed since.
     pub(super) deployed: Mutex<BTreeMap<String, (String, String)>>,
+    /// What hosts did by themselves since the last run (their guards'
+    /// rollbacks), by service: said once, with the service's deploy step.
+    pub(super) guard_notes: Mutex<BTreeMap<String, Vec<String>>>,
     pub(super) emit: &'a (dyn Fn(Event) + Sync),
 }
 
@@ -240,6 +243,7 @@ pub fn apply(
         skip: opts.skip.clone(),
         force: opts.force.clone(),
         deployed: Mutex::new(BTreeMap::new()),
+        guard_notes: Mutex::new(BTreeMap::new()),
         emit,
     };
     let mut summary = Summary {
@@ -332,7 +336,8 @@ fn core_deploy(
     ctx.event(step, StepStatus::Started, String::new(), started);
     match ctx.deploy(s, system, looked) {
         Ok(c) => {
-            ctx.event(step, StepStatus::done(c), system.to_string(), started);
+            let detail = ctx.with_guard_notes(s, system.to_string());
+            ctx.event(step, StepStatus::done(c), detail, started);
             if let Some(gate) = ctx.step(&format!("health:{}", s.name)) {
                 ctx.event(gate, StepStatus::Unchanged, "passed".into(), started);
             }
@@ -343,6 +348,7 @@ fn core_deploy(
             Ok(())
         }
         Err(e) => {
+            let e = ctx.with_guard_notes(s, e);
             ctx.event(step, StepStatus::Failed, e.clone(), started);
             summary
                 .services

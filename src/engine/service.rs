@@ -43,9 +43,10 @@ impl Ctx<'_> {
                     .databases(s)
                     .and_then(|(n, detail)| self.terraform(step).map(|c| (c || n > 0, detail))),
                 Phase::TfServiceConfig => self.terraform(step).map(|c| (c, String::new())),
-                Phase::NixServiceConfig => self
-                    .build_one(s)
-                    .and_then(|system| self.deploy(s, &system, false).map(|c| (c, system))),
+                Phase::NixServiceConfig => self.build_one(s).and_then(|system| {
+                    self.deploy(s, &system, false)
+                        .map(|c| (c, self.with_guard_notes(s, system)))
+                }),
                 Phase::Health => Ok((false, "passed with the deploy".into())),
                 Phase::Verify => self.verify(s).map(|detail| (false, detail)),
                 _ => Ok((false, String::new())),
@@ -58,6 +59,11 @@ impl Ctx<'_> {
                     self.event(step, status, detail, started)
                 }
                 Err(e) => {
+                    let e = if phase == Phase::NixServiceConfig {
+                        self.with_guard_notes(s, e)
+                    } else {
+                        e
+                    };
                     // A failure after the host was switched rolls the host back too.
                     let mut e = if activated
                         && phase != Phase::NixServiceConfig

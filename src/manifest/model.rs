@@ -90,6 +90,10 @@ pub struct NixosSettings {
     pub nix_config: Option<String>,
     /// Seconds one activation may take.
     pub activation_timeout: u64,
+    /// Seconds a host's guard waits, after its switch and after the last
+    /// sign of nixmox, for the confirmation nixmox gives once the health gate
+    /// passed, before it rolls back by itself; 0 turns the guard off.
+    pub confirm_timeout: u64,
     pub ssh: SshSettings,
     /// An age key file to install on every host (for SOPS), never logged.
     pub age_key_file: Option<String>,
@@ -107,6 +111,7 @@ impl Default for NixosSettings {
             flake: None,
             nix_config: None,
             activation_timeout: 300,
+            confirm_timeout: 30,
             ssh: SshSettings::default(),
             age_key_file: None,
             age_key_sops: None,
@@ -149,6 +154,8 @@ pub struct ServiceNixos {
     pub ssh_user: Option<String>,
     pub ssh_port: Option<u16>,
     pub ssh_key: Option<String>,
+    /// This host's `confirm_timeout`, instead of the stack's.
+    pub confirm_timeout: Option<u64>,
     /// Extra lines of the host's env file (`nixos.env = { NAME = value; }`):
     /// plain text or a value from a SOPS file.
     pub env: BTreeMap<String, EnvValue>,

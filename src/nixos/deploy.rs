@@ -7,12 +7,13 @@
 // rollback report; they are made once per failed deploy, so their size costs nothing.
 #![allow(clippy::result_large_err)]
 
+use super::activate::activate;
 use super::build::{self, NixError, NixSettings};
 use super::health::{self, GateError};
 use super::remote;
 use super::ssh::{self, SshError, SshTarget};
 use crate::manifest::Health;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Goal {
@@ -66,6 +67,9 @@ pub struct DeployRequest<'a> {
     pub rollback: bool,
     /// Activate even when the host already runs the system (`--force`).
     pub force: bool,
+    /// Seconds the host's guard waits for nixmox's confirmation before it
+    /// rolls back by itself (`nixos.confirm_timeout`); 0: no guard.
+    pub confirm_timeout: u64,
 }
 
 /// An age private key and where it goes on every host. Its `Debug` never shows it.
@@ -147,13 +151,20 @@ pub enum DeployError {
     },
     #[error("{gate}{rollback}")]
     Health { gate: GateError, rollback: String },
+    /// The host's guard decided: it rolled itself back (or had nothing to go back to).
+    #[error("host {host} {what}")]
+    SelfRollback { host: String, what: String },
 }
 
-fn remote(t: &SshTarget, cmd: &str, limit: Duration) -> Result<ssh::RemoteOutput, DeployError> {
+pub(super) fn remote(
+    t: &SshTarget,
+    cmd: &str,
+    limit: Duration,
+) -> Result<ssh::RemoteOutput, DeployError> {
     Ok(ssh::run(t, cmd, None, limit)?)
 }
 
-fn host(t: &SshTarget) -> String {
+pub(super) fn host(t: &SshTarget) -> String {
     format!("{} ({})", t.name, t.address)
 }
 
@@ -200,8 +211,22 @@ pub fn deploy(r: &DeployRequest) -> Result<Outcome, DeployError> {
     let quick = Duration::from_secs(30);
     // The running system and the secrets hash, in one round trip (the glance
     // without probes); an answer that cannot be read counts as a fresh host.
-    let answer = remote(t, &super::glance::script(&[], 1), quick)?;
-    let (current, seen_hash, _) = super::glance::parse(&answer.stdout, 0).unwrap_or_default();
+    let mut answer = remote(t, &super::glance::script(&[], 1), quick)?;
+    // Guards a killed run left waiting: nixmox is here again and decides.
+    // One that already rolled its host back has changed what runs there.
+    let pending = super::glance::parse(&answer.stdout, 0)
+        .map(|g| g.pending)
+        .unwrap_or_default();
+    if !pending.is_empty() {
+        for id in &pending {
+            let dir = format!("{}/{id}", remote::RUN_DIR);
+            super::confirm::claim(t, &dir, super::guard::Claim::TakeOver, quick);
+        }
+        answer = remote(t, &super::glance::script(&[], 1), quick)?;
+    }
+    let (current, seen_hash) = super::glance::parse(&answer.stdout, 0)
+        .map(|g| (g.current, g.env_hash))
+        .unwrap_or_default();
     let wanted = secrets_hash(r.env, r.age_key);
     let env_changed = !wanted.is_empty() && seen_hash != wanted;
     if r.goal.runs() && current == r.system && !env_changed && !r.force {
@@ -220,10 +245,10 @@ pub fn deploy(r: &DeployRequest) -> Result<Outcome, DeployError> {
     if !wanted.is_empty() {
         upload(t, "env.hash", wanted.as_bytes())?;
     }
-    let previous = remote(t, &remote::profile_target(), quick)?
-        .stdout
-        .trim()
-        .to_string();
+    let profile = remote(t, &remote::profile_state(), quick)?.stdout;
+    let mut lines = profile.lines();
+    let generation = lines.next().and_then(remote::generation_of);
+    let previous = lines.next().unwrap_or_default().trim().to_string();
     let previous = (!previous.is_empty() && previous != r.system).then_some(previous);
     if r.goal.sets_profile() {
         let out = remote(t, &remote::set_profile(r.system), quick)?;
@@ -238,9 +263,53 @@ pub fn deploy(r: &DeployRequest) -> Result<Outcome, DeployError> {
             });
         }
     }
-    if let Err(e) = activate(t, r.system, r.goal, r.activation_timeout) {
+    // A switch that replaces a system runs under the host's guard: it rolls
+    // back by itself unless nixmox confirms after the health gate. `test`
+    // and `dry-activate` leave the boot default alone, `boot` runs nothing
+    // now, and a first deploy has nothing to go back to: no guard.
+    let guarded = match (&previous, r.goal, r.confirm_timeout) {
+        (Some(prev), Goal::Switch, timeout) if timeout > 0 => Some(super::activate::Guarded {
+            previous: prev,
+            generation,
+            timeout,
+        }),
+        _ => None,
+    };
+    let act = super::activate::run(t, r.system, r.goal, r.activation_timeout, guarded);
+    // How long to keep asking a guarded host that does not answer: its guard
+    // decides meanwhile, and a host that rolled back answers again.
+    let patience = Duration::from_secs(r.confirm_timeout) + super::activate::SILENCE_LIMIT;
+    let settle = r.activation_timeout + Duration::from_secs(10);
+    let lost_at = |silence: Duration| {
+        if silence >= Duration::from_secs(r.confirm_timeout.saturating_sub(1).max(1)) {
+            "nixmox lost it at activation"
+        } else {
+            "nixmox's confirmation came too late"
+        }
+    };
+    if let Err(e) = act.result {
+        // nixmox handles a failed activation itself once the guard stands down.
+        if let (Some(dir), false) = (&act.guard, act.lost) {
+            match super::confirm::claim(t, dir, super::guard::Claim::TakeOver, patience) {
+                Some(super::guard::Decided::Won) => {}
+                Some(d) => {
+                    return Err(super::confirm::guard_decided(
+                        t,
+                        dir,
+                        &d,
+                        r.confirm_timeout,
+                        settle,
+                        lost_at(act.silence),
+                    ))
+                }
+                None => return Err(e),
+            }
+        }
+        if act.lost {
+            return Err(e);
+        }
         let rollback = if r.rollback && r.goal.sets_profile() {
-            roll_back(r, previous.as_deref())
+            roll_back(r, previous.as_deref(), generation)
         } else {
             String::new()
         };
@@ -264,9 +333,51 @@ pub fn deploy(r: &DeployRequest) -> Result<Outcome, DeployError> {
         });
     }
     if r.goal.runs() {
-        if let Err(gate) = health::gate(r.health, r.ports, t) {
+        let (gate, missed) = match &act.guard {
+            Some(dir) => super::confirm::gate_in_touch(t, dir, r.confirm_timeout, || {
+                health::gate(r.health, r.ports, t)
+            }),
+            None => (health::gate(r.health, r.ports, t), false),
+        };
+        // Then the one claim that decides: confirmed when the gate passed,
+        // nixmox's own rollback when it failed; the guard may have won.
+        if let Some(dir) = &act.guard {
+            let what = if gate.is_ok() {
+                super::guard::Claim::Confirm
+            } else {
+                super::guard::Claim::TakeOver
+            };
+            let at = if missed {
+                "nixmox lost it during its health gate"
+            } else {
+                lost_at(act.silence)
+            };
+            match super::confirm::claim(t, dir, what, patience) {
+                Some(super::guard::Decided::Won) => {}
+                Some(d) => {
+                    let e = super::confirm::guard_decided(t, dir, &d, r.confirm_timeout, settle, at);
+                    return Err(match gate {
+                        Err(gate) => DeployError::Health {
+                            gate,
+                            rollback: format!("\n{e}"),
+                        },
+                        Ok(()) => e,
+                    });
+                }
+                None => {
+                    return Err(DeployError::SelfRollback {
+                        host: host(t),
+                        what: format!(
+                            "stopped answering before nixmox could confirm its new system: its guard rolls it back to its previous generation within {} s of the last contact; the next `nixmox apply` reports what happened",
+                            r.confirm_timeout
+                        ),
+                    })
+                }
+            }
+        }
+        if let Err(gate) = gate {
             let rollback = if r.rollback {
-                roll_back(r, previous.as_deref())
+                roll_back(r, previous.as_deref(), generation)
             } else {
                 "\nrollback is disabled (enable_rollback = false): the host stays on the failed system".into()
             };
@@ -309,122 +420,20 @@ fn send(t: &SshTarget, cmd: &str, path: &str, bytes: &[u8]) -> Result<(), Deploy
     }
 }
 
-/// How long a host may stay silent while its activation runs before nixmox
-/// gives up on it (well before `activation_timeout` when a host is cut off).
-pub const SILENCE_LIMIT: Duration = Duration::from_secs(60);
-
-/// Runs switch-to-configuration detached and polls for its exit status; a
-/// lost SSH connection while polling is retried, for [`SILENCE_LIMIT`] at
-/// most, and never past the bound.
-pub fn activate(
-    t: &SshTarget,
-    system: &str,
-    goal: Goal,
-    limit: Duration,
-) -> Result<(), DeployError> {
-    static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-    let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let id = format!("{}-{}-{n}", std::process::id(), nanos());
-    let started = remote(
-        t,
-        &remote::activate_detached(system, goal.as_str(), &id),
-        Duration::from_secs(30),
-    )?;
-    if !started.ok() {
-        return Err(DeployError::Activation {
-            host: host(t),
-            goal: goal.as_str(),
-            system: system.into(),
-            status: "not started".into(),
-            log: started.stderr.trim().into(),
-            rollback: String::new(),
-        });
-    }
-    let deadline = Instant::now() + limit;
-    let mut answered = Instant::now();
-    loop {
-        // Each look waits on the host for up to 5 s (never past the deadline).
-        let tenths = deadline
-            .saturating_duration_since(Instant::now())
-            .as_millis()
-            .div_ceil(100)
-            .clamp(1, 50) as u32;
-        let look = ssh::run(
-            t,
-            &remote::activation_status(&id, tenths),
-            None,
-            Duration::from_secs(15),
-        );
-        if look.is_err() && answered.elapsed() > SILENCE_LIMIT.min(limit) {
-            return Err(DeployError::Activation {
-                host: host(t),
-                goal: goal.as_str(),
-                system: system.into(),
-                status: "unknown".into(),
-                log: format!(
-                    "the host stopped answering for {} s while its activation ran (it may still \
-                     be running there); when the host answers again, run `nixmox apply` again: \
-                     it re-checks the host and finishes the job",
-                    answered.elapsed().as_secs()
-                ),
-                rollback: String::new(),
-            });
-        }
-        if let Ok(out) = look {
-            answered = Instant::now();
-            let status = out.stdout.trim();
-            if !status.is_empty() {
-                if status == "0" {
-                    return Ok(());
-                }
-                let log = ssh::run(
-                    t,
-                    &remote::activation_log(&id),
-                    None,
-                    Duration::from_secs(10),
-                )
-                .map(|o| o.stdout)
-                .unwrap_or_default();
-                return Err(DeployError::Activation {
-                    host: host(t),
-                    goal: goal.as_str(),
-                    system: system.into(),
-                    status: status.into(),
-                    log: log.trim().into(),
-                    rollback: String::new(),
-                });
-            }
-        }
-        if Instant::now() > deadline {
-            return Err(DeployError::Activation {
-                host: host(t),
-                goal: goal.as_str(),
-                system: system.into(),
-                status: format!("none within {} s", limit.as_secs()),
-                log: "activation is still running or the host stopped answering".into(),
-                rollback: String::new(),
-            });
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
-fn nanos() -> u128 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos())
-        .unwrap_or(0)
-}
-
 /// Back to the previous generation, and its health checked again; the text says what happened.
-fn roll_back(r: &DeployRequest, previous: Option<&str>) -> String {
+fn roll_back(r: &DeployRequest, previous: Option<&str>, generation: Option<u64>) -> String {
     let t = r.target;
     let Some(previous) = previous else {
         return "\nno rollback: this was the host's first deploy, there is no previous generation"
             .into();
     };
     let step = || -> Result<(), DeployError> {
-        let out = remote(t, &remote::rollback_profile(), Duration::from_secs(30))?;
+        // To the generation that pointed at `previous` before this deploy.
+        let back = match generation {
+            Some(n) => remote::switch_generation(n),
+            None => remote::rollback_profile(),
+        };
+        let out = remote(t, &back, Duration::from_secs(30))?;
         if !out.ok() {
             return Err(DeployError::Activation {
                 host: host(t),

@@ -25,6 +25,17 @@ pub struct Glance {
     pub env_hash: String,
     /// Every probe (startup, readiness, liveness, or the default gate) passed, once.
     pub healthy: bool,
+    /// Guards still waiting for a decision (a run killed before it confirmed).
+    pub pending: Vec<String>,
+    /// The host's records of rolling itself back, not reported yet.
+    pub records: Vec<super::guard::Record>,
+}
+
+impl Glance {
+    /// Nothing about the host needs nixmox's attention but, perhaps, its system.
+    pub fn settled(&self) -> bool {
+        self.pending.is_empty() && self.records.is_empty()
+    }
 }
 
 /// The probes a look runs, in order: the gate's (startup and readiness, or
@@ -36,13 +47,16 @@ fn probes(h: &Health) -> Vec<&Probe> {
         .collect()
 }
 
-/// The remote script: current system, env hash, then `ok`/`fail` for each
-/// command run on the host, each bounded by `timeout` when the host has it.
+/// The remote script: current system, env hash, the guards' state (those
+/// waiting for a decision, records of rollbacks not reported yet), then
+/// `ok`/`fail` for each command run on the host, each bounded by `timeout`
+/// when the host has it.
 pub fn script(commands: &[String], limit_secs: u64) -> String {
     let mut s = format!(
-        "{}; echo {MARK}; cat {} 2>/dev/null; echo; echo {MARK}",
+        "{}; echo {MARK}; cat {} 2>/dev/null; echo; echo {MARK}; {}; echo {MARK}",
         remote::current_system(),
-        quote(ENV_HASH_FILE)
+        quote(ENV_HASH_FILE),
+        guards_script(),
     );
     for c in commands {
         s.push_str(&format!(
@@ -54,12 +68,35 @@ pub fn script(commands: &[String], limit_secs: u64) -> String {
     s
 }
 
+/// Lists the guards waiting for a decision and the unreported records.
+fn guards_script() -> String {
+    format!(
+        "for d in {run}/guard-*; do if [ -d \"$d\" ] && [ ! -d \"$d/decided\" ]; then echo \"pending ${{d##*/}}\"; fi; done; \
+         for f in {rec}/guard-*; do case $f in *.reported|*.tmp) ;; *) if [ -f \"$f\" ]; then echo \"record ${{f##*/}} $(tr '\\n' ' ' < \"$f\")\"; fi ;; esac; done",
+        run = remote::RUN_DIR,
+        rec = super::guard::RECORDS,
+    )
+}
+
 /// Reads the script's answer; `None` when it is not one.
-pub fn parse(stdout: &str, commands: usize) -> Option<(String, String, bool)> {
+pub fn parse(stdout: &str, commands: usize) -> Option<Glance> {
     let sep = format!("{MARK}\n");
     let mut parts = stdout.split(sep.as_str());
     let current = parts.next()?.trim().to_string();
     let env_hash = parts.next()?.trim().to_string();
+    let mut pending = Vec::new();
+    let mut records = Vec::new();
+    for line in parts.next()?.lines() {
+        let mut words = line.splitn(3, ' ');
+        match (words.next(), words.next(), words.next()) {
+            (Some("pending"), Some(id), None) => pending.push(id.to_string()),
+            (Some("record"), Some(id), Some(rest)) => {
+                let text = rest.split(' ').collect::<Vec<_>>().join("\n");
+                records.extend(super::guard::Record::parse(id, &text));
+            }
+            _ => {}
+        }
+    }
     let verdicts: Vec<&str> = parts.next()?.lines().map(str::trim).collect();
     if verdicts.len() != commands || verdicts.iter().any(|v| *v != "ok" && *v != "fail") {
         return None;
@@ -68,7 +105,13 @@ pub fn parse(stdout: &str, commands: usize) -> Option<(String, String, bool)> {
     if !current.is_empty() && super::build::store_path(&current).is_err() {
         return None;
     }
-    Some((current, env_hash, verdicts.iter().all(|v| *v == "ok")))
+    Some(Glance {
+        current,
+        env_hash,
+        healthy: verdicts.iter().all(|v| *v == "ok"),
+        pending,
+        records,
+    })
 }
 
 /// Looks at a host once. The probes that run on the host go into the one
@@ -95,12 +138,13 @@ pub fn glance(t: &SshTarget, h: &Health, ports: &[u16]) -> Result<Glance, String
             out.stderr.trim()
         ));
     }
-    let (current, env_hash, mut healthy) = parse(&out.stdout, commands.len()).ok_or_else(|| {
+    let mut seen = parse(&out.stdout, commands.len()).ok_or_else(|| {
         format!(
             "host {} ({}) gave an answer nixmox cannot read",
             t.name, t.address
         )
     })?;
+    let mut healthy = seen.healthy;
     for p in all
         .iter()
         .filter(|p| health::host_command(p, limit).is_none())
@@ -113,11 +157,8 @@ pub fn glance(t: &SshTarget, h: &Health, ports: &[u16]) -> Result<Glance, String
             healthy &= health::check(&health::port_probe(t, *port), t, limit).is_ok();
         }
     }
-    Ok(Glance {
-        current,
-        env_hash,
-        healthy,
-    })
+    seen.healthy = healthy;
+    Ok(seen)
 }
 
 #[cfg(test)]
@@ -128,11 +169,24 @@ mod tests {
     fn script_is_exact() {
         assert_eq!(
             script(&["test -e /run/x".into()], 5),
-            "if [ -e /run/current-system ]; then readlink -f /run/current-system; fi; echo --nixmox-glance--; \
-             cat '/run/nixmox/env.hash' 2>/dev/null; echo; echo --nixmox-glance--; \
-             if timeout 5 \"${SHELL:-sh}\" -c 'test -e /run/x' >/dev/null 2>&1 </dev/null; \
-             then echo ok; else echo fail; fi"
+            format!(
+                "if [ -e /run/current-system ]; then readlink -f /run/current-system; fi; echo --nixmox-glance--; \
+                 cat '/run/nixmox/env.hash' 2>/dev/null; echo; echo --nixmox-glance--; {}; echo --nixmox-glance--; \
+                 if timeout 5 \"${{SHELL:-sh}}\" -c 'test -e /run/x' >/dev/null 2>&1 </dev/null; \
+                 then echo ok; else echo fail; fi",
+                guards_script()
+            )
         );
+    }
+
+    fn seen(current: &str, env_hash: &str, healthy: bool) -> Glance {
+        Glance {
+            current: current.into(),
+            env_hash: env_hash.into(),
+            healthy,
+            pending: vec![],
+            records: vec![],
+        }
     }
 
     #[test]
@@ -140,23 +194,33 @@ mod tests {
         let m = MARK;
         let sys = format!("/nix/store/{}-sys", "a".repeat(32));
         assert_eq!(
-            parse(&format!("{sys}\n{m}\nabc\n{m}\nok\nok\n"), 2),
-            Some((sys.clone(), "abc".into(), true))
+            parse(&format!("{sys}\n{m}\nabc\n{m}\n{m}\nok\nok\n"), 2),
+            Some(seen(&sys, "abc", true))
         );
         // Anything but a store path where the system should be: not an answer.
-        assert_eq!(parse(&format!("/etc/passwd\n{m}\n\n{m}\n"), 0), None);
+        assert_eq!(parse(&format!("/etc/passwd\n{m}\n\n{m}\n{m}\n"), 0), None);
         assert_eq!(
-            parse(&format!("{m}\n\n{m}\nok\nfail\n"), 2),
-            Some((String::new(), String::new(), false))
+            parse(&format!("{m}\n\n{m}\n{m}\nok\nfail\n"), 2),
+            Some(seen("", "", false))
         );
         assert_eq!(
-            parse(&format!("{sys}\n{m}\n\n{m}\n"), 0),
-            Some((sys, String::new(), true))
+            parse(&format!("{sys}\n{m}\n\n{m}\n{m}\n"), 0),
+            Some(seen(&sys, "", true))
         );
         // Too few verdicts, garbage, or no marks at all: not an answer.
-        assert_eq!(parse(&format!("x\n{m}\n\n{m}\nok\n"), 2), None);
-        assert_eq!(parse(&format!("x\n{m}\n\n{m}\nmaybe\n"), 1), None);
+        assert_eq!(parse(&format!("x\n{m}\n\n{m}\n{m}\nok\n"), 2), None);
+        assert_eq!(parse(&format!("x\n{m}\n\n{m}\n{m}\nmaybe\n"), 1), None);
         assert_eq!(parse("motd banner\n", 0), None);
+        // Guards waiting, and a record of a rollback.
+        let g = parse(
+            &format!("{sys}\n{m}\n\n{m}\npending guard-1\nrecord guard-0 time=5 from=/a to=/b generation=41 timeout=30 status=0 \n{m}\n"),
+            0,
+        )
+        .expect("an answer");
+        assert_eq!(g.pending, ["guard-1"]);
+        assert_eq!(g.records.len(), 1);
+        assert_eq!(g.records[0].generation, Some(41));
+        assert!(!g.settled());
     }
 
     /// The script through a real shell: a passing and a failing probe, and a
@@ -182,6 +246,6 @@ mod tests {
         assert_eq!(lines.next(), Some("ok"));
         assert_eq!(lines.next(), Some("fail"));
         assert_eq!(lines.next(), Some("ok"), "{stdout}");
-        assert!(parse(&stdout, 3).is_some_and(|(_, _, healthy)| !healthy));
+        assert!(parse(&stdout, 3).is_some_and(|g| !g.healthy && g.settled()));
     }
 }

@@ -39,6 +39,29 @@ pub fn rollback_profile() -> String {
     format!("nix-env -p {PROFILE} --rollback")
 }
 
+/// The profile's generation link (`system-41-link`) on one line, the store
+/// path it points at on the next; nothing on a fresh host.
+pub fn profile_state() -> String {
+    format!("if [ -e {PROFILE} ]; then readlink {PROFILE}; readlink -f {PROFILE}; fi")
+}
+
+/// The generation number in a link name like `system-41-link`.
+pub fn generation_of(link: &str) -> Option<u64> {
+    link.trim()
+        .rsplit('/')
+        .next()?
+        .strip_prefix("system-")?
+        .strip_suffix("-link")?
+        .parse()
+        .ok()
+}
+
+/// Back to generation `n` exactly: `--rollback` would take the one just
+/// below the current, which may be a system abandoned by an earlier rollback.
+pub fn switch_generation(n: u64) -> String {
+    format!("nix-env -p {PROFILE} --switch-generation {n}")
+}
+
 /// Starts `switch-to-configuration <goal>` detached (it survives the SSH
 /// connection dropping) and records its output and exit status under `id`.
 /// Activations on one host take turns (`flock`): one left running by a run
@@ -139,6 +162,21 @@ mod tests {
              && mv '/var/lib/sops-nix/key.txt.nixmox-tmp' '/var/lib/sops-nix/key.txt'"
         );
         assert_eq!(write_secret_file("env"), "umask 077 && mkdir -p /run/nixmox && cat > '/run/nixmox/.env.tmp' && mv '/run/nixmox/.env.tmp' '/run/nixmox/env'");
+    }
+
+    #[test]
+    fn generations_are_read_from_link_names() {
+        assert_eq!(generation_of("system-41-link\n"), Some(41));
+        assert_eq!(
+            generation_of("/nix/var/nix/profiles/system-7-link"),
+            Some(7)
+        );
+        assert_eq!(generation_of("/nix/store/abc-nixos-system"), None);
+        assert_eq!(generation_of(""), None);
+        assert_eq!(
+            switch_generation(41),
+            "nix-env -p /nix/var/nix/profiles/system --switch-generation 41"
+        );
     }
 
     #[test]

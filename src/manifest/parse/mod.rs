@@ -188,6 +188,7 @@ fn nixos(diags: &mut Diagnostics, path: Path, value: &Value) -> Option<NixosSett
             "flake",
             "nix_config",
             "activation_timeout",
+            "confirm_timeout",
             "ssh",
             "age_key_file",
             "age_key",
@@ -203,6 +204,7 @@ fn nixos(diags: &mut Diagnostics, path: Path, value: &Value) -> Option<NixosSett
             .opt::<crate::manifest::decode::Text>(diags, "nix_config")
             .map(|t| t.0),
         activation_timeout: obj.or(diags, "activation_timeout", d.activation_timeout),
+        confirm_timeout: obj.or(diags, "confirm_timeout", d.confirm_timeout),
         ssh: d.ssh,
         age_key_file: obj.opt(diags, "age_key_file"),
         age_key_sops: obj.opt(diags, "age_key"),
@@ -215,6 +217,7 @@ fn nixos(diags: &mut Diagnostics, path: Path, value: &Value) -> Option<NixosSett
         n.activation_timeout,
         true,
     );
+    interface::check_timing(diags, &obj.at("confirm_timeout"), n.confirm_timeout, false);
     if let Some(Err(e)) = n.flake.as_deref().map(super::syntax::argument) {
         diags.error(&obj.at("flake"), e);
     }

@@ -185,9 +185,15 @@ fn service_nixos(
     path: Path,
     value: &Value,
 ) -> Option<crate::manifest::model::ServiceNixos> {
-    let obj = Obj::open(diags, path, value, &["attribute", "ssh", "env"])?;
+    let obj = Obj::open(
+        diags,
+        path,
+        value,
+        &["attribute", "ssh", "env", "confirm_timeout"],
+    )?;
     let mut out = crate::manifest::model::ServiceNixos {
         attribute: obj.opt(diags, "attribute"),
+        confirm_timeout: obj.opt(diags, "confirm_timeout"),
         env: env(diags, &obj),
         ..Default::default()
     };
