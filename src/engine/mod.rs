@@ -11,6 +11,7 @@
 //! plan with no changes applies nothing, a host already on its system is
 //! not switched again.
 
+mod core;
 mod env;
 mod event;
 mod host;
