@@ -17,6 +17,7 @@ fuzz_target!(|data: &[u8]| {
         mode: Some(nixmox::manifest::DbMode::NativeMigration),
         migrations: vec![],
         additional: vec!["wiki_log".into()],
+        password: None,
     };
     let _ = nixmox::nixos::database::pending(&db, &text, std::path::Path::new("/nonexistent"));
 });
