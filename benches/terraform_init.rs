@@ -14,15 +14,30 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 const WORKSPACES: usize = 8;
-const VERSION: &str = "0.1.0";
+
+/// The provider version scripts/setup.sh installs: the one in its Cargo.toml.
+fn version() -> String {
+    std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tools/terraform-provider-nixmoxlab/Cargo.toml"),
+    )
+    .ok()
+    .and_then(|c| {
+        c.lines()
+            .find_map(|l| l.strip_prefix("version = \""))
+            .and_then(|v| v.strip_suffix('"'))
+            .map(str::to_string)
+    })
+    .expect("the lab provider's version in its Cargo.toml")
+}
 
 fn terraform() -> String {
     std::env::var("NIXMOX_TERRAFORM").unwrap_or_else(|_| "/opt/nixmox/bin/terraform".into())
 }
 
 fn provider() -> PathBuf {
+    let version = version();
     PathBuf::from(format!(
-        "/usr/local/share/terraform/plugins/registry.terraform.io/nixmox/nixmoxlab/{VERSION}/linux_amd64/terraform-provider-nixmoxlab_v{VERSION}"
+        "/usr/local/share/terraform/plugins/registry.terraform.io/nixmox/nixmoxlab/{version}/linux_amd64/terraform-provider-nixmoxlab_v{version}"
     ))
 }
 
@@ -45,6 +60,7 @@ fn du(dir: &Path) -> u64 {
 /// and the bytes the workspaces' data directories hold afterwards.
 fn init_all(root: &Path, cli_config: &Path, cache: Option<&Path>) -> (Duration, u64) {
     let _ = std::fs::remove_dir_all(root);
+    let version = version();
     let mut dirs = Vec::new();
     for i in 0..WORKSPACES {
         let d = root.join(format!("ws{i}"));
@@ -52,7 +68,7 @@ fn init_all(root: &Path, cli_config: &Path, cache: Option<&Path>) -> (Duration, 
         std::fs::write(
             d.join("main.tf"),
             format!(
-                "terraform {{\n  required_providers {{\n    nixmoxlab = {{ source = \"nixmox/nixmoxlab\", version = \"{VERSION}\" }}\n  }}\n}}\n"
+                "terraform {{\n  required_providers {{\n    nixmoxlab = {{ source = \"nixmox/nixmoxlab\", version = \"{version}\" }}\n  }}\n}}\n"
             ),
         )
         .expect("write");
@@ -106,8 +122,9 @@ fn main() {
         .path()
         .join("mirror/registry.terraform.io/nixmox/nixmoxlab");
     std::fs::create_dir_all(&mirror).expect("mirror");
+    let version = version();
     let zip = mirror.join(format!(
-        "terraform-provider-nixmoxlab_{VERSION}_linux_amd64.zip"
+        "terraform-provider-nixmoxlab_{version}_linux_amd64.zip"
     ));
     let packed = Command::new("python3")
         .args([
@@ -116,7 +133,7 @@ fn main() {
         ])
         .arg(&zip)
         .arg(provider())
-        .arg(format!("terraform-provider-nixmoxlab_v{VERSION}"))
+        .arg(format!("terraform-provider-nixmoxlab_v{version}"))
         .status()
         .expect("python3");
     assert!(packed.success(), "cannot pack the provider");
