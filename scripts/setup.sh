@@ -165,6 +165,6 @@ if ! cargo fuzz --version >/dev/null 2>&1; then
 fi
 log "ok: $(nix-instantiate --version); $(dot -V 2>&1); age $(age --version); $(cargo fuzz --version);"
 log "    $(CHECKPOINT_DISABLE=1 TF_CLI_CONFIG_FILE= "$TOOLS/bin/terraform" version | head -n1) at $TOOLS/bin/terraform"
-log "    $("$TOOLS/bin/sops" --version 2>/dev/null | head -n1) at $TOOLS/bin/sops"
+log "    $("$TOOLS/bin/sops" --version --disable-version-check 2>/dev/null | head -n1) at $TOOLS/bin/sops"
 log "    terraform-provider-nixmoxlab $provider_version at $provider_bin"
 log "    node $("$TOOLS/bin/node" --version) for the lab (the machine has $(node --version)), oidc-provider $(node -p "require('$TOOLS/node_modules/oidc-provider/package.json').version"), $(unbound -V 2>/dev/null | head -n1), caddy $(caddy version 2>/dev/null | cut -d' ' -f1)"

@@ -12,14 +12,7 @@ use std::process::ExitCode;
 pub fn run(cli: &Cli, args: &ApplyArgs) -> Result<ExitCode, CliError> {
     let v = common::load(cli)?;
     let m = &v.manifest;
-    let plan = plan::build_selected(
-        m,
-        &plan::Selection {
-            only: &args.only,
-            skip: &args.skip,
-            force: &args.force,
-        },
-    )?;
+    let plan = plan::build_selected(m, &args.select.selection())?;
     if args.dry_run {
         common::emit(&plan::render::human(m, &plan))?;
         return Ok(ExitCode::SUCCESS);

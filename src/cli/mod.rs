@@ -101,6 +101,16 @@ pub struct PlanArgs {
     /// Plan the Terraform phases only: no host or database is contacted.
     #[arg(long, conflicts_with = "offline")]
     pub terraform_only: bool,
+    #[command(flatten)]
+    pub select: SelectArgs,
+    /// Print the plan as JSON (see docs/plan-json.md).
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Which services a `plan` or an `apply` takes, and which hosts it activates anyway.
+#[derive(Args, Debug)]
+pub struct SelectArgs {
     /// Only these services and what they depend on (repeat or separate with commas).
     #[arg(long, value_name = "SERVICE", value_delimiter = ',')]
     pub only: Vec<String>,
@@ -119,9 +129,16 @@ pub struct PlanArgs {
         conflicts_with = "terraform_only"
     )]
     pub force: Vec<String>,
-    /// Print the plan as JSON (see docs/plan-json.md).
-    #[arg(long)]
-    pub json: bool,
+}
+
+impl SelectArgs {
+    pub fn selection(&self) -> crate::plan::Selection<'_> {
+        crate::plan::Selection {
+            only: &self.only,
+            skip: &self.skip,
+            force: &self.force,
+        }
+    }
 }
 
 #[derive(Args, Debug)]
@@ -130,24 +147,8 @@ pub struct ApplyArgs {
     /// tf:service-config), in plan order.
     #[arg(long)]
     pub terraform_only: bool,
-    /// Only these services and what they depend on (repeat or separate with commas).
-    #[arg(long, value_name = "SERVICE", value_delimiter = ',')]
-    pub only: Vec<String>,
-    /// Leave these services out of this run, with everything that needs
-    /// them (repeat or separate with commas); a core service takes every
-    /// application with it. Terraform's stack-wide phases still see the
-    /// whole manifest: a skipped service's host is never destroyed.
-    #[arg(long, value_name = "SERVICE", value_delimiter = ',')]
-    pub skip: Vec<String>,
-    /// Activate these services' hosts even when they already run their
-    /// system (repeat or separate with commas); the health gate runs as usual.
-    #[arg(
-        long,
-        value_name = "SERVICE",
-        value_delimiter = ',',
-        conflicts_with = "terraform_only"
-    )]
-    pub force: Vec<String>,
+    #[command(flatten)]
+    pub select: SelectArgs,
     /// Applications deployed side by side at most.
     #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=64))]
     pub parallel: u16,

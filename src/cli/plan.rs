@@ -15,14 +15,7 @@ pub const ONLINE_PLAN_JSON_VERSION: u32 = 2;
 pub fn run(cli: &Cli, args: &PlanArgs) -> Result<ExitCode, CliError> {
     let v = common::load(cli)?;
     let m = &v.manifest;
-    let plan = plan::build_selected(
-        m,
-        &plan::Selection {
-            only: &args.only,
-            skip: &args.skip,
-            force: &args.force,
-        },
-    )?;
+    let plan = plan::build_selected(m, &args.select.selection())?;
     if args.offline {
         let text = if args.json {
             common::to_json(&plan::render::json(m, &plan))?

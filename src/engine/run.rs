@@ -470,13 +470,7 @@ fn walk(ctx: &Ctx, opts: &ApplyOptions, summary: &mut Summary) -> Result<(), Str
                             name.into(),
                             format!("skipped: depends on {bad}, which failed"),
                         );
-                        for phase in [
-                            Phase::TfServiceInfra,
-                            Phase::NixServiceConfig,
-                            Phase::Health,
-                            Phase::TfServiceConfig,
-                            Phase::Verify,
-                        ] {
+                        for phase in Phase::APPLICATION {
                             if let Some(step) = ctx.step(&format!("{}:{name}", phase.id())) {
                                 ctx.event(
                                     step,

@@ -16,13 +16,7 @@ impl Ctx<'_> {
     pub(super) fn service(&self, s: &Service) -> Result<bool, String> {
         let mut any = false;
         let mut activated = false;
-        for phase in [
-            Phase::TfServiceInfra,
-            Phase::NixServiceConfig,
-            Phase::Health,
-            Phase::TfServiceConfig,
-            Phase::Verify,
-        ] {
+        for phase in Phase::APPLICATION {
             let Some(step) = self.step(&format!("{}:{}", phase.id(), s.name)) else {
                 continue;
             };

@@ -35,6 +35,15 @@ impl Phase {
         Phase::Verify,
     ];
 
+    /// An application's own steps, in the order they run.
+    pub const APPLICATION: [Phase; 5] = [
+        Phase::TfServiceInfra,
+        Phase::NixServiceConfig,
+        Phase::Health,
+        Phase::TfServiceConfig,
+        Phase::Verify,
+    ];
+
     pub fn id(self) -> &'static str {
         match self {
             Phase::TfInfra => "tf:infra",
