@@ -41,6 +41,33 @@ fn suite(open: &dyn Fn() -> Box<dyn Store>) {
         s.interrupted_runs().expect("interrupted").is_empty(),
         "a run of a live process is not interrupted"
     );
+
+    // What `serve` reads: the history, the journal after a point, counts, checks.
+    let numbered = s.journal_after(run, 0).expect("journal after");
+    assert_eq!(numbered.len(), 2);
+    assert!(
+        numbered[0].0 < numbered[1].0,
+        "entries are numbered in order"
+    );
+    let rest = s.journal_after(run, numbered[0].0).expect("journal after");
+    assert_eq!(rest.len(), 1);
+    assert_eq!(rest[0].1.status, "changed");
+    s.journal(run, "nix:core:dns", "started", "")
+        .expect("journal");
+    s.journal(run, "nix:core:dns", "failed", "x")
+        .expect("journal");
+    let counted = s.runs_counted(10).expect("runs counted");
+    assert_eq!((counted[0].0.id, counted[0].1, counted[0].2), (run, 2, 1));
+    assert_eq!(s.runs(10).expect("runs")[0].id, run);
+    assert_eq!(s.run_info(run).expect("run").map(|r| r.id), Some(run));
+    assert_eq!(s.run_info(run + 1000).expect("run"), None);
+    s.record_health(run, "dns", "health", false, "down")
+        .expect("health");
+    s.record_health(run, "dns", "health", true, "up")
+        .expect("health");
+    let h = s.latest_health().expect("health");
+    assert_eq!(h.len(), 1, "{h:?}");
+    assert!(h[0].ok && h[0].detail == "up", "the latest record: {h:?}");
     s.finish_run(run, "ok").expect("finish");
     assert_eq!(s.last_run().expect("last").expect("run").status, "ok");
 

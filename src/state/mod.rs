@@ -134,7 +134,49 @@ pub trait Store: Send {
         detail: &str,
     ) -> Result<(), StateError>;
     fn schema_version(&mut self) -> Result<i64, StateError>;
+
+    // What `serve` reads: the history, a run's journal as it grows, the lock.
+    /// The newest runs first, at most `limit`.
+    fn runs(&mut self, limit: i64) -> Result<Vec<RunInfo>, StateError>;
+    fn run_info(&mut self, run: i64) -> Result<Option<RunInfo>, StateError>;
+    /// The newest runs first with their numbers of steps and of failures, in one query.
+    fn runs_counted(&mut self, limit: i64) -> Result<Vec<(RunInfo, i64, i64)>, StateError>;
+    /// A run's journal entries after the entry numbered `after` (0: all),
+    /// each with its number, so a reader following a run reads only what is new.
+    fn journal_after(
+        &mut self,
+        run: i64,
+        after: i64,
+    ) -> Result<Vec<(i64, JournalEntry)>, StateError>;
+    /// Each service's latest record of each check.
+    fn latest_health(&mut self) -> Result<Vec<HealthRecord>, StateError>;
+    fn lock_holder(&mut self) -> Result<Option<Holder>, StateError>;
 }
+
+/// One recorded check of a service (a health gate or a verify check).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct HealthRecord {
+    pub run: i64,
+    pub service: String,
+    pub check: String,
+    pub ok: bool,
+    pub detail: String,
+    pub at: f64,
+}
+
+/// The runs the history view shows at most.
+pub const MAX_RUNS: i64 = 500;
+
+/// Runs with their step and failure counts, for both stores.
+const RUNS_COUNTED: &str = "SELECT r.id, r.command, r.status, r.started, r.finished, r.pid, r.host,
+     (SELECT COUNT(DISTINCT j.step) FROM journal j WHERE j.run = r.id),
+     (SELECT COUNT(*) FROM journal j WHERE j.run = r.id AND j.status = 'failed')
+     FROM runs r ORDER BY r.id DESC LIMIT $1";
+
+/// The latest record per (service, check), for both stores.
+const LATEST_HEALTH: &str = "SELECT h.run, h.service, h.check_name, h.ok, h.detail, h.at FROM health h
+     JOIN (SELECT service, check_name, MAX(id) AS id FROM health GROUP BY service, check_name) l ON h.id = l.id
+     ORDER BY h.service, h.check_name";
 
 /// The schema, one entry per version; each applied once, in order, recorded in `schema_version`.
 pub const MIGRATIONS: &[&str] = &[

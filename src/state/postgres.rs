@@ -332,6 +332,86 @@ impl Store for PgStore {
             .map_err(|e| err(&self.shown, e))
     }
 
+    fn runs(&mut self, limit: i64) -> Result<Vec<RunInfo>, StateError> {
+        let rows = self
+            .client
+            .query("SELECT id, command, status, started, finished, pid, host FROM runs ORDER BY id DESC LIMIT $1", &[&limit.clamp(1, super::MAX_RUNS)])
+            .map_err(|e| err(&self.shown, e))?;
+        Ok(rows.iter().map(run_row).collect())
+    }
+
+    fn run_info(&mut self, run: i64) -> Result<Option<RunInfo>, StateError> {
+        let row = self
+            .client
+            .query_opt(
+                "SELECT id, command, status, started, finished, pid, host FROM runs WHERE id = $1",
+                &[&run],
+            )
+            .map_err(|e| err(&self.shown, e))?;
+        Ok(row.as_ref().map(run_row))
+    }
+
+    fn runs_counted(&mut self, limit: i64) -> Result<Vec<(RunInfo, i64, i64)>, StateError> {
+        let rows = self
+            .client
+            .query(super::RUNS_COUNTED, &[&limit.clamp(1, super::MAX_RUNS)])
+            .map_err(|e| err(&self.shown, e))?;
+        Ok(rows
+            .iter()
+            .map(|r| (run_row(r), r.get(7), r.get(8)))
+            .collect())
+    }
+
+    fn journal_after(
+        &mut self,
+        run: i64,
+        after: i64,
+    ) -> Result<Vec<(i64, JournalEntry)>, StateError> {
+        let rows = self
+            .client
+            .query(
+                "SELECT id, step, status, detail, at FROM journal WHERE run = $1 AND id > $2 ORDER BY id",
+                &[&run, &after],
+            )
+            .map_err(|e| err(&self.shown, e))?;
+        Ok(rows
+            .iter()
+            .map(|r| {
+                (
+                    r.get(0),
+                    JournalEntry {
+                        step: r.get(1),
+                        status: r.get(2),
+                        detail: r.get(3),
+                        at: r.get(4),
+                    },
+                )
+            })
+            .collect())
+    }
+
+    fn latest_health(&mut self) -> Result<Vec<super::HealthRecord>, StateError> {
+        let rows = self
+            .client
+            .query(super::LATEST_HEALTH, &[])
+            .map_err(|e| err(&self.shown, e))?;
+        Ok(rows
+            .iter()
+            .map(|r| super::HealthRecord {
+                run: r.get(0),
+                service: r.get(1),
+                check: r.get(2),
+                ok: r.get(3),
+                detail: r.get(4),
+                at: r.get(5),
+            })
+            .collect())
+    }
+
+    fn lock_holder(&mut self) -> Result<Option<Holder>, StateError> {
+        self.holder()
+    }
+
     fn schema_version(&mut self) -> Result<i64, StateError> {
         let v: i32 = self
             .client

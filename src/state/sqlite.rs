@@ -341,6 +341,90 @@ impl Store for SqliteStore {
             .map_err(|e| err(&self.path, e))
     }
 
+    fn runs(&mut self, limit: i64) -> Result<Vec<RunInfo>, StateError> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT id, command, status, started, finished, pid, host FROM runs ORDER BY id DESC LIMIT ?1")
+            .map_err(|e| err(&self.path, e))?;
+        let rows = stmt
+            .query_map(params![limit.clamp(1, super::MAX_RUNS)], run_row)
+            .map_err(|e| err(&self.path, e))?;
+        Ok(rows.filter_map(Result::ok).collect())
+    }
+
+    fn run_info(&mut self, run: i64) -> Result<Option<RunInfo>, StateError> {
+        self.conn
+            .query_row(
+                "SELECT id, command, status, started, finished, pid, host FROM runs WHERE id = ?1",
+                params![run],
+                run_row,
+            )
+            .optional()
+            .map_err(|e| err(&self.path, e))
+    }
+
+    fn runs_counted(&mut self, limit: i64) -> Result<Vec<(RunInfo, i64, i64)>, StateError> {
+        let mut stmt = self
+            .conn
+            .prepare(super::RUNS_COUNTED)
+            .map_err(|e| err(&self.path, e))?;
+        let rows = stmt
+            .query_map(params![limit.clamp(1, super::MAX_RUNS)], |r| {
+                Ok((run_row(r)?, r.get(7)?, r.get(8)?))
+            })
+            .map_err(|e| err(&self.path, e))?;
+        Ok(rows.filter_map(Result::ok).collect())
+    }
+
+    fn journal_after(
+        &mut self,
+        run: i64,
+        after: i64,
+    ) -> Result<Vec<(i64, JournalEntry)>, StateError> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT id, step, status, detail, at FROM journal WHERE run = ?1 AND id > ?2 ORDER BY id")
+            .map_err(|e| err(&self.path, e))?;
+        let rows = stmt
+            .query_map(params![run, after], |r| {
+                Ok((
+                    r.get(0)?,
+                    JournalEntry {
+                        step: r.get(1)?,
+                        status: r.get(2)?,
+                        detail: r.get(3)?,
+                        at: r.get(4)?,
+                    },
+                ))
+            })
+            .map_err(|e| err(&self.path, e))?;
+        Ok(rows.filter_map(Result::ok).collect())
+    }
+
+    fn latest_health(&mut self) -> Result<Vec<super::HealthRecord>, StateError> {
+        let mut stmt = self
+            .conn
+            .prepare(super::LATEST_HEALTH)
+            .map_err(|e| err(&self.path, e))?;
+        let rows = stmt
+            .query_map([], |r| {
+                Ok(super::HealthRecord {
+                    run: r.get(0)?,
+                    service: r.get(1)?,
+                    check: r.get(2)?,
+                    ok: r.get(3)?,
+                    detail: r.get(4)?,
+                    at: r.get(5)?,
+                })
+            })
+            .map_err(|e| err(&self.path, e))?;
+        Ok(rows.filter_map(Result::ok).collect())
+    }
+
+    fn lock_holder(&mut self) -> Result<Option<Holder>, StateError> {
+        self.holder()
+    }
+
     fn schema_version(&mut self) -> Result<i64, StateError> {
         self.conn
             .query_row(
