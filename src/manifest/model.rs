@@ -33,6 +33,7 @@ pub struct Manifest {
     pub secrets: SecretsSettings,
     pub nixos: NixosSettings,
     pub verify: VerifySettings,
+    pub serve: ServeSettings,
 }
 
 /// End-to-end verification (`verify = { ca_file; tls_min_days; user; }`).
@@ -167,6 +168,48 @@ pub struct ServiceNixos {
 pub enum EnvValue {
     Text(String),
     Sops(SopsRef),
+}
+
+/// `nixmox serve` (`serve = { url; listen; public_read; session_hours; token_file; oidc; }`).
+#[derive(Debug, Clone, Serialize)]
+pub struct ServeSettings {
+    /// Where browsers reach serve; its `/auth/callback` is the OIDC redirect URI.
+    pub url: String,
+    pub listen: std::net::SocketAddr,
+    /// Reading without a login from a listen address that is not loopback.
+    pub public_read: bool,
+    pub session_hours: u64,
+    /// A token for scripts (`Authorization: Bearer`), relative to the manifest.
+    pub token_file: Option<String>,
+    /// Login through the stack's own identity provider.
+    pub oidc: Option<ServeOidc>,
+}
+
+/// The OIDC client nixmox registers for itself in tf:auth-core.
+#[derive(Debug, Clone, Serialize)]
+pub struct ServeOidc {
+    pub client_id: String,
+    pub provider: String,
+    /// When not empty, a user must be in one of these groups to act.
+    pub groups: Vec<String>,
+}
+
+/// The service name (and issuer slug) nixmox's own OIDC client is registered under.
+pub const SERVE_SERVICE: &str = "nixmox";
+
+pub const SERVE_LISTEN: &str = "127.0.0.1:8470";
+
+impl Default for ServeSettings {
+    fn default() -> Self {
+        ServeSettings {
+            url: format!("http://{SERVE_LISTEN}"),
+            listen: std::net::SocketAddr::from(([127, 0, 0, 1], 8470)),
+            public_read: false,
+            session_hours: 8,
+            token_file: None,
+            oidc: None,
+        }
+    }
 }
 
 /// The stack's SOPS file (`secrets = { sops_file; age_key_file; write_outputs; }`):

@@ -106,6 +106,19 @@ fn uniqueness(diags: &mut Diagnostics, m: &Manifest) {
     let mut vmids: BTreeMap<u32, &str> = BTreeMap::new();
     let mut hostnames: BTreeMap<String, &str> = BTreeMap::new();
     let mut clients: BTreeMap<&str, &str> = BTreeMap::new();
+    if let Some(o) = &m.serve.oidc {
+        clients.insert(&o.client_id, "nixmox serve");
+        if let Some(s) = m
+            .service(crate::manifest::SERVE_SERVICE)
+            .filter(|s| s.enabled)
+        {
+            diags.error_hint(
+                &service_path(s),
+                "a service named 'nixmox' takes the issuer nixmox's own login (serve.oidc) is registered under",
+                Some("rename the service, or remove serve.oidc".into()),
+            );
+        }
+    }
     for s in m.enabled() {
         let p = service_path(s);
         if let Some(ip) = s.host.ip {

@@ -68,6 +68,21 @@ pub fn oidc_apps(m: &Manifest) -> Value {
             );
         }
     }
+    // nixmox's own client (`serve.oidc`): the control plane sits behind the
+    // SSO it deploys, registered like any application.
+    if let Some(o) = &m.serve.oidc {
+        out.insert(
+            o.client_id.clone(),
+            json!({
+                "service": crate::manifest::SERVE_SERVICE,
+                "client_type": "confidential",
+                "redirect_uris": [format!("{}/auth/callback", m.serve.url)],
+                "scopes": ["openid", "profile", "email"],
+                "username_claim": "preferred_username",
+                "groups_claim": "groups",
+            }),
+        );
+    }
     Value::Object(out)
 }
 

@@ -4,6 +4,7 @@
 
 mod interface;
 mod network;
+mod serve;
 mod service;
 
 use super::decode::Obj;
@@ -33,6 +34,7 @@ const TOP_LEVEL_KEYS: &[&str] = &[
     "secrets",
     "nixos",
     "verify",
+    "serve",
 ];
 
 /// Reads the whole manifest. Returns a model even when there were errors
@@ -108,7 +110,13 @@ pub fn manifest(diags: &mut Diagnostics, source: &FsPath, root: &Value) -> Optio
         .and_then(|v| verify(diags, top.at("verify"), v))
         .unwrap_or_default();
 
+    let serve = top
+        .raw("serve")
+        .and_then(|v| serve::serve(diags, top.at("serve"), v))
+        .unwrap_or_default();
+
     Some(Manifest {
+        serve,
         verify,
         nixos,
         source: source.to_path_buf(),
