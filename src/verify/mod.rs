@@ -112,12 +112,12 @@ fn result(service: &str, check: &'static str, target: String, r: Result<(), Stri
     }
 }
 
-fn caddy(m: &Manifest) -> Option<IpAddr> {
+pub fn caddy(m: &Manifest) -> Option<IpAddr> {
     m.service("caddy").and_then(|c| c.host.ip)
 }
 
 /// The domain in front of the identity provider: authentik's proxy.
-fn auth_domain(m: &Manifest) -> Option<String> {
+pub fn auth_domain(m: &Manifest) -> Option<String> {
     m.service("authentik")
         .and_then(|a| a.proxies.first())
         .map(|p| p.domain.clone())

@@ -104,42 +104,96 @@ pub fn run(f: &Flow) -> Result<(), String> {
     let code = browse(f, u, redirect, &state, jar.path())?;
     drop(jar);
 
-    // The token exchange.
+    let claims = redeem(
+        &Endpoints {
+            issuer: f.issuer,
+            token_endpoint: f.token_endpoint,
+            jwks_uri: f.jwks_uri,
+            pin: f.pin,
+            ca_file: f.ca_file,
+            timeout: f.timeout,
+        },
+        &o.client_id,
+        secret,
+        &Redemption {
+            code: &code,
+            redirect,
+            verifier: &verifier,
+            nonce: &nonce,
+        },
+    )?;
+    check_user(f, &claims).map_err(|e| format!("claim check: {e}"))
+}
+
+/// Where a code is redeemed and the ID token checked.
+pub struct Endpoints<'a> {
+    pub issuer: &'a str,
+    pub token_endpoint: &'a str,
+    pub jwks_uri: Option<&'a str>,
+    pub pin: IpAddr,
+    pub ca_file: Option<&'a str>,
+    pub timeout: Duration,
+}
+
+/// What the authorization request sent, to redeem its code with.
+pub struct Redemption<'a> {
+    pub code: &'a str,
+    pub redirect: &'a str,
+    pub verifier: &'a str,
+    pub nonce: &'a str,
+}
+
+/// The token exchange (client_secret_basic for a confidential client, the
+/// PKCE verifier always) and the ID token's checks: `iss`, `aud`, `nonce`,
+/// `exp` and its signature against the issuer's JWKS. Returns its claims.
+/// The code, the secret and the tokens reach curl on stdin only.
+pub fn redeem(
+    e: &Endpoints,
+    client_id: &str,
+    secret: Option<&str>,
+    r: &Redemption,
+) -> Result<Value, String> {
+    let request = |url| http::Request {
+        url,
+        pin: Some(e.pin),
+        ca_file: e.ca_file,
+        timeout: e.timeout,
+        cookie: None,
+    };
     let mut body = url::form_urlencoded::Serializer::new(String::new());
     body.append_pair("grant_type", "authorization_code")
-        .append_pair("code", &code)
-        .append_pair("redirect_uri", redirect)
-        .append_pair("code_verifier", &verifier);
+        .append_pair("code", r.code)
+        .append_pair("redirect_uri", r.redirect)
+        .append_pair("code_verifier", r.verifier);
     let authorization = match secret {
         Some(s) => {
             let enc =
                 |v: &str| url::form_urlencoded::byte_serialize(v.as_bytes()).collect::<String>();
             Some(format!(
                 "Basic {}",
-                b64(format!("{}:{}", enc(&o.client_id), enc(s)).as_bytes())
+                b64(format!("{}:{}", enc(client_id), enc(s)).as_bytes())
             ))
         }
         None => {
-            body.append_pair("client_id", &o.client_id);
+            body.append_pair("client_id", client_id);
             None
         }
     };
     let body = body.finish();
-    let req = f.request(f.token_endpoint);
     let resp = http::send(
-        &req,
+        &request(e.token_endpoint),
         None,
         Some(&http::Form {
             body: &body,
             authorization: authorization.as_deref(),
         }),
     )
-    .map_err(|e| format!("token exchange: {e}"))?;
+    .map_err(|err| format!("token exchange: {err}"))?;
     let doc: Value = serde_json::from_str(&resp.body).unwrap_or(Value::Null);
     if resp.status != 200 {
         return Err(format!(
             "token exchange: {} answered {}{}",
-            f.token_endpoint,
+            e.token_endpoint,
             resp.status,
             oauth_error(&doc)
         ));
@@ -147,13 +201,14 @@ pub fn run(f: &Flow) -> Result<(), String> {
     let id_token = doc["id_token"]
         .as_str()
         .ok_or("token exchange: the token response has no id_token")?;
-    let claims = jwt_payload(id_token).map_err(|e| format!("claim check: {e}"))?;
-    check_claims(f, &claims, &nonce).map_err(|e| format!("claim check: {e}"))?;
-    let jwks_uri = f
+    let claims = jwt_payload(id_token).map_err(|err| format!("claim check: {err}"))?;
+    check_token(e.issuer, client_id, &claims, r.nonce)
+        .map_err(|err| format!("claim check: {err}"))?;
+    let jwks_uri = e
         .jwks_uri
         .ok_or("signature check: the discovery document has no jwks_uri")?;
-    let jwks =
-        http::get(&f.request(jwks_uri)).map_err(|e| format!("signature check: {jwks_uri}: {e}"))?;
+    let jwks = http::get(&request(jwks_uri))
+        .map_err(|err| format!("signature check: {jwks_uri}: {err}"))?;
     if jwks.status != 200 {
         return Err(format!(
             "signature check: {jwks_uri} answered {}",
@@ -161,8 +216,10 @@ pub fn run(f: &Flow) -> Result<(), String> {
         ));
     }
     let jwks: Value = serde_json::from_str(&jwks.body)
-        .map_err(|e| format!("signature check: {jwks_uri} is not JSON: {e}"))?;
-    super::jwt::verify_signature(id_token, &jwks).map_err(|e| format!("signature check: {e}"))
+        .map_err(|err| format!("signature check: {jwks_uri} is not JSON: {err}"))?;
+    super::jwt::verify_signature(id_token, &jwks)
+        .map_err(|err| format!("signature check: {err}"))?;
+    Ok(claims)
 }
 
 /// `: error (description)` of an OAuth error answer, if it is one.
@@ -345,18 +402,18 @@ fn callback(f: &Flow, to: &url::Url, state: &str) -> Result<String, String> {
     }
 }
 
-fn check_claims(f: &Flow, c: &Value, nonce: &str) -> Result<(), String> {
-    let o = f.client;
-    if c["iss"] != f.issuer {
-        return Err(format!("iss is {}, expected {}", c["iss"], f.issuer));
+/// What every ID token must say: who issued it, for whom, to which request, until when.
+fn check_token(issuer: &str, client_id: &str, c: &Value, nonce: &str) -> Result<(), String> {
+    if c["iss"] != issuer {
+        return Err(format!("iss is {}, expected {issuer}", c["iss"]));
     }
     let aud_ok = match &c["aud"] {
-        Value::String(a) => *a == o.client_id,
-        Value::Array(a) => a.iter().any(|x| *x == o.client_id.as_str()),
+        Value::String(a) => *a == client_id,
+        Value::Array(a) => a.iter().any(|x| *x == client_id),
         _ => false,
     };
     if !aud_ok {
-        return Err(format!("aud is {}, expected {}", c["aud"], o.client_id));
+        return Err(format!("aud is {}, expected {client_id}", c["aud"]));
     }
     if c["nonce"] != nonce {
         return Err("the nonce is not the request's".into());
@@ -370,6 +427,12 @@ fn check_claims(f: &Flow, c: &Value, nonce: &str) -> Result<(), String> {
         Some(exp) => return Err(format!("the ID token expired ({exp}, now {now})")),
         None => return Err("the ID token has no exp".into()),
     }
+    Ok(())
+}
+
+/// The verification user's own claims: its name and groups.
+fn check_user(f: &Flow, c: &Value) -> Result<(), String> {
+    let o = f.client;
     let claim = &o.username_claim;
     match &c[claim.as_str()] {
         Value::Null => {
@@ -558,7 +621,7 @@ fn is_user_field(i: &Field) -> bool {
             .any(|k| n.contains(k))
 }
 
-fn random(n: usize) -> Result<Vec<u8>, String> {
+pub fn random(n: usize) -> Result<Vec<u8>, String> {
     use std::io::Read;
     let mut b = vec![0u8; n];
     std::fs::File::open("/dev/urandom")
