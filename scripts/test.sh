@@ -31,3 +31,5 @@ cargo bench --bench noop_apply
 cargo bench --bench parallel_deploy
 # Provider installs of many workspaces, with and without the shared cache.
 cargo bench --bench terraform_init
+# `nixmox serve` at 200 services: the page's and the API's answer times against its floor, idle cost.
+cargo bench --bench serve_answer

@@ -10,7 +10,7 @@ use std::path::Path;
 
 /// Opens `path` without blocking and makes sure it is a regular file of at
 /// most `limit` bytes; `what` names it in errors (`verify.user.password_file`).
-fn open_regular(path: &Path, limit: u64, what: &str) -> Result<std::fs::File, String> {
+pub fn open_regular(path: &Path, limit: u64, what: &str) -> Result<std::fs::File, String> {
     let file = std::fs::OpenOptions::new()
         .read(true)
         .custom_flags(libc::O_NONBLOCK)

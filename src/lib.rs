@@ -15,6 +15,7 @@ pub mod plan;
 pub mod process;
 pub mod report;
 pub mod secrets;
+pub mod serve;
 pub mod state;
 pub mod synth;
 pub mod terraform;

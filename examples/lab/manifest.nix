@@ -217,6 +217,15 @@
     };
   };
 
+  # `nixmox serve`: the stack in a browser. Its login goes through the
+  # lab's identity provider: tf:auth-core registers nixmox's own client
+  # (issuer /application/o/nixmox/, redirect URI <url>/auth/callback); only
+  # members of lab-admins may log in. Reading is open on loopback.
+  serve = {
+    url = "http://127.0.0.1:8470";
+    oidc = { client_id = "nixmox"; groups = [ "lab-admins" ]; };
+  };
+
   terraform = {
     infra.modules = [ "terraform/infra" ];
     auth_core = {

@@ -7,6 +7,7 @@ mod graph;
 mod lab;
 mod outputs;
 mod plan;
+mod serve;
 mod status;
 mod validate;
 mod verify;
@@ -73,6 +74,10 @@ pub enum Command {
     Verify(VerifyArgs),
     /// Remove a run lock whose holder is gone for good.
     Unlock,
+    /// The stack in a browser and a JSON API (docs/serve.md): services,
+    /// graph, plan, runs live; apply, rollback and unlock behind the
+    /// stack's own login.
+    Serve(ServeArgs),
     /// Draw the service dependency graph.
     Graph(GraphArgs),
     /// The lab: the whole stack on this machine, in network namespaces (needs root).
@@ -206,6 +211,22 @@ pub struct VerifyArgs {
 }
 
 #[derive(Args, Debug)]
+pub struct ServeArgs {
+    /// Address and port to listen on (default: serve.listen, else 127.0.0.1:8470).
+    /// Reading is open only on loopback (or with serve.public_read).
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub listen: Option<std::net::SocketAddr>,
+    /// A file holding a token scripts send as `Authorization: Bearer`
+    /// (default: serve.token_file).
+    #[arg(long, value_name = "FILE")]
+    pub token_file: Option<PathBuf>,
+    /// Seconds between looks at every host (`nixmox status`); 0: only when
+    /// asked (POST /api/status/refresh or the page's button).
+    #[arg(long, default_value_t = 300, value_name = "SECS")]
+    pub status_every: u64,
+}
+
+#[derive(Args, Debug)]
 pub struct StatusArgs {
     #[arg(long)]
     pub json: bool,
@@ -320,6 +341,7 @@ pub fn main() -> ExitCode {
         Command::Status(args) => status::run(&cli, args),
         Command::Verify(args) => verify::run(&cli, args),
         Command::Unlock => status::unlock(&cli),
+        Command::Serve(args) => serve::run(&cli, args),
         Command::Completions(args) => {
             use clap::CommandFactory;
             let mut cmd = Cli::command();
