@@ -132,6 +132,48 @@ fn fill_store(path: &Path, names: &[String]) -> i64 {
     last
 }
 
+/// First paint and all rows drawn in headless Chromium, against the same
+/// browser loading `/healthz`; skipped (and said so) without the tools.
+fn paint(port: u16) {
+    let tools = std::path::PathBuf::from(
+        std::env::var("NIXMOX_TOOLS").unwrap_or_else(|_| "/opt/nixmox".into()),
+    );
+    let (node, playwright) = (
+        tools.join("bin/node"),
+        tools.join("node_modules/playwright-core"),
+    );
+    if !node.exists() || !playwright.exists() || !Path::new("/usr/bin/chromium").exists() {
+        println!("the page in Chromium: not measured (run scripts/setup.sh for node, playwright-core and chromium)");
+        return;
+    }
+    let out = Command::new(node)
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser/paint.mjs"))
+        .env("PLAYWRIGHT_CORE", playwright)
+        .env("SERVE_URL", format!("http://127.0.0.1:{port}"))
+        .env("SERVICES", SERVICES.to_string())
+        .output()
+        .expect("node");
+    let v: serde_json::Value = match serde_json::from_slice(&out.stdout) {
+        Ok(v) if out.status.success() => v,
+        _ => {
+            println!(
+                "the page in Chromium: the measurement failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            return;
+        }
+    };
+    let (floor, fcp, rows) = (
+        v["floor_ms"].as_f64().unwrap_or(0.0),
+        v["fcp_ms"].as_f64().unwrap_or(0.0),
+        v["rows_ms"].as_f64().unwrap_or(0.0),
+    );
+    println!(
+        "the page in headless Chromium, median of 5 fresh loads: first contentful paint {fcp:.0} ms, all {SERVICES} service rows drawn {rows:.0} ms; /healthz loads in {floor:.0} ms ({:.1}x)",
+        rows / floor.max(1.0)
+    );
+}
+
 fn main() {
     let dir = tempfile::tempdir().expect("tempdir");
     let manifest = nixmox::synth::manifest(SERVICES - 4, 3, 42);
@@ -276,6 +318,9 @@ fn main() {
         ms(cli),
         cli.as_secs_f64() / stack.as_secs_f64()
     );
+
+    // The page in a real browser, when the browser tests' tools are here.
+    paint(port);
 
     // Idle: no request for 10 s.
     let pid = serve.id();

@@ -99,17 +99,7 @@ fn the_lab_from_nothing_to_nothing() {
         .find(|l| l.starts_with("AGE-SECRET-KEY-"))
         .expect("an age secret key")
         .to_string();
-    let dec = Command::new(lab_stack::sops())
-        .args(["--decrypt", "--output-type", "json"])
-        .arg(lab.lab_dir.path().join("secrets/lab.sops.yaml"))
-        .env(
-            "SOPS_AGE_KEY_FILE",
-            lab.lab_dir.path().join("secrets/age.key"),
-        )
-        .output()
-        .expect("sops");
-    assert!(dec.status.success(), "{}", text(&dec));
-    let lab_secrets: Value = serde_json::from_slice(&dec.stdout).expect("decrypted JSON");
+    let lab_secrets: Value = lab.secrets();
     let from_sops: Vec<String> = ["bootstrap_token", "labuser_password"]
         .iter()
         .map(|k| {

@@ -31,21 +31,6 @@ fn free_port() -> u16 {
         .expect("a free port")
 }
 
-/// The lab's secrets, decrypted the way its hosts get them.
-fn lab_secrets(lab: &Lab) -> serde_json::Value {
-    let out = Command::new(lab_stack::sops())
-        .args(["--decrypt", "--output-type", "json"])
-        .arg(lab.lab_dir.path().join("secrets/lab.sops.yaml"))
-        .env(
-            "SOPS_AGE_KEY_FILE",
-            lab.lab_dir.path().join("secrets/age.key"),
-        )
-        .output()
-        .expect("sops");
-    assert!(out.status.success(), "{}", text(&out));
-    serde_json::from_slice(&out.stdout).expect("decrypted JSON")
-}
-
 #[test]
 fn the_page_on_the_lab_live_and_behind_the_login() {
     lab_stack::require_root("the serve browser test");
@@ -104,7 +89,7 @@ fn the_page_on_the_lab_live_and_behind_the_login() {
         std::thread::sleep(Duration::from_millis(200));
     }
 
-    let secrets = lab_secrets(&lab);
+    let secrets = lab.secrets();
     let password = secrets["authentik"]["labuser_password"]
         .as_str()
         .expect("the lab user's password")
@@ -136,22 +121,8 @@ fn the_page_on_the_lab_live_and_behind_the_login() {
                 lab.manifest()
             ])
             .to_string(),
-        )
-        .env("NIXMOX_LAB_DIR", lab.lab_dir.path())
-        .env("NIXMOX_STATE_DIR", lab.state_dir.path())
-        .env("NIXMOX_CA_FILE", lab.lab_dir.path().join("ca/ca.crt"))
-        .env("NIXMOX_SSH_KEY", lab.lab_dir.path().join("ssh/id_ed25519"))
-        .env(
-            "NIXMOX_SSH_KNOWN_HOSTS_FILE",
-            lab.lab_dir.path().join("ssh/known_hosts"),
-        )
-        .env(
-            "NIXMOX_TERRAFORM",
-            std::env::var("NIXMOX_TERRAFORM")
-                .unwrap_or_else(|_| "/opt/nixmox/bin/terraform".into()),
-        )
-        .env("NIXMOX_SOPS", lab_stack::sops())
-        .env("NO_COLOR", "1");
+        );
+    lab.env(&mut browser);
     let out = browser
         .output()
         .expect("node (scripts/setup.sh installs it)");
@@ -190,11 +161,20 @@ fn the_page_on_the_lab_live_and_behind_the_login() {
 
     // No secret of the lab in serve's output or the browser test's.
     let mut known = vec![password];
-    for k in ["bootstrap_token"] {
-        if let Some(v) = secrets["authentik"][k].as_str() {
-            known.push(v.to_string());
-        }
-    }
+    known.extend(
+        secrets["authentik"]["bootstrap_token"]
+            .as_str()
+            .map(str::to_string),
+    );
+    // nixmox's own client secret, which serve redeemed the login's code with.
+    let own = lab.secrets()["auth-core"]["client_secrets"]["nixmox"]
+        .as_str()
+        .map(str::to_string);
+    assert!(
+        own.is_some(),
+        "tf:auth-core registered no secret for nixmox's client"
+    );
+    known.extend(own);
     for s in &known {
         assert!(
             !serve_log.contains(s.as_str()),

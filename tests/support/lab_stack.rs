@@ -85,10 +85,14 @@ impl Lab {
 
     pub fn command(&self, args: &[&str]) -> Command {
         let mut c = Command::new(env!("CARGO_BIN_EXE_nixmox"));
-        c.args(args)
-            .arg("-m")
-            .arg(self.manifest())
-            .env("NIXMOX_LAB_DIR", self.lab_dir.path())
+        c.args(args).arg("-m").arg(self.manifest());
+        self.env(&mut c);
+        c
+    }
+
+    /// The environment nixmox runs in on this lab (also for a program that runs nixmox).
+    pub fn env(&self, c: &mut Command) {
+        c.env("NIXMOX_LAB_DIR", self.lab_dir.path())
             .env("NIXMOX_STATE_DIR", self.state_dir.path())
             .env("NIXMOX_CA_FILE", self.lab_dir.path().join("ca/ca.crt"))
             .env("NIXMOX_SSH_KEY", self.lab_dir.path().join("ssh/id_ed25519"))
@@ -103,7 +107,21 @@ impl Lab {
             )
             .env("NIXMOX_SOPS", sops())
             .env("NO_COLOR", "1");
-        c
+    }
+
+    /// The lab's SOPS file, decrypted with its own key (as its hosts get it).
+    pub fn secrets(&self) -> serde_json::Value {
+        let out = Command::new(sops())
+            .args(["--decrypt", "--output-type", "json"])
+            .arg(self.lab_dir.path().join("secrets/lab.sops.yaml"))
+            .env(
+                "SOPS_AGE_KEY_FILE",
+                self.lab_dir.path().join("secrets/age.key"),
+            )
+            .output()
+            .expect("sops");
+        assert!(out.status.success(), "{}", text(&out));
+        serde_json::from_slice(&out.stdout).expect("decrypted JSON")
     }
 
     pub fn nixmox(&self, args: &[&str]) -> Output {

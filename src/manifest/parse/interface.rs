@@ -205,19 +205,7 @@ fn oidc(
         ],
     )?;
     let client_id = obj.or(diags, "client_id", default_client_id.to_string());
-    if client_id.is_empty()
-        || !client_id
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
-    {
-        diags.error(
-            &obj.at("client_id"),
-            format!(
-                "{} is not a valid client id: use letters, digits, '-', '_' and '.'",
-                syntax::quote(&client_id)
-            ),
-        );
-    }
+    check_client_id(diags, &obj.at("client_id"), &client_id);
     let client_type = match obj.opt::<String>(diags, "client_type").as_deref() {
         None | Some("confidential") => ClientType::Confidential,
         Some("public") => ClientType::Public,
@@ -839,4 +827,21 @@ pub fn terraform_phase(
         );
     }
     Some(phase)
+}
+
+/// An OIDC client id: it becomes a Terraform map key and a URL parameter.
+pub fn check_client_id(diags: &mut Diagnostics, path: &Path, client_id: &str) {
+    if client_id.is_empty()
+        || !client_id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+    {
+        diags.error(
+            path,
+            format!(
+                "{} is not a valid client id: use letters, digits, '-', '_' and '.'",
+                syntax::quote(client_id)
+            ),
+        );
+    }
 }

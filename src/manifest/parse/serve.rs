@@ -76,16 +76,7 @@ fn oidc(diags: &mut Diagnostics, path: Path, value: &Value) -> Option<ServeOidc>
     }
     let obj = Obj::open(diags, path, value, &["client_id", "provider", "groups"])?;
     let client_id = obj.or(diags, "client_id", SERVE_SERVICE.to_string());
-    if client_id.is_empty()
-        || !client_id
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
-    {
-        diags.error(
-            &obj.at("client_id"),
-            format!("{client_id:?} is not a client id: letters, digits, '-', '_' and '.' only"),
-        );
-    }
+    super::interface::check_client_id(diags, &obj.at("client_id"), &client_id);
     let provider = obj.or(diags, "provider", "authentik".to_string());
     if provider != "authentik" {
         diags.error(
