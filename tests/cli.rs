@@ -201,7 +201,7 @@ fn only_selects_a_service_and_what_it_depends_on() {
     let o = nixmox(&["plan", "--offline", "--only", "serch", "-m", &f]);
     assert_eq!(code(&o), 1);
     assert!(
-        stderr(&o).contains("--only serch: no such service (did you mean 'search'?)"),
+        stderr(&o).contains("--on serch: no such service (did you mean 'search'?)"),
         "{}",
         stderr(&o)
     );
@@ -711,4 +711,93 @@ fn the_plan_shows_the_auth_every_route_gets() {
     std::fs::write(&wrong, text.replace("auth = \"none\";", "auth = \"nonе\";")).expect("write");
     let o = nixmox(&["validate", "-m", &wrong.display().to_string()]);
     assert_eq!(code(&o), 1, "{}", stdout(&o));
+}
+
+#[test]
+fn tags_and_globs_select_with_what_they_need() {
+    let f = example("homelab/manifest.nix");
+    let o = nixmox(&["plan", "--offline", "--json", "--on", "@dev", "-m", &f]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let v = json(&o);
+    assert_eq!(v["selection"]["selectors"], json!(["@dev"]));
+    assert_eq!(v["selection"]["chosen"], json!(["forgejo", "woodpecker"]));
+    assert_eq!(
+        v["selection"]["pulled_in"],
+        json!(["authentik", "caddy", "dns", "postgresql"])
+    );
+    let o = nixmox(&["plan", "--offline", "--on", "@dev", "-m", &f]);
+    assert!(
+        stdout(&o).contains(
+            "Selected (--on @dev): forgejo, woodpecker; with what they need: authentik, caddy, dns, postgresql"
+        ),
+        "{}",
+        stdout(&o)
+    );
+
+    // A glob and a tag together, less a skipped service; --only is the same flag.
+    let o = nixmox(&[
+        "plan",
+        "--offline",
+        "--json",
+        "--only",
+        "v*,@family",
+        "--skip",
+        "media",
+        "-m",
+        &f,
+    ]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    assert_eq!(
+        json(&o)["selection"]["chosen"],
+        json!(["nextcloud", "vaultwarden"])
+    );
+    let o = nixmox(&["graph", "--format", "json", "--on", "@ops", "-m", &f]);
+    let names: Vec<String> = json(&o)["nodes"]
+        .as_array()
+        .expect("nodes")
+        .iter()
+        .filter_map(|n| n["name"].as_str().map(str::to_string))
+        .collect();
+    assert!(
+        names.contains(&"monitoring".into()) && names.contains(&"forgejo".into()),
+        "woodpecker needs forgejo: {names:?}"
+    );
+    assert!(!names.contains(&"media".into()), "{names:?}");
+
+    // What selects nothing is an error naming what there is; nothing runs.
+    for (sel, says) in [
+        ("@deb", "--on @deb: selects nothing (did you mean '@dev'?)"),
+        ("@nothing", "the tags: @admin, @dev, @family, @ops"),
+        (
+            "zz*",
+            "--on zz*: selects nothing (it matches no enabled service)",
+        ),
+        ("[", "not a glob"),
+        ("mail", "disabled"),
+    ] {
+        let o = nixmox(&["plan", "--offline", "--on", sel, "-m", &f]);
+        assert_eq!(code(&o), 1, "{sel}");
+        assert!(stderr(&o).contains(says), "{sel}: {}", stderr(&o));
+    }
+
+    // A tag must be a plain word.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let text = std::fs::read_to_string(root().join("examples/homelab/manifest.nix")).expect("read");
+    let bad = dir.path().join("manifest.nix");
+    std::fs::write(
+        &bad,
+        text.replacen(
+            "tags = [ \"admin\" ];",
+            "tags = [ \"-rf\" \"two words\" ];",
+            1,
+        ),
+    )
+    .expect("write");
+    let o = nixmox(&["validate", "-m", &bad.display().to_string()]);
+    assert_eq!(code(&o), 1);
+    assert!(
+        stderr(&o).contains("tags[0]") && stderr(&o).contains("tags[1]"),
+        "{}",
+        stderr(&o)
+    );
 }

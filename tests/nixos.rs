@@ -176,6 +176,7 @@ fn request<'a>(
         force: false,
         // The executor's own paths, unguarded (tests/guard_lab.rs has the guard's).
         confirm_timeout: 0,
+        closure_on_target: false,
     }
 }
 

@@ -136,6 +136,7 @@
       version = "1.32";
       resources = { cores = 2; memory = 1024; disk_gb = 16; };
       depends_on = [ "postgresql" "caddy" "authentik" ];
+      tags = [ "admin" ];
       ports = [ 8080 ];
       interface = {
         db = { host = "192.168.50.3"; name = "vaultwarden"; owner = "vaultwarden"; port = 5432; };
@@ -176,6 +177,7 @@
       vmid = 911;
       resources = { cores = 2; memory = 2048; disk_gb = 16; };
       depends_on = [ "postgresql" "caddy" "authentik" ];
+      tags = [ "admin" ];
       ports = [ 8280 4822 ];
       interface = {
         db = {
@@ -214,6 +216,7 @@
       vmid = 912;
       resources = { cores = 2; memory = 2048; disk_gb = 32; };
       depends_on = [ "postgresql" "caddy" "authentik" ];
+      tags = [ "ops" ];
       ports = [ 9090 3000 9093 3100 ];
       interface = {
         db = { host = "192.168.50.3"; name = "grafana"; owner = "grafana"; };
@@ -276,6 +279,7 @@
       vmid = 913;
       resources = { cores = 4; memory = 4096; disk_gb = 256; };
       depends_on = [ "postgresql" "caddy" "authentik" ];
+      tags = [ "family" ];
       ports = [ 8096 8989 7878 ];
       interface = {
         dbs = {
@@ -329,6 +333,7 @@
       vmid = 914;
       resources = { cores = 4; memory = 4096; disk_gb = 128; };
       depends_on = [ "postgresql" "caddy" "authentik" ];
+      tags = [ "family" ];
       ports = [ 80 ];
       interface = {
         db = { host = "192.168.50.3"; database = "nextcloud"; role = "nextcloud"; mode = "terraform"; };
@@ -366,6 +371,7 @@
       vmid = 915;
       resources = { cores = 2; memory = 2048; disk_gb = 64; };
       depends_on = [ "postgresql" "caddy" "authentik" ];
+      tags = [ "dev" ];
       ports = [ 3000 2222 ];
       interface = {
         db = { host = "192.168.50.3"; name = "forgejo"; owner = "forgejo"; };
@@ -387,6 +393,7 @@
       vmid = 916;
       resources = { cores = 2; memory = 2048; disk_gb = 32; };
       depends_on = [ "forgejo" "postgresql" "caddy" ];
+      tags = [ "dev" "ops" ];
       ports = [ 8000 ];
       interface = {
         db = { host = "192.168.50.3"; name = "woodpecker"; owner = "woodpecker"; };

@@ -95,6 +95,7 @@
       hostname = "wiki.nixmox.test";
       vmid = 9010;
       depends_on = [ "postgresql" "caddy" "authentik" ];
+      tags = [ "docs" "web" ];
       ports = [ 8080 ];
       interface = {
         db = {
@@ -126,6 +127,7 @@
       hostname = "notes.nixmox.test";
       vmid = 9011;
       depends_on = [ "postgresql" "caddy" "authentik" "wiki" ];
+      tags = [ "docs" ];
       ports = [ 8080 ];
       interface = {
         dbs.notes = { host = "10.213.0.3"; name = "notes"; owner = "notes"; additionaldbs = [ "notes_search" ]; };
@@ -153,6 +155,7 @@
       hostname = "dash.nixmox.test";
       vmid = 9012;
       depends_on = [ "caddy" "authentik" ];
+      tags = [ "ops" ];
       ports = [ 8080 8081 ];
       interface = {
         proxy = {

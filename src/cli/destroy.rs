@@ -14,17 +14,14 @@ pub fn run(cli: &Cli, args: &DestroyArgs) -> Result<ExitCode, CliError> {
     let v = common::load(cli)?;
     let m = &v.manifest;
     let full = plan::build(m, &[])?;
-    if !args.only.is_empty() {
-        crate::graph::select(m, &args.only)?;
-    }
+    // The selected services themselves: destroying one never takes what it depends on.
+    let only = crate::graph::resolve(m, "--on", &args.only)?;
     // Dependents first: the reverse of the plan, services' config before their infra.
     let steps: Vec<_> = phases::steps(m, &full)
         .into_iter()
         .rev()
         .filter(|s| !s.config.is_empty())
-        .filter(|s| {
-            args.only.is_empty() || s.service.as_ref().is_some_and(|n| args.only.contains(n))
-        })
+        .filter(|s| args.only.is_empty() || s.service.as_ref().is_some_and(|n| only.contains(n)))
         .collect();
     if steps.is_empty() {
         common::emit("Nothing to destroy: no Terraform workspace with modules is selected.\n")?;
@@ -89,41 +86,67 @@ pub fn run(cli: &Cli, args: &DestroyArgs) -> Result<ExitCode, CliError> {
 pub fn rollback(cli: &Cli, args: &RollbackArgs) -> Result<ExitCode, CliError> {
     let v = common::load(cli)?;
     let m = &v.manifest;
-    let Some(s) = m.service(&args.service).filter(|s| s.enabled) else {
-        return Err(CliError::Message(format!(
-            "rollback: no enabled service named {}",
-            args.service
-        )));
+    let names = match &args.service {
+        Some(name) => {
+            crate::graph::named(m, "rollback", name)?;
+            vec![name.clone()]
+        }
+        None => crate::graph::resolve(m, "--on", &args.on)?,
     };
     let store = std::sync::Mutex::new(common::open_store(cli, m)?);
     let (run, _) = record::start(&store, "rollback", Duration::ZERO).map_err(CliError::Message)?;
     let control = crate::nixos::ssh::control_dir();
-    let target = targets::target(m, s, control.clone()).map_err(CliError::Message)?;
-    let result = deploy::roll_back_by_hand(
-        &target,
-        &s.health,
-        &s.ports,
-        Duration::from_secs(m.nixos.activation_timeout),
-    );
+    // One host after another: a rollback is a repair, watched host by host.
+    let mut failed = Vec::new();
+    for name in &names {
+        let Some(s) = m.service(name) else { continue };
+        let result = targets::target(m, s, control.clone())
+            .map_err(|e| e.to_string())
+            .and_then(|target| {
+                deploy::roll_back_by_hand(
+                    &target,
+                    &s.health,
+                    &s.ports,
+                    Duration::from_secs(m.nixos.activation_timeout),
+                )
+                .map_err(|e| e.to_string())
+            });
+        if let Ok(mut st) = store.lock() {
+            let (status, detail) = match &result {
+                Ok(p) => ("changed", p.clone()),
+                Err(e) => ("failed", e.clone()),
+            };
+            let _ = st.journal(
+                run,
+                &format!("{}:{}", Phase::NixServiceConfig.id(), s.name),
+                status,
+                &detail,
+            );
+        }
+        match result {
+            Ok(path) => common::emit(&format!(
+                "{}: back on the previous generation {path}, and healthy\n",
+                s.name
+            ))?,
+            Err(e) => {
+                common::print_error(&CliError::Message(format!("rollback of {}: {e}", s.name)));
+                failed.push(s.name.clone());
+            }
+        }
+    }
     let _ = std::fs::remove_dir_all(&control);
     if let Ok(mut st) = store.lock() {
-        let (status, detail) = match &result {
-            Ok(p) => ("changed", p.clone()),
-            Err(e) => ("failed", e.to_string()),
-        };
-        let _ = st.journal(
-            run,
-            &format!("{}:{}", Phase::NixServiceConfig.id(), s.name),
-            status,
-            &detail,
-        );
-        let _ = st.finish_run(run, if result.is_ok() { "ok" } else { "failed" });
+        let _ = st.finish_run(run, if failed.is_empty() { "ok" } else { "failed" });
         let _ = st.release_lock();
     }
-    let path = result.map_err(|e| CliError::Message(e.to_string()))?;
-    common::emit(&format!(
-        "{}: back on the previous generation {path}, and healthy\n",
-        s.name
-    ))?;
-    Ok(ExitCode::SUCCESS)
+    if failed.is_empty() {
+        Ok(ExitCode::SUCCESS)
+    } else {
+        Err(CliError::Message(format!(
+            "rollback failed on {} of {} host(s): {}",
+            failed.len(),
+            names.len(),
+            failed.join(", ")
+        )))
+    }
 }

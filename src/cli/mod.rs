@@ -3,6 +3,7 @@
 mod apply;
 mod common;
 mod destroy;
+mod exec;
 mod graph;
 mod lab;
 mod outputs;
@@ -72,6 +73,9 @@ pub enum Command {
     /// Prove the stack works end to end: DNS, TLS, proxy routes and headers,
     /// forward auth, OIDC clients, database logins.
     Verify(VerifyArgs),
+    /// Run a command on the selected hosts side by side, each output
+    /// prefixed with its service, an exit status per host and a summary.
+    Exec(ExecArgs),
     /// Remove a run lock whose holder is gone for good.
     Unlock,
     /// The stack in a browser and a JSON API (docs/serve.md): services,
@@ -116,24 +120,41 @@ pub struct PlanArgs {
 /// Which services a `plan` or an `apply` takes, and which hosts it activates anyway.
 #[derive(Args, Debug)]
 pub struct SelectArgs {
-    /// Only these services and what they depend on (repeat or separate with commas).
-    #[arg(long, value_name = "SERVICE", value_delimiter = ',')]
+    /// Only these services and what they depend on: names, @tags or globs
+    /// ('app-*'), repeated or separated with commas.
+    #[arg(
+        long = "on",
+        visible_alias = "only",
+        value_name = "SELECTOR",
+        value_delimiter = ','
+    )]
     pub only: Vec<String>,
     /// Leave these services out of this run, with everything that needs
     /// them (repeat or separate with commas); a core service takes every
     /// application with it. Terraform's stack-wide phases still see the
     /// whole manifest: a skipped service's host is never destroyed.
-    #[arg(long, value_name = "SERVICE", value_delimiter = ',')]
+    #[arg(long, value_name = "SELECTOR", value_delimiter = ',')]
     pub skip: Vec<String>,
     /// Activate these services' hosts even when they already run their
     /// system (repeat or separate with commas); the health gate runs as usual.
     #[arg(
         long,
-        value_name = "SERVICE",
+        value_name = "SELECTOR",
         value_delimiter = ',',
         conflicts_with = "terraform_only"
     )]
     pub force: Vec<String>,
+    /// At most N hosts switching (deploy and health gate) at once.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=64), conflicts_with = "terraform_only")]
+    pub batch: Option<u16>,
+    /// Applications wave by wave; each wave's first application alone, the
+    /// rest of the wave only after it passed its gate and verify. A failing
+    /// canary leaves the rest of its wave not started.
+    #[arg(long, conflicts_with = "terraform_only")]
+    pub canary: bool,
+    /// Start no further host after K failures; the rest are reported as not started.
+    #[arg(long, value_name = "K", value_parser = clap::value_parser!(u16).range(1..), conflicts_with = "terraform_only")]
+    pub max_failures: Option<u16>,
 }
 
 impl SelectArgs {
@@ -142,6 +163,12 @@ impl SelectArgs {
             only: &self.only,
             skip: &self.skip,
             force: &self.force,
+            rolling: crate::plan::Rolling {
+                batch: self.batch.map(usize::from),
+                canary: self.canary,
+                max_failures: self.max_failures.map(usize::from),
+                canaries: Vec::new(),
+            },
         }
     }
 }
@@ -184,8 +211,14 @@ pub struct ApplyArgs {
 
 #[derive(Args, Debug)]
 pub struct DestroyArgs {
-    /// Only these services (their Terraform workspaces); the core stays.
-    #[arg(long, value_name = "SERVICE", value_delimiter = ',')]
+    /// Only these services (their Terraform workspaces): names, @tags or
+    /// globs; the core stays.
+    #[arg(
+        long = "on",
+        visible_alias = "only",
+        value_name = "SELECTOR",
+        value_delimiter = ','
+    )]
     pub only: Vec<String>,
     /// Do not ask: destroy without confirmation (required without a terminal).
     #[arg(long)]
@@ -198,16 +231,60 @@ pub struct DestroyArgs {
 #[derive(Args, Debug)]
 pub struct RollbackArgs {
     /// The service whose host goes back one generation.
-    pub service: String,
+    #[arg(required_unless_present = "on")]
+    pub service: Option<String>,
+    /// Several services' hosts, one after another: names, @tags or globs
+    /// (no dependencies pulled in: only these hosts go back).
+    #[arg(
+        long,
+        value_name = "SELECTOR",
+        value_delimiter = ',',
+        conflicts_with = "service"
+    )]
+    pub on: Vec<String>,
 }
 
 #[derive(Args, Debug)]
 pub struct VerifyArgs {
-    /// Only these services and what they depend on (repeat or separate with commas).
-    #[arg(long, value_name = "SERVICE", value_delimiter = ',')]
+    /// Only these services and what they depend on: names, @tags or globs
+    /// ('app-*'), repeated or separated with commas.
+    #[arg(
+        long = "on",
+        visible_alias = "only",
+        value_name = "SELECTOR",
+        value_delimiter = ','
+    )]
     pub only: Vec<String>,
     #[arg(long)]
     pub json: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct ExecArgs {
+    /// The hosts: names, @tags or globs ('app-*'), repeated or separated
+    /// with commas (default: every enabled service's host). Only these:
+    /// no dependency is pulled in.
+    #[arg(
+        long,
+        visible_alias = "only",
+        value_name = "SELECTOR",
+        value_delimiter = ','
+    )]
+    pub on: Vec<String>,
+    /// Hosts running the command at once at most.
+    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..=64))]
+    pub parallel: u16,
+    /// Seconds the command may take on each host; then it is stopped and
+    /// that host counts as failed.
+    #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..=86400))]
+    pub timeout: u64,
+    /// One JSON document with every host's exit status and output.
+    #[arg(long)]
+    pub json: bool,
+    /// The command and its arguments, after `--`; each word reaches the
+    /// host as one word (`-- sh -c '…'` for a shell).
+    #[arg(required = true, last = true, value_name = "COMMAND")]
+    pub command: Vec<String>,
 }
 
 #[derive(Args, Debug)]
@@ -228,6 +305,15 @@ pub struct ServeArgs {
 
 #[derive(Args, Debug)]
 pub struct StatusArgs {
+    /// Only these services and what they depend on: names, @tags or globs
+    /// (Terraform drift is looked at for the whole stack).
+    #[arg(
+        long = "on",
+        visible_alias = "only",
+        value_name = "SELECTOR",
+        value_delimiter = ','
+    )]
+    pub only: Vec<String>,
     #[arg(long)]
     pub json: bool,
 }
@@ -255,8 +341,14 @@ pub enum GraphFormat {
 pub struct GraphArgs {
     #[arg(long, short, value_enum, default_value_t = GraphFormat::Dot)]
     pub format: GraphFormat,
-    /// Only these services and what they depend on (repeat or separate with commas).
-    #[arg(long, value_name = "SERVICE", value_delimiter = ',')]
+    /// Only these services and what they depend on: names, @tags or globs
+    /// ('app-*'), repeated or separated with commas.
+    #[arg(
+        long = "on",
+        visible_alias = "only",
+        value_name = "SELECTOR",
+        value_delimiter = ','
+    )]
     pub only: Vec<String>,
     /// Also draw disabled services (dashed).
     #[arg(long)]
@@ -340,6 +432,7 @@ pub fn main() -> ExitCode {
         Command::Rollback(args) => destroy::rollback(&cli, args),
         Command::Status(args) => status::run(&cli, args),
         Command::Verify(args) => verify::run(&cli, args),
+        Command::Exec(args) => exec::run(&cli, args),
         Command::Unlock => status::unlock(&cli),
         Command::Serve(args) => serve::run(&cli, args),
         Command::Completions(args) => {

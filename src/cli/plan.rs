@@ -35,6 +35,11 @@ pub fn run(cli: &Cli, args: &PlanArgs) -> Result<ExitCode, CliError> {
             /// `full`, or `terraform-only` (no host was contacted).
             scope: &'static str,
             changes: bool,
+            /// What `--on` selected, and how the applications would roll out.
+            #[serde(skip_serializing_if = "Option::is_none")]
+            selection: Option<&'a plan::Chosen>,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            rolling: Option<&'a plan::Rolling>,
             #[serde(flatten)]
             preview: &'a preview::Preview,
         }
@@ -47,12 +52,29 @@ pub fn run(cli: &Cli, args: &PlanArgs) -> Result<ExitCode, CliError> {
                 "full"
             },
             changes,
+            selection: plan.selection.as_ref(),
+            rolling: plan.rolling.as_ref(),
             preview: &p,
         })?)?;
     } else {
         let mut text = crate::report::preview::human(&p, &m.source.display().to_string(), false);
         if args.terraform_only {
             text.push_str("(Terraform only: no host was contacted.)\n");
+        }
+        if let Some(c) = &plan.selection {
+            text.push_str(&format!(
+                "Selected (--on {}): {}; with what they need: {}\n",
+                c.selectors.join(","),
+                c.chosen.join(", "),
+                if c.pulled_in.is_empty() {
+                    "nothing more".to_string()
+                } else {
+                    c.pulled_in.join(", ")
+                }
+            ));
+        }
+        if let Some(r) = &plan.rolling {
+            text.push_str(&format!("Rolling: {}\n", r.describe()));
         }
         common::emit(&text)?;
     }

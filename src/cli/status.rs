@@ -47,7 +47,7 @@ pub fn run(cli: &Cli, args: &StatusArgs) -> Result<ExitCode, CliError> {
     }
 
     // Liveness and the running system, one quick look per host.
-    let p = plan::build(m, &[])?;
+    let p = plan::build(m, &args.only)?;
     let control = crate::nixos::ssh::control_dir();
     let mut services = Vec::new();
     for name in p.core.iter().chain(p.waves.iter().flatten()) {
@@ -116,8 +116,14 @@ pub fn run(cli: &Cli, args: &StatusArgs) -> Result<ExitCode, CliError> {
     // Terraform: what changed outside Terraform, from refresh-only plans
     // (what the manifest would change is `plan`'s to say).
     let tf = stack::terraform_for(m).map_err(CliError::Message)?;
-    let phases = stack::plan_all_in(m, &p, &tf, crate::terraform::command::PlanMode::RefreshOnly)
-        .map_err(|e| CliError::Message(e.to_string()))?;
+    let whole = plan::build(m, &[])?;
+    let phases = stack::plan_all_in(
+        m,
+        &whole,
+        &tf,
+        crate::terraform::command::PlanMode::RefreshOnly,
+    )
+    .map_err(|e| CliError::Message(e.to_string()))?;
     let tf_drift: Vec<(String, String)> = phases
         .iter()
         .filter_map(|ph| match &ph.plan {

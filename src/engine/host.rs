@@ -101,6 +101,10 @@ impl Ctx<'_> {
                 .nixos
                 .confirm_timeout
                 .unwrap_or(self.m.nixos.confirm_timeout),
+            closure_on_target: self
+                .placed
+                .lock()
+                .is_ok_and(|p| p.get(&s.name).is_some_and(|path| path == system)),
         };
         let result = deploy::deploy(&req);
         if result.is_ok() {
@@ -189,11 +193,38 @@ impl Ctx<'_> {
                 return Ok(path);
             }
         }
+        self.build_system(s)
+    }
+
+    /// Builds `s`'s system where `build_host` says: here, on its host, or
+    /// on a builder. A closure already on its host is remembered, so the
+    /// deploy does not send it from here; where it was built is said with
+    /// the deploy step.
+    pub(super) fn build_system(&self, s: &Service) -> Result<String, String> {
         let inst = build::installable(&self.nix.flake, &targets::attribute(s));
-        build::build(&self.nix, &[inst])
-            .map_err(|e| format!("building the system of {}: {e}", s.name))?
-            .pop()
-            .ok_or_else(|| "no output".into())
+        let failed = |e: String| format!("building the system of {}: {e}", s.name);
+        let Some(builder) =
+            targets::builder(self.m, s, self.control_dir.clone()).map_err(failed)?
+        else {
+            return build::build(&self.nix, &[inst])
+                .map_err(|e| failed(e.to_string()))?
+                .pop()
+                .ok_or_else(|| failed("no output".into()));
+        };
+        let target = targets::target(self.m, s, self.control_dir.clone()).map_err(failed)?;
+        let built = crate::nixos::remote_build::build_on(&self.nix, &inst, &builder, &target)
+            .map_err(|e| failed(e.to_string()))?;
+        if let Ok(mut placed) = self.placed.lock() {
+            if built.on_target {
+                placed.insert(s.name.clone(), built.path.clone());
+            } else {
+                placed.remove(&s.name);
+            }
+        }
+        if let Ok(mut n) = self.guard_notes.lock() {
+            n.entry(s.name.clone()).or_default().push(built.note);
+        }
+        Ok(built.path)
     }
 
     pub(super) fn roll_back(&self, s: &Service) -> String {

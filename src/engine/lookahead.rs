@@ -256,12 +256,7 @@ pub(super) fn start<'s, 'e>(ctx: &'e Ctx<'e>, scope: &'s Scope<'s, 'e>) {
                         return Some(Ok(path));
                     }
                 }
-                let inst = build::installable(&ctx.nix.flake, &targets::attribute(s));
-                Some(
-                    build::build(&ctx.nix, &[inst])
-                        .map_err(|e| format!("building the system of {}: {e}", s.name))
-                        .and_then(|mut p| p.pop().ok_or_else(|| "no output".into())),
-                )
+                Some(ctx.build_system(s))
             })
         });
     }

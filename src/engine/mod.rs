@@ -19,6 +19,7 @@ mod lookahead;
 pub mod preview;
 pub mod record;
 mod run;
+mod schedule;
 mod service;
 
 pub use event::{Event, StepStatus};

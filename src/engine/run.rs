@@ -14,7 +14,7 @@ use crate::terraform::{stack, Outputs, Terraform};
 use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::PathBuf;
-use std::sync::{mpsc, Mutex};
+use std::sync::Mutex;
 use std::time::Instant;
 
 pub struct ApplyOptions {
@@ -118,10 +118,16 @@ pub(super) struct Ctx<'a> {
     /// By service: the system and secrets hash its host was left with in
     /// this run, so the core's second round knows what changed since.
     pub(super) deployed: Mutex<BTreeMap<String, (String, String)>>,
-    /// What hosts did by themselves since the last run (their guards'
-    /// rollbacks), by service: said once, with the service's deploy step.
+    /// What to say once with a service's deploy step: what its host did by
+    /// itself since the last run (its guard's rollbacks), where its system
+    /// was built.
     pub(super) guard_notes: Mutex<BTreeMap<String, Vec<String>>>,
     pub(super) emit: &'a (dyn Fn(Event) + Sync),
+    /// Services whose system was built on their host or sent there by a
+    /// builder in this run (the path), so the deploy copies nothing.
+    pub(super) placed: Mutex<BTreeMap<String, String>>,
+    /// `--batch`: the places for hosts switching at once.
+    pub(super) switching: Option<super::schedule::Slots>,
 }
 
 impl<'a> Ctx<'a> {
@@ -246,6 +252,12 @@ pub fn apply(
         deployed: Mutex::new(BTreeMap::new()),
         guard_notes: Mutex::new(BTreeMap::new()),
         emit,
+        placed: Mutex::new(BTreeMap::new()),
+        switching: plan
+            .rolling
+            .as_ref()
+            .and_then(|r| r.batch)
+            .map(super::schedule::Slots::new),
     };
     let mut summary = Summary {
         ok: true,
@@ -432,98 +444,6 @@ fn walk(ctx: &Ctx, opts: &ApplyOptions, summary: &mut Summary) -> Result<(), Str
         }
     }
     // 4. Applications: a small scheduler over the dependency graph.
-    let apps = ctx.apps();
-    let deps: HashMap<&str, Vec<&str>> = apps
-        .iter()
-        .map(|s| {
-            (
-                s.name.as_str(),
-                s.depends_on
-                    .iter()
-                    .map(String::as_str)
-                    .filter(|d| apps.iter().any(|a| a.name == *d))
-                    .collect(),
-            )
-        })
-        .collect();
-    let mut state: HashMap<&str, Option<bool>> =
-        apps.iter().map(|s| (s.name.as_str(), None)).collect();
-    let mut started: BTreeSet<&str> = BTreeSet::new();
-    let parallel = opts.parallel.max(1);
-    std::thread::scope(|scope| {
-        let (tx, rx) = mpsc::channel::<(&str, Result<bool, String>)>();
-        let mut running = 0;
-        loop {
-            // Skip whatever depends on a failure.
-            let mut changed = true;
-            while changed {
-                changed = false;
-                for s in &apps {
-                    let name = s.name.as_str();
-                    if started.contains(name) {
-                        continue;
-                    }
-                    if let Some(bad) = deps[name].iter().find(|d| state[*d] == Some(false)) {
-                        started.insert(name);
-                        state.insert(name, Some(false));
-                        summary.services.insert(
-                            name.into(),
-                            format!("skipped: depends on {bad}, which failed"),
-                        );
-                        for phase in Phase::APPLICATION {
-                            if let Some(step) = ctx.step(&format!("{}:{name}", phase.id())) {
-                                ctx.event(
-                                    step,
-                                    StepStatus::Skipped,
-                                    format!("depends on {bad}, which failed"),
-                                    Instant::now(),
-                                );
-                            }
-                        }
-                        changed = true;
-                    }
-                }
-            }
-            for s in &apps {
-                let name = s.name.as_str();
-                if running >= parallel {
-                    break;
-                }
-                if started.contains(name) || !deps[name].iter().all(|d| state[*d] == Some(true)) {
-                    continue;
-                }
-                started.insert(name);
-                running += 1;
-                let tx = tx.clone();
-                let svc: &Service = s;
-                scope.spawn(move || {
-                    let r = ctx.service(svc);
-                    let _ = tx.send((svc.name.as_str(), r));
-                });
-            }
-            if running == 0 {
-                break;
-            }
-            let Ok((name, result)) = rx.recv() else { break };
-            running -= 1;
-            match result {
-                Ok(changed) => {
-                    state.insert(name, Some(true));
-                    let what = if changed {
-                        "deployed and verified"
-                    } else {
-                        "unchanged, verified"
-                    };
-                    summary.services.insert(name.into(), what.into());
-                }
-                Err(e) => {
-                    state.insert(name, Some(false));
-                    summary.ok = false;
-                    summary.services.insert(name.into(), format!("failed: {e}"));
-                    summary.failures.push(e);
-                }
-            }
-        }
-    });
+    super::schedule::applications(ctx, opts.parallel, summary);
     Ok(())
 }

@@ -16,6 +16,8 @@ impl Ctx<'_> {
     pub(super) fn service(&self, s: &Service) -> Result<bool, String> {
         let mut any = false;
         let mut activated = false;
+        // `--batch`: a place among the hosts switching, from the deploy to the end of its gate.
+        let mut slot: Option<super::schedule::Slot> = None;
         for phase in Phase::APPLICATION {
             let Some(step) = self.step(&format!("{}:{}", phase.id(), s.name)) else {
                 continue;
@@ -29,6 +31,9 @@ impl Ctx<'_> {
             if !selected {
                 self.not_selected(step);
                 continue;
+            }
+            if let (Phase::NixServiceConfig, Some(places)) = (phase, &self.switching) {
+                slot.replace(places.take());
             }
             let started = Instant::now();
             self.event(step, StepStatus::Started, String::new(), started);
@@ -50,7 +55,10 @@ impl Ctx<'_> {
                     any |= changed;
                     activated |= changed && phase == Phase::NixServiceConfig;
                     let status = StepStatus::done(changed);
-                    self.event(step, status, detail, started)
+                    self.event(step, status, detail, started);
+                    if phase == Phase::Health {
+                        drop(slot.take());
+                    }
                 }
                 Err(e) => {
                     let e = if phase == Phase::NixServiceConfig {

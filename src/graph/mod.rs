@@ -6,6 +6,9 @@
 //! the rest.
 
 pub mod render;
+mod selector;
+
+pub use selector::{is_tag, resolve};
 
 use crate::manifest::diag::{did_you_mean, Diagnostics};
 use crate::manifest::rules::service_path;
@@ -149,10 +152,16 @@ pub enum SelectError {
     Disabled { flag: &'static str, name: String },
     #[error("--force {name}: the service is not part of this run{why}")]
     NotInRun { name: String, why: String },
+    #[error("{flag} {selector}: selects nothing{}", hint.as_ref().map(|h| format!(" ({h})")).unwrap_or_default())]
+    NoMatch {
+        flag: &'static str,
+        selector: String,
+        hint: Option<String>,
+    },
 }
 
 /// The enabled service `name`, or why `flag` cannot name it.
-fn named<'m>(
+pub(crate) fn named<'m>(
     m: &'m Manifest,
     flag: &'static str,
     name: &str,
@@ -178,11 +187,7 @@ pub fn select(m: &Manifest, only: &[String]) -> Result<BTreeSet<String>, SelectE
         return Ok(m.enabled().map(|s| s.name.clone()).collect());
     }
     let mut chosen = BTreeSet::new();
-    let mut stack: Vec<String> = Vec::new();
-    for name in only {
-        named(m, "--only", name)?;
-        stack.push(name.clone());
-    }
+    let mut stack: Vec<String> = resolve(m, "--on", only)?;
     while let Some(name) = stack.pop() {
         let Some(s) = m.service(&name) else { continue };
         if !s.enabled || !chosen.insert(name.clone()) {
@@ -205,11 +210,7 @@ pub fn skip(
     selected: &mut BTreeSet<String>,
     skip: &[String],
 ) -> Result<Vec<String>, SelectError> {
-    let mut stack: Vec<String> = Vec::new();
-    for name in skip {
-        named(m, "--skip", name)?;
-        stack.push(name.clone());
-    }
+    let mut stack: Vec<String> = resolve(m, "--skip", skip)?;
     let mut out = BTreeSet::new();
     while let Some(name) = stack.pop() {
         let Some(s) = m.service(&name) else { continue };
@@ -240,13 +241,12 @@ pub fn check_force(
     skipped: &[String],
     force: &[String],
 ) -> Result<(), SelectError> {
-    for name in force {
-        named(m, "--force", name)?;
+    for name in &resolve(m, "--force", force)? {
         if !selected.contains(name) {
             let why = if skipped.contains(name) {
                 " (--skip leaves it out)".to_string()
             } else {
-                " (--only leaves it out)".to_string()
+                " (--on/--only leaves it out)".to_string()
             };
             return Err(SelectError::NotInRun {
                 name: name.clone(),

@@ -89,6 +89,8 @@ pub struct NixosSettings {
     pub flake: Option<String>,
     /// Extra `NIX_CONFIG` lines for every Nix command.
     pub nix_config: Option<String>,
+    /// Where systems are built (`nixos.build_host`).
+    pub build_host: BuildHost,
     /// Seconds one activation may take.
     pub activation_timeout: u64,
     /// Seconds a host's guard waits, after its switch and after the last
@@ -111,6 +113,7 @@ impl Default for NixosSettings {
         NixosSettings {
             flake: None,
             nix_config: None,
+            build_host: BuildHost::Local,
             activation_timeout: 300,
             confirm_timeout: 30,
             ssh: SshSettings::default(),
@@ -157,9 +160,46 @@ pub struct ServiceNixos {
     pub ssh_key: Option<String>,
     /// This host's `confirm_timeout`, instead of the stack's.
     pub confirm_timeout: Option<u64>,
+    /// Where this host's system is built, instead of the stack's `build_host`.
+    pub build_host: Option<BuildHost>,
     /// Extra lines of the host's env file (`nixos.env = { NAME = value; }`):
     /// plain text or a value from a SOPS file.
     pub env: BTreeMap<String, EnvValue>,
+}
+
+/// Where a system is built: the machine nixmox runs on, the host itself,
+/// or a builder reached over SSH (its derivation copied there, built
+/// there, its closure sent on to the host).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BuildHost {
+    Local,
+    Target,
+    /// Another service's host of the stack, by name.
+    Service(String),
+    /// `[user@]address`.
+    Builder {
+        user: Option<String>,
+        address: std::net::IpAddr,
+    },
+}
+
+impl std::fmt::Display for BuildHost {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            BuildHost::Local => f.write_str("local"),
+            BuildHost::Target => f.write_str("target"),
+            BuildHost::Service(s) => f.write_str(s),
+            BuildHost::Builder {
+                user: Some(u),
+                address,
+            } => write!(f, "{u}@{address}"),
+            BuildHost::Builder {
+                user: None,
+                address,
+            } => write!(f, "{address}"),
+        }
+    }
 }
 
 /// A value of a host's env file.
@@ -277,6 +317,8 @@ pub struct Service {
     pub host: Host,
     pub version: Option<String>,
     pub depends_on: Vec<String>,
+    /// Labels to select services by (`--on @tag`).
+    pub tags: Vec<String>,
     pub ports: Vec<u16>,
     pub auth: Option<Auth>,
     pub proxies: Vec<Proxy>,

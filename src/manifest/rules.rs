@@ -15,7 +15,36 @@ pub fn check(diags: &mut Diagnostics, m: &mut Manifest) {
     proxies(diags, m);
     databases(diags, m);
     deployment_phases(diags, m);
+    build_hosts(diags, m);
     fill_forward_auth(m);
+}
+
+/// A builder named by service must be an enabled service with an address.
+fn build_hosts(diags: &mut Diagnostics, m: &Manifest) {
+    let named = std::iter::once((Path::root().key("nixos"), &m.nixos.build_host)).chain(
+        m.enabled().filter_map(|s| {
+            s.nixos
+                .build_host
+                .as_ref()
+                .map(|b| (service_path(s).key("nixos"), b))
+        }),
+    );
+    for (at, b) in named {
+        let crate::manifest::BuildHost::Service(name) = b else {
+            continue;
+        };
+        if !m
+            .service(name)
+            .is_some_and(|s| s.enabled && s.host.ip.is_some())
+        {
+            let names: Vec<&str> = m.enabled().map(|s| s.name.as_str()).collect();
+            diags.error_hint(
+                &at.key("build_host"),
+                format!("{name:?} is no enabled service with an ip to build on"),
+                suggest(diags, name, &names),
+            );
+        }
+    }
 }
 
 /// `core_services.dns` or `services.wiki`, for messages about a service.

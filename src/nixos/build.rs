@@ -48,7 +48,7 @@ pub fn copy_argv(t: &SshTarget, path: &str) -> Vec<String> {
 #[error("{0}")]
 pub struct NixError(pub String);
 
-fn nix(settings: &NixSettings) -> Command {
+pub(crate) fn nix_command(settings: &NixSettings) -> Command {
     let mut c = Command::new("nix");
     let mut config = std::env::var("NIX_CONFIG").unwrap_or_default();
     if let Some(extra) = &settings.nix_config {
@@ -74,7 +74,7 @@ pub fn build(settings: &NixSettings, installables: &[String]) -> Result<Vec<Stri
 pub const NIX_LIMIT: Duration = Duration::from_secs(3600);
 
 /// Runs Nix within [`NIX_LIMIT`]; `what` names it in errors.
-fn run_nix(cmd: Command, what: &str) -> Result<crate::process::Finished, NixError> {
+pub(crate) fn run_nix(cmd: Command, what: &str) -> Result<crate::process::Finished, NixError> {
     let done = crate::process::run_tool(
         cmd,
         None,
@@ -91,7 +91,7 @@ fn run_nix(cmd: Command, what: &str) -> Result<crate::process::Finished, NixErro
 }
 
 fn build_one(settings: &NixSettings, installable: &str) -> Result<String, NixError> {
-    let mut cmd = nix(settings);
+    let mut cmd = nix_command(settings);
     cmd.args(build_argv(&[installable.to_string()]));
     let out = run_nix(cmd, &format!("nix build {installable}"))?;
     parse_build(&out.stdout, installable)
@@ -190,7 +190,7 @@ pub fn evaluate_all(
 ) -> Result<std::collections::BTreeMap<String, String>, NixError> {
     let (_, argv) = eval_argv(&settings.flake, attributes)
         .ok_or_else(|| NixError("attribute paths that cannot be evaluated together".into()))?;
-    let mut cmd = nix(settings);
+    let mut cmd = nix_command(settings);
     cmd.args(&argv);
     let out = run_nix(cmd, "nix eval of the systems' store paths")?;
     parse_eval(&out.stdout)
@@ -199,7 +199,7 @@ pub fn evaluate_all(
 /// Copies a closure to the host over SSH (reusing the multiplexed connection).
 pub fn copy(settings: &NixSettings, t: &SshTarget, path: &str) -> Result<(), NixError> {
     let _ = std::fs::create_dir_all(&t.control_dir);
-    let mut cmd = nix(settings);
+    let mut cmd = nix_command(settings);
     cmd.args(copy_argv(t, path))
         .env("NIX_SSHOPTS", t.nix_sshopts().map_err(NixError)?);
     run_nix(

@@ -70,6 +70,8 @@ pub struct DeployRequest<'a> {
     /// Seconds the host's guard waits for nixmox's confirmation before it
     /// rolls back by itself (`nixos.confirm_timeout`); 0: no guard.
     pub confirm_timeout: u64,
+    /// The system was built on the host, or a builder sent it there: no copy from here.
+    pub closure_on_target: bool,
 }
 
 /// An age private key and where it goes on every host. Its `Debug` never shows it.
@@ -233,7 +235,7 @@ pub fn deploy(r: &DeployRequest) -> Result<Outcome, DeployError> {
         return Ok(Outcome::Unchanged);
     }
     // A host already running the system has its closure: only the environment changed.
-    if current != r.system {
+    if current != r.system && !r.closure_on_target {
         build::copy(r.nix, t, r.system)?;
     }
     if let Some(env) = r.env {

@@ -11,5 +11,6 @@ pub mod glance;
 pub mod guard;
 pub mod health;
 pub mod remote;
+pub mod remote_build;
 pub mod ssh;
 pub mod targets;

@@ -33,6 +33,35 @@ pub fn target(m: &Manifest, s: &Service, control_dir: PathBuf) -> Result<SshTarg
     })
 }
 
+/// Where `s`'s system is built: `None` here, else the builder to reach
+/// over SSH (the host itself for `target`, another service's host, or a
+/// `[user@]address` with the stack's SSH settings).
+pub fn builder(
+    m: &Manifest,
+    s: &Service,
+    control_dir: PathBuf,
+) -> Result<Option<SshTarget>, String> {
+    use crate::manifest::BuildHost;
+    match s.nixos.build_host.as_ref().unwrap_or(&m.nixos.build_host) {
+        BuildHost::Local => Ok(None),
+        BuildHost::Target => target(m, s, control_dir).map(Some),
+        BuildHost::Service(name) => {
+            let b = m
+                .service(name)
+                .ok_or_else(|| format!("build_host {name}: no such service"))?;
+            target(m, b, control_dir).map(Some)
+        }
+        BuildHost::Builder { user, address } => {
+            let mut t = target(m, s, control_dir)?;
+            t.name = format!("builder {address}");
+            t.address = *address;
+            t.port = m.nixos.ssh.port;
+            t.user = user.clone().unwrap_or_else(|| m.nixos.ssh.user.clone());
+            Ok(Some(t))
+        }
+    }
+}
+
 /// The flake as Nix is given it (see `manifest::flake`).
 pub fn nix_settings(m: &Manifest) -> NixSettings {
     NixSettings {

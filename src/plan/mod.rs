@@ -124,15 +124,74 @@ pub struct Plan {
     pub skipped: Vec<String>,
     /// Services whose hosts are activated even when their system is current (`--force`).
     pub forced: Vec<String>,
+    /// How applications roll out (`--batch`, `--canary`, `--max-failures`), when asked.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rolling: Option<Rolling>,
+    /// What `--on`/`--only` asked for, when it did.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub selection: Option<Chosen>,
+}
+
+/// A rolling deploy of the applications.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct Rolling {
+    /// At most this many hosts switching (deploy and health gate) at once.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub batch: Option<usize>,
+    /// Waves one after another, the first application of each alone; the
+    /// rest of its wave only once it passed its gate and verify.
+    pub canary: bool,
+    /// After this many failures no further host is started.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_failures: Option<usize>,
+    /// The canary of each wave (with `canary`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub canaries: Vec<String>,
+}
+
+impl Rolling {
+    pub fn describe(&self) -> String {
+        let mut parts = Vec::new();
+        if let Some(b) = self.batch {
+            parts.push(format!(
+                "at most {b} host{} switching at once",
+                if b == 1 { "" } else { "s" }
+            ));
+        }
+        if self.canary {
+            parts.push(format!(
+                "wave by wave, each wave's first application alone first ({})",
+                self.canaries.join(", ")
+            ));
+        }
+        if let Some(k) = self.max_failures {
+            parts.push(format!(
+                "no host started after {k} failure{}",
+                if k == 1 { "" } else { "s" }
+            ));
+        }
+        parts.join("; ")
+    }
+}
+
+/// The services `--on` named (tags and globs resolved), and those the run
+/// takes too because they need them.
+#[derive(Debug, Clone, Serialize)]
+pub struct Chosen {
+    pub selectors: Vec<String>,
+    pub chosen: Vec<String>,
+    pub pulled_in: Vec<String>,
 }
 
 /// Which services a run takes: `--only` (and what they need), less
-/// `--skip` (and what needs them); `--force` re-activates hosts.
-#[derive(Debug, Clone, Copy, Default)]
+/// `--skip` (and what needs them); `--force` re-activates hosts; how the
+/// applications roll out.
+#[derive(Debug, Clone, Default)]
 pub struct Selection<'a> {
     pub only: &'a [String],
     pub skip: &'a [String],
     pub force: &'a [String],
+    pub rolling: Rolling,
 }
 
 /// Builds the plan for the services selected by `only` (all enabled ones when empty).
@@ -164,6 +223,35 @@ pub fn build_selected(m: &Manifest, sel: &Selection) -> Result<Plan, SelectError
         }
     }
     plan.forced = forced;
+    if sel.rolling != Rolling::default() {
+        plan.rolling = Some(Rolling {
+            canaries: if sel.rolling.canary {
+                plan.waves
+                    .iter()
+                    .filter_map(|w| w.first().cloned())
+                    .collect()
+            } else {
+                Vec::new()
+            },
+            ..sel.rolling.clone()
+        });
+    }
+    if !sel.only.is_empty() {
+        let chosen = graph::resolve(m, "--on", sel.only)?;
+        let pulled_in = selected
+            .iter()
+            .filter(|n| !chosen.contains(n))
+            .cloned()
+            .collect();
+        plan.selection = Some(Chosen {
+            selectors: sel.only.to_vec(),
+            chosen: chosen
+                .into_iter()
+                .filter(|n| selected.contains(n))
+                .collect(),
+            pulled_in,
+        });
+    }
     Ok(plan)
 }
 
@@ -371,5 +459,7 @@ pub fn build_for(m: &Manifest, selected: &BTreeSet<String>) -> Plan {
         disabled,
         skipped: Vec::new(),
         forced: Vec::new(),
+        rolling: None,
+        selection: None,
     }
 }

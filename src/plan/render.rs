@@ -19,6 +19,11 @@ pub struct PlanJson<'p> {
     pub disabled: &'p [String],
     pub skipped: &'p [String],
     pub forced: &'p [String],
+    /// What `--on` selected and what it pulled in (absent without `--on`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub selection: Option<&'p super::Chosen>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rolling: Option<&'p super::Rolling>,
     /// Every proxy route of the plan's services, with the auth it gets.
     pub routes: Vec<Route>,
 }
@@ -78,6 +83,8 @@ pub fn json<'p>(m: &Manifest, plan: &'p Plan) -> PlanJson<'p> {
         disabled: &plan.disabled,
         skipped: &plan.skipped,
         forced: &plan.forced,
+        selection: plan.selection.as_ref(),
+        rolling: plan.rolling.as_ref(),
         routes: routes(m, plan),
     }
 }
@@ -100,6 +107,22 @@ pub fn human(m: &Manifest, plan: &Plan) -> String {
     );
     if !plan.disabled.is_empty() {
         let _ = writeln!(out, "Disabled, not deployed: {}", plan.disabled.join(", "));
+    }
+    if let Some(c) = &plan.selection {
+        let _ = writeln!(
+            out,
+            "Selected (--on {}): {}{}",
+            c.selectors.join(","),
+            c.chosen.join(", "),
+            if c.pulled_in.is_empty() {
+                String::new()
+            } else {
+                format!("; with what they need: {}", c.pulled_in.join(", "))
+            }
+        );
+    }
+    if let Some(r) = &plan.rolling {
+        let _ = writeln!(out, "Rolling: {}", r.describe());
     }
     if !plan.skipped.is_empty() {
         let _ = writeln!(

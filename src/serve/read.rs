@@ -172,6 +172,7 @@ pub async fn services(State(app): State<Arc<App>>, headers: HeaderMap) -> ApiRes
             "ip": s.host.ip.map(|ip| ip.to_string()),
             "hostname": s.host.hostname,
             "depends_on": s.depends_on,
+            "tags": s.tags,
             "live": st.and_then(|v| v["live"].as_bool()),
             "liveness": st.and_then(|v| v["liveness"].as_str()),
             "system": st.and_then(|v| v["system"].as_str()),

@@ -94,6 +94,10 @@ let
         } > "$out/bin/switch-to-configuration"
         /bin/chmod 555 "$out/bin/switch-to-configuration"
         echo ${shellQuote s.name} > "$out/nixmox-host"
+        # Where this system was built: the addresses of the network
+        # namespace the build ran in (tests/fleet_lab.rs reads it to prove
+        # a build ran on a lab host, not on the machine nixmox runs on).
+        /usr/bin/ip -4 -o addr show > "$out/built-on" 2>/dev/null || /sbin/ip -4 -o addr show > "$out/built-on" 2>/dev/null || :
       '' ];
     };
 in

@@ -2,6 +2,7 @@
 //! the file format) into the normalised [`Manifest`], reporting every shape
 //! problem with its path.
 
+mod build_host;
 mod interface;
 mod network;
 mod serve;
@@ -10,8 +11,8 @@ mod service;
 use super::decode::Obj;
 use super::diag::{Diagnostics, Path};
 use super::model::{
-    DeploymentPhases, Manifest, NixosSettings, Options, SecretsSettings, ServiceKind, SshSettings,
-    TerraformRetry, TerraformSettings, VerifySettings, VerifyUser,
+    BuildHost, DeploymentPhases, Manifest, NixosSettings, Options, SecretsSettings, ServiceKind,
+    SshSettings, TerraformRetry, TerraformSettings, VerifySettings, VerifyUser,
 };
 use serde_json::Value;
 use std::path::Path as FsPath;
@@ -195,6 +196,7 @@ fn nixos(diags: &mut Diagnostics, path: Path, value: &Value) -> Option<NixosSett
         &[
             "flake",
             "nix_config",
+            "build_host",
             "activation_timeout",
             "confirm_timeout",
             "ssh",
@@ -211,6 +213,7 @@ fn nixos(diags: &mut Diagnostics, path: Path, value: &Value) -> Option<NixosSett
         nix_config: obj
             .opt::<crate::manifest::decode::Text>(diags, "nix_config")
             .map(|t| t.0),
+        build_host: build_host::build_host(diags, &obj).unwrap_or(BuildHost::Local),
         activation_timeout: obj.or(diags, "activation_timeout", d.activation_timeout),
         confirm_timeout: obj.or(diags, "confirm_timeout", d.confirm_timeout),
         ssh: d.ssh,

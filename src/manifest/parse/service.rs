@@ -17,6 +17,7 @@ const KEYS: &[&str] = &[
     "onboot",
     "start",
     "depends_on",
+    "tags",
     "ports",
     "interface",
     "nixos",
@@ -88,6 +89,15 @@ pub fn service(
 
     let version = obj.opt::<String>(diags, "version");
     let depends_on: Vec<String> = obj.or(diags, "depends_on", Vec::new());
+    let tags: Vec<String> = obj.or(diags, "tags", Vec::new());
+    for (i, tag) in tags.iter().enumerate() {
+        if !crate::graph::is_tag(tag) {
+            diags.error(
+                &obj.at("tags").index(i),
+                format!("{tag:?} is not a tag: letters, digits, '-', '_' and '.', starting with a letter or digit"),
+            );
+        }
+    }
     let ports: Vec<u16> = obj.or(diags, "ports", Vec::new());
     for (i, port) in ports.iter().enumerate() {
         if *port == 0 {
@@ -114,6 +124,7 @@ pub fn service(
         host,
         version,
         depends_on,
+        tags,
         ports,
         auth: iface.auth,
         proxies: iface.proxies,
@@ -189,10 +200,11 @@ fn service_nixos(
         diags,
         path,
         value,
-        &["attribute", "ssh", "env", "confirm_timeout"],
+        &["attribute", "ssh", "env", "confirm_timeout", "build_host"],
     )?;
     let mut out = crate::manifest::model::ServiceNixos {
         attribute: obj.opt(diags, "attribute"),
+        build_host: super::build_host::build_host(diags, &obj),
         confirm_timeout: obj.opt(diags, "confirm_timeout"),
         env: env(diags, &obj),
         ..Default::default()
