@@ -801,3 +801,70 @@ fn tags_and_globs_select_with_what_they_need() {
         stderr(&o)
     );
 }
+
+#[test]
+fn build_hosts_are_checked_before_anything_runs() {
+    let text = std::fs::read_to_string(root().join("examples/homelab/manifest.nix")).expect("read");
+    assert!(text.contains("\n  health_check_timeout = 600;\n"));
+    // A copy of the example with its migrations and modules beside it.
+    fn copy(from: &Path, to: &Path) {
+        std::fs::create_dir_all(to).expect("mkdir");
+        for e in std::fs::read_dir(from).expect("read dir").flatten() {
+            let (src, dst) = (e.path(), to.join(e.file_name()));
+            if src.is_dir() {
+                copy(&src, &dst);
+            } else {
+                std::fs::copy(&src, &dst).expect("copy");
+            }
+        }
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    copy(&root().join("examples/homelab"), dir.path());
+    let path = dir.path().join("manifest.nix");
+    let with = |value: &str| {
+        std::fs::write(
+            &path,
+            text.replacen(
+                "\n  health_check_timeout = 600;\n",
+                &format!("\n  health_check_timeout = 600;\n  nixos.build_host = {value};\n"),
+                1,
+            ),
+        )
+        .expect("write");
+        nixmox(&["validate", "-m", &path.display().to_string()])
+    };
+    for ok in [
+        "\"local\"",
+        "\"target\"",
+        "\"forgejo\"",
+        "\"root@192.168.50.9\"",
+        "\"192.168.50.9\"",
+        "\"builder@fd00::9\"",
+    ] {
+        let o = with(ok);
+        assert_eq!(code(&o), 0, "{ok}: {}", stderr(&o));
+    }
+    for (bad, says) in [
+        (
+            "\"forgjeo\"",
+            "no enabled service with an ip to build on (did you mean 'forgejo'?)",
+        ),
+        ("\"mail\"", "no enabled service"),
+        ("\"-oProxyCommand=sh\"", "not a builder nixmox can reach"),
+        (
+            "\"root@builder.home.arpa\"",
+            "not a builder nixmox can reach",
+        ),
+        ("\"Root@192.168.50.9\"", "not a user name"),
+        ("\"a b\"", "not a builder"),
+        ("42", "expected a string"),
+    ] {
+        let o = with(bad);
+        assert_eq!(code(&o), 1, "{bad} was taken");
+        assert!(
+            stderr(&o).contains("nixos.build_host") && stderr(&o).contains(says),
+            "{bad}: {}",
+            stderr(&o)
+        );
+    }
+}

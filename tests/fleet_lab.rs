@@ -35,6 +35,13 @@ fn set_build_host(lab: &Lab, service: &str, build_host: &str) {
     std::fs::write(&path, m).expect("write manifest");
 }
 
+/// `nixmox -m <lab manifest> exec <args>`: the manifest before the command after `--`.
+fn exec(lab: &Lab, args: &[&str]) -> Output {
+    let mut c = lab.command(&[]);
+    c.arg("exec").args(args);
+    c.output().expect("nixmox exec")
+}
+
 fn json(o: &Output) -> Value {
     serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("not JSON ({e}):\n{}", text(o)))
 }
@@ -120,15 +127,17 @@ fn selection_exec_and_rolling_deploys_on_the_lab() {
     );
 
     // --- exec: three hosts side by side, one failing, output per host.
-    let o = lab.nixmox(&[
-        "exec",
-        "--on",
-        "@docs,dash",
-        "--",
-        "sh",
-        "-c",
-        "if ip -4 addr | grep -q '10.213.0.12/'; then echo broken >&2; exit 3; fi; echo fine",
-    ]);
+    let o = exec(
+        &lab,
+        &[
+            "--on",
+            "@docs,dash",
+            "--",
+            "sh",
+            "-c",
+            "if ip -4 addr | grep -q '10.213.0.12/'; then echo broken >&2; exit 3; fi; echo fine",
+        ],
+    );
     assert_eq!(o.status.code(), Some(1), "{}", text(&o));
     let out = text(&o);
     for line in [
@@ -140,17 +149,19 @@ fn selection_exec_and_rolling_deploys_on_the_lab() {
     ] {
         assert!(out.contains(line), "{line:?} missing:\n{out}");
     }
-    let o = lab.nixmox(&[
-        "exec",
-        "--json",
-        "--on",
-        "wiki",
-        "--timeout",
-        "1",
-        "--",
-        "sleep",
-        "5",
-    ]);
+    let o = exec(
+        &lab,
+        &[
+            "--json",
+            "--on",
+            "wiki",
+            "--timeout",
+            "1",
+            "--",
+            "sleep",
+            "5",
+        ],
+    );
     assert_eq!(o.status.code(), Some(1), "{}", text(&o));
     let v = json(&o);
     assert_eq!(v["hosts"][0]["timed_out"], true, "{v}");
