@@ -9,8 +9,8 @@ use std::process::{Command, ExitCode, Stdio};
 pub fn run(cli: &Cli, args: &GraphArgs) -> Result<ExitCode, CliError> {
     let v = common::load(cli)?;
     let m = &v.manifest;
-    let selected = graph::select(m, &args.only)?;
-    let include_disabled = args.include_disabled && args.only.is_empty();
+    let selected = graph::select(m, &args.on.only)?;
+    let include_disabled = args.include_disabled && args.on.only.is_empty();
     let bytes: Vec<u8> = match args.format {
         GraphFormat::Dot => render::dot(m, &selected, include_disabled).into_bytes(),
         GraphFormat::Mermaid => render::mermaid(m, &selected, include_disabled).into_bytes(),

@@ -118,8 +118,9 @@ pub struct PlanArgs {
 }
 
 /// Which services a `plan` or an `apply` takes, and which hosts it activates anyway.
-#[derive(Args, Debug)]
-pub struct SelectArgs {
+/// `--on`: the services a command takes, and what they need.
+#[derive(Args, Debug, Default)]
+pub struct OnArgs {
     /// Only these services and what they depend on: names, @tags or globs
     /// ('app-*'), repeated or separated with commas.
     #[arg(
@@ -129,6 +130,12 @@ pub struct SelectArgs {
         value_delimiter = ','
     )]
     pub only: Vec<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct SelectArgs {
+    #[command(flatten)]
+    pub on: OnArgs,
     /// Leave these services out of this run, with everything that needs
     /// them (repeat or separate with commas); a core service takes every
     /// application with it. Terraform's stack-wide phases still see the
@@ -160,7 +167,7 @@ pub struct SelectArgs {
 impl SelectArgs {
     pub fn selection(&self) -> crate::plan::Selection<'_> {
         crate::plan::Selection {
-            only: &self.only,
+            only: &self.on.only,
             skip: &self.skip,
             force: &self.force,
             rolling: crate::plan::Rolling {
@@ -246,15 +253,8 @@ pub struct RollbackArgs {
 
 #[derive(Args, Debug)]
 pub struct VerifyArgs {
-    /// Only these services and what they depend on: names, @tags or globs
-    /// ('app-*'), repeated or separated with commas.
-    #[arg(
-        long = "on",
-        visible_alias = "only",
-        value_name = "SELECTOR",
-        value_delimiter = ','
-    )]
-    pub only: Vec<String>,
+    #[command(flatten)]
+    pub on: OnArgs,
     #[arg(long)]
     pub json: bool,
 }
@@ -341,15 +341,8 @@ pub enum GraphFormat {
 pub struct GraphArgs {
     #[arg(long, short, value_enum, default_value_t = GraphFormat::Dot)]
     pub format: GraphFormat,
-    /// Only these services and what they depend on: names, @tags or globs
-    /// ('app-*'), repeated or separated with commas.
-    #[arg(
-        long = "on",
-        visible_alias = "only",
-        value_name = "SELECTOR",
-        value_delimiter = ','
-    )]
-    pub only: Vec<String>,
+    #[command(flatten)]
+    pub on: OnArgs,
     /// Also draw disabled services (dashed).
     #[arg(long)]
     pub include_disabled: bool,

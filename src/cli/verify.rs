@@ -11,7 +11,7 @@ use std::process::ExitCode;
 pub fn run(cli: &Cli, args: &VerifyArgs) -> Result<ExitCode, CliError> {
     let v = common::load(cli)?;
     let m = &v.manifest;
-    let p = plan::build(m, &args.only)?;
+    let p = plan::build(m, &args.on.only)?;
     let tf = stack::terraform_for(m).map_err(CliError::Message)?;
     let outputs = stack::outputs_all(m, &p, &tf).map_err(|e| CliError::Message(e.to_string()))?;
     let ctx = verify::Context::new(m, &outputs);
