@@ -90,7 +90,7 @@ fn serve() -> Serve {
 
 /// The first place `text` loads something from another origin, if any
 /// (an `xmlns` names a namespace, it loads nothing).
-fn regex_lite(text: &str) -> Option<String> {
+fn external_load(text: &str) -> Option<String> {
     for marker in [
         "src=\"",
         "src='",
@@ -218,7 +218,7 @@ fn reads_describe_the_stack_and_are_open_on_loopback() {
         let (code, text) = get(&s, asset, &[]);
         assert_eq!(code, 200, "{asset}");
         // Loads from elsewhere: a src/href/url()/import/fetch of an absolute URL.
-        let external = regex_lite(&text);
+        let external = external_load(&text);
         assert!(external.is_none(), "{asset} loads {external:?}");
     }
 

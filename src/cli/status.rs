@@ -116,10 +116,15 @@ pub fn run(cli: &Cli, args: &StatusArgs) -> Result<ExitCode, CliError> {
     // Terraform: what changed outside Terraform, from refresh-only plans
     // (what the manifest would change is `plan`'s to say).
     let tf = stack::terraform_for(m).map_err(CliError::Message)?;
-    let whole = plan::build(m, &[])?;
+    // Terraform drift is the whole stack's, whatever --on selected.
+    let whole = if args.only.is_empty() {
+        None
+    } else {
+        Some(plan::build(m, &[])?)
+    };
     let phases = stack::plan_all_in(
         m,
-        &whole,
+        whole.as_ref().unwrap_or(&p),
         &tf,
         crate::terraform::command::PlanMode::RefreshOnly,
     )

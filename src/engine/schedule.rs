@@ -201,25 +201,18 @@ pub(super) fn applications(ctx: &Ctx, parallel: usize, summary: &mut Summary) {
 }
 
 /// With `--canary`: the canary of `name`'s wave, when it failed and `name` is not it.
-fn canary_failed<'a>(
-    rolling: &'a Rolling,
-    ctx: &Ctx,
+fn canary_failed<'p>(
+    rolling: &Rolling,
+    ctx: &Ctx<'p>,
     wave_of: &HashMap<&str, usize>,
     state: &HashMap<&str, Option<End>>,
     name: &str,
-) -> Option<&'a str> {
+) -> Option<&'p str> {
     if !rolling.canary {
         return None;
     }
     let canary = canary_of(ctx, wave_of, name)?;
-    (canary != name && state.get(canary) == Some(&Some(End::Failed))).then(|| {
-        rolling
-            .canaries
-            .iter()
-            .find(|c| c.as_str() == canary)
-            .map(String::as_str)
-            .unwrap_or_default()
-    })
+    (canary != name && state.get(canary) == Some(&Some(End::Failed))).then_some(canary)
 }
 
 fn canary_of<'p>(ctx: &Ctx<'p>, wave_of: &HashMap<&str, usize>, name: &str) -> Option<&'p str> {

@@ -32,6 +32,17 @@ pub fn copy_derivation_argv(t: &SshTarget, drv: &str) -> Vec<String> {
     ]
 }
 
+/// Here: fetch a closure the builder built (when it could not send it on).
+pub fn fetch_argv(builder: &SshTarget, path: &str) -> Vec<String> {
+    vec![
+        "copy".into(),
+        "--from".into(),
+        format!("ssh://{}", builder.destination()),
+        "--".into(),
+        path.into(),
+    ]
+}
+
 /// `NIX_CONFIG` for a Nix command on another machine: the manifest's lines.
 fn env_prefix(settings: &NixSettings) -> String {
     match &settings.nix_config {
@@ -147,13 +158,7 @@ pub fn build_on(
             };
             let mut fetch = build::nix_command(settings);
             fetch
-                .args([
-                    "copy".to_string(),
-                    "--from".into(),
-                    format!("ssh://{}", builder.destination()),
-                    "--".into(),
-                    path.clone(),
-                ])
+                .args(fetch_argv(builder, &path))
                 .env("NIX_SSHOPTS", builder.nix_sshopts().map_err(NixError)?);
             build::run_nix(fetch, &format!("{on}: nix copy --from of {path}"))?;
             Ok(Built {
@@ -178,6 +183,35 @@ mod tests {
             flake: "path:/srv/stack".into(),
             nix_config: Some("sandbox = false\nsubstituters =".into()),
         }
+    }
+
+    #[test]
+    fn forwarding_and_fetching_are_exact() {
+        let t = |address: &str| SshTarget {
+            name: "notes".into(),
+            address: address.parse().expect("ip"),
+            user: "root".into(),
+            port: 22,
+            key: None,
+            known_hosts: crate::nixos::ssh::KnownHosts::AcceptNew,
+            known_hosts_file: None,
+            connect_timeout: std::time::Duration::from_secs(5),
+            control_dir: "/tmp/c".into(),
+        };
+        assert_eq!(
+            forward_command(&settings(), &t("10.0.0.12"), "/nix/store/abc-sys"),
+            "env NIX_CONFIG='sandbox = false\nsubstituters =' NIX_SSHOPTS='-o BatchMode=yes -o StrictHostKeyChecking=accept-new -o ConnectTimeout=10' nix copy --to 'ssh://root@10.0.0.12' -- '/nix/store/abc-sys'"
+        );
+        assert_eq!(
+            fetch_argv(&t("10.0.0.11"), "/nix/store/abc-sys"),
+            [
+                "copy",
+                "--from",
+                "ssh://root@10.0.0.11",
+                "--",
+                "/nix/store/abc-sys"
+            ]
+        );
     }
 
     #[test]

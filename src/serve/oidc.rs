@@ -99,9 +99,18 @@ fn discover(app: &App) -> Result<Issuer, String> {
     };
     let p = crate::plan::build(m, &[]).map_err(|e| e.to_string())?;
     let tf = crate::terraform::stack::terraform_for(m)?;
-    let outputs = crate::terraform::stack::outputs_all(m, &p, &tf).map_err(|e| e.to_string())?;
+    // Only tf:auth-core's outputs: one read of its state, not every workspace's.
+    let mut outputs = Vec::new();
+    for step in crate::terraform::phases::steps(m, &p) {
+        if step.phase == crate::plan::Phase::TfAuthCore && tf.has_state(&step.workspace) {
+            outputs.push(
+                tf.held_outputs(step.phase, &step.workspace)
+                    .map_err(|e| e.to_string())?,
+            );
+        }
+    }
     let secret = outputs
-        .values()
+        .iter()
         .find_map(|out| {
             out.0
                 .get("client_secrets")
