@@ -29,11 +29,13 @@ impl SqliteStore {
                 .map_err(|e| err(&shown, format!("cannot create {}: {e}", dir.display())))?;
         }
         let conn = Connection::open(path).map_err(|e| err(&shown, e))?;
-        // WAL lets readers (status) work beside a running apply; the busy timeout rides out short write contention.
-        conn.pragma_update(None, "journal_mode", "WAL")
-            .map_err(|e| err(&shown, e))?;
+        // The busy timeout comes first: it rides out short write contention,
+        // and switching a new file to WAL is itself a write that several
+        // processes starting at once contend for.
         conn.busy_timeout(Duration::from_secs(10))
             .map_err(|e| err(&shown, e))?;
+        // WAL lets readers (status) work beside a running apply.
+        wal(&conn).map_err(|e| err(&shown, e))?;
         let mut store = SqliteStore { conn, path: shown };
         store.migrate()?;
         Ok(store)
@@ -71,6 +73,27 @@ impl SqliteStore {
 
     fn holder(&self) -> Result<Option<Holder>, StateError> {
         read_holder(&self.conn).map_err(|e| err(&self.path, e))
+    }
+}
+
+/// Puts the file in WAL mode. The switch wants an exclusive lock while it
+/// holds a shared one, so SQLite answers "busy" at once instead of waiting
+/// (waiting could deadlock): processes that open a new file together retry
+/// here, within the same bound as the busy timeout.
+fn wal(conn: &Connection) -> rusqlite::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut pause = Duration::from_millis(2);
+    loop {
+        match conn.pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get::<_, String>(0)) {
+            Ok(_) => return Ok(()),
+            Err(rusqlite::Error::SqliteFailure(f, _))
+                if f.code == rusqlite::ErrorCode::DatabaseBusy && Instant::now() < deadline =>
+            {
+                std::thread::sleep(pause);
+                pause = (pause * 2).min(Duration::from_millis(100));
+            }
+            Err(e) => return Err(e),
+        }
     }
 }
 
@@ -433,5 +456,30 @@ impl Store for SqliteStore {
                 |r| r.get(0),
             )
             .map_err(|e| err(&self.path, e))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Processes started together on a stack with no state yet all create
+    /// and migrate the same new file; none may fail with "database is locked".
+    #[test]
+    fn stores_opened_at_once_on_a_new_file_all_open() {
+        for round in 0..20 {
+            let dir = tempfile::tempdir().expect("tempdir");
+            let path = dir.path().join("state.db");
+            let openers: Vec<_> = (0..8)
+                .map(|_| {
+                    let path = path.clone();
+                    std::thread::spawn(move || SqliteStore::open(&path).map(|_| ()))
+                })
+                .collect();
+            for o in openers {
+                let result = o.join().expect("thread");
+                assert!(result.is_ok(), "round {round}: {:?}", result.err());
+            }
+        }
     }
 }
