@@ -87,7 +87,9 @@
     };
   };
 
-  services = {
+  # The lab's own applications, and as many generated ones as ./scale.nix
+  # asks for (none by default; see ./apps.nix).
+  services = import ./apps.nix (import ./scale.nix) // {
     # Confidential OIDC client, its own database, one proxy.
     wiki = {
       version = "1.4";
