@@ -643,8 +643,16 @@ fn the_lab_from_nothing_to_nothing() {
     let v: Value = serde_json::from_slice(&o.stdout).expect("verify JSON");
     assert_eq!(v["ok"], true, "not healed: {v:#}");
 
-    // Status: every service live on its last good system, no Terraform drift.
-    let o = lab.nixmox(&["status", "--json"]);
+    // Status: every service live on its last good system, no Terraform drift;
+    // and like every run, it leaves no SSH connection behind.
+    let child = lab.spawn(&["status", "--json"]);
+    let pid = child.id();
+    let o = child.wait_with_output().expect("status");
+    assert_eq!(
+        masters_of(pid),
+        Vec::<String>::new(),
+        "status left SSH masters"
+    );
     let st: Value = serde_json::from_slice(&o.stdout).expect("status JSON");
     assert_eq!(o.status.code(), Some(0), "{st:#}");
     assert_eq!(st["ok"], true, "{st:#}");
@@ -665,8 +673,15 @@ fn the_lab_from_nothing_to_nothing() {
         manifest.replacen("version = \"2.0\";", "version = \"2.1\";", 1),
     )
     .expect("write manifest");
-    let o = lab.nixmox(&["apply", "--json"]);
+    let child = lab.spawn(&["apply", "--json"]);
+    let pid = child.id();
+    let o = child.wait_with_output().expect("apply");
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert_eq!(
+        masters_of(pid),
+        Vec::<String>::new(),
+        "apply left SSH masters"
+    );
     let changed: Vec<String> = String::from_utf8_lossy(&o.stdout)
         .lines()
         .filter_map(|l| serde_json::from_str::<Value>(l).ok())
@@ -747,6 +762,19 @@ fn the_lab_from_nothing_to_nothing() {
 
 /// Whether `ip netns list` shows any of the lab's hosts (other namespaces,
 /// such as a clean-root build's, are not the lab's).
+/// The SSH connection masters still running for nixmox process `pid` (their
+/// command line names the run's control directory, nixmox-ssh-<pid>).
+fn masters_of(pid: u32) -> Vec<String> {
+    let mark = format!("nixmox-ssh-{pid}/");
+    std::fs::read_dir("/proc")
+        .expect("/proc")
+        .flatten()
+        .filter_map(|e| std::fs::read(e.path().join("cmdline")).ok())
+        .map(|c| String::from_utf8_lossy(&c).replace('\0', " "))
+        .filter(|c| c.contains(&mark))
+        .collect()
+}
+
 fn lab_hosts_in(listing: &str) -> bool {
     const HOSTS: [&str; 7] = [
         "dns",

@@ -134,7 +134,7 @@ pub fn rollback(cli: &Cli, args: &RollbackArgs) -> Result<ExitCode, CliError> {
             }
         }
     }
-    let _ = std::fs::remove_dir_all(&control);
+    crate::nixos::ssh_mux::close_all(&control);
     if let Ok(mut st) = store.lock() {
         let _ = st.finish_run(run, if failed.is_empty() { "ok" } else { "failed" });
         let _ = st.release_lock();

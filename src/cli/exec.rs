@@ -127,7 +127,7 @@ pub fn run(cli: &Cli, args: &ExecArgs) -> Result<ExitCode, CliError> {
             });
         }
     });
-    let _ = std::fs::remove_dir_all(&control);
+    crate::nixos::ssh_mux::close_all(&control);
     let mut all = results.into_inner().unwrap_or_default();
     all.sort_by(|a, b| a.service.cmp(&b.service));
     let failed: Vec<&HostResult> = all.iter().filter(|r| !r.ok).collect();

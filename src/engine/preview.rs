@@ -197,7 +197,7 @@ pub fn preview(m: &Manifest, plan: &Plan, hosts: bool) -> Result<Preview, String
             .unwrap_or_else(|_| Err("the Terraform plan failed".into()))?;
         Ok::<_, String>((terraform, seen, systems, databases))
     });
-    let _ = std::fs::remove_dir_all(&control_dir);
+    crate::nixos::ssh_mux::close_all(&control_dir);
     let (terraform, seen, systems, databases) = result?;
     let held = held_outputs(m, plan, &tf, &terraform)?;
     let moving = moving_workspaces(&terraform);

@@ -270,7 +270,7 @@ pub fn apply(
     ctx.look = Lookahead::new(&ctx);
     let result = run_all(&ctx, opts, &mut summary);
     // Close the multiplexed connections.
-    let _ = std::fs::remove_dir_all(&control_dir);
+    crate::nixos::ssh_mux::close_all(&control_dir);
     result?;
     let known = ctx.known.lock().map(|k| k.clone()).unwrap_or_default();
     if !known.is_empty() {

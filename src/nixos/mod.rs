@@ -13,4 +13,5 @@ pub mod health;
 pub mod remote;
 pub mod remote_build;
 pub mod ssh;
+pub mod ssh_mux;
 pub mod targets;
