@@ -4,8 +4,10 @@
 
 use super::common::{self, CliError};
 use super::{Cli, StatusArgs};
-use crate::manifest::Health;
-use crate::nixos::{health, ssh, targets};
+use crate::manifest::{Health, Service};
+use crate::nixos::ssh::SshTarget;
+use crate::nixos::targets;
+use crate::nixos::{health, ssh};
 use crate::plan;
 use crate::terraform::stack::{self, PhasePlan};
 use serde::Serialize;
@@ -46,75 +48,17 @@ pub fn run(cli: &Cli, args: &StatusArgs) -> Result<ExitCode, CliError> {
         fin.insert(e.step.clone(), (e.status.clone(), e.detail.clone()));
     }
 
-    // Liveness and the running system, one quick look per host.
+    // Liveness and the running system, one quick look per host, hosts side
+    // by side; the Terraform drift plans at the same time.
     let p = plan::build(m, &args.only)?;
     let control = crate::nixos::ssh::control_dir();
-    let mut services = Vec::new();
+    let mut chosen = Vec::new();
     for name in p.core.iter().chain(p.waves.iter().flatten()) {
         let Some(s) = m.service(name) else { continue };
         let last_good = store.last_good(name).map_err(err)?.map(|l| l.system);
         let t = targets::target(m, s, control.clone()).map_err(CliError::Message)?;
-        let probe = s
-            .health
-            .liveness
-            .clone()
-            .or_else(|| s.health.readiness.clone());
-        let quick = Health {
-            retries: 1,
-            timeout: s.health.timeout.min(10),
-            interval: 1,
-            ..s.health.clone()
-        };
-        let live = match &probe {
-            Some(p) => health::wait("liveness", p, &quick, &t)
-                .map(|_| ())
-                .map_err(|e| e.to_string()),
-            None => health::gate(
-                &Health {
-                    startup: None,
-                    readiness: None,
-                    ..quick.clone()
-                },
-                &s.ports,
-                &t,
-            )
-            .map_err(|e| e.to_string()),
-        };
-        // The running system and what its guard did, in one look (no probes).
-        let seen = ssh::run(
-            &t,
-            &crate::nixos::glance::script(&[], 1),
-            None,
-            Duration::from_secs(10),
-        )
-        .ok()
-        .and_then(|o| crate::nixos::glance::parse(&o.stdout, 0));
-        let system = seen
-            .as_ref()
-            .map(|g| g.current.clone())
-            .filter(|s| !s.is_empty());
-        let rolled_back: Vec<String> = seen
-            .map(|g| g.records.iter().map(|r| r.describe()).collect())
-            .unwrap_or_default();
-        let drifted = matches!((&system, &last_good), (Some(a), Some(b)) if a != b);
-        services.push(ServiceStatus {
-            service: name.clone(),
-            live: live.is_ok(),
-            liveness: match (&live, &probe) {
-                (Ok(()), Some(p)) => format!("ok ({})", health::describe(p)),
-                (Ok(()), None) => "ok (ssh and ports)".into(),
-                (Err(e), _) => e.clone(),
-            },
-            system,
-            last_good,
-            drifted,
-            rolled_back,
-        });
+        chosen.push((s, t, last_good));
     }
-    let _ = std::fs::remove_dir_all(&control);
-
-    // Terraform: what changed outside Terraform, from refresh-only plans
-    // (what the manifest would change is `plan`'s to say).
     let tf = stack::terraform_for(m).map_err(CliError::Message)?;
     // Terraform drift is the whole stack's, whatever --on selected.
     let whole = if args.only.is_empty() {
@@ -122,13 +66,35 @@ pub fn run(cli: &Cli, args: &StatusArgs) -> Result<ExitCode, CliError> {
     } else {
         Some(plan::build(m, &[])?)
     };
-    let phases = stack::plan_all_in(
-        m,
-        whole.as_ref().unwrap_or(&p),
-        &tf,
-        crate::terraform::command::PlanMode::RefreshOnly,
-    )
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let looked: Vec<std::sync::Mutex<Option<ServiceStatus>>> =
+        chosen.iter().map(|_| Default::default()).collect();
+    let phases = std::thread::scope(|scope| {
+        for _ in 0..HOSTS_AT_ONCE.min(chosen.len()) {
+            scope.spawn(|| loop {
+                let i = next.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                let Some((s, t, last_good)) = chosen.get(i) else {
+                    break;
+                };
+                let seen = look(s, t, last_good.clone());
+                *looked[i].lock().unwrap_or_else(|e| e.into_inner()) = Some(seen);
+            });
+        }
+        // What changed outside Terraform, from refresh-only plans (what
+        // the manifest would change is `plan`'s to say).
+        stack::plan_all_in(
+            m,
+            whole.as_ref().unwrap_or(&p),
+            &tf,
+            crate::terraform::command::PlanMode::RefreshOnly,
+        )
+    })
     .map_err(|e| CliError::Message(e.to_string()))?;
+    let services: Vec<ServiceStatus> = looked
+        .into_iter()
+        .filter_map(|l| l.into_inner().unwrap_or_else(|e| e.into_inner()))
+        .collect();
+    crate::nixos::ssh_mux::close_all(&control);
     let tf_drift: Vec<(String, String)> = phases
         .iter()
         .filter_map(|ph| match &ph.plan {
@@ -235,6 +201,71 @@ pub fn run(cli: &Cli, args: &StatusArgs) -> Result<ExitCode, CliError> {
     } else {
         ExitCode::SUCCESS
     })
+}
+
+/// Hosts `status` looks at side by side: each look is an SSH command and a
+/// probe, waiting on the host far more than on this machine.
+const HOSTS_AT_ONCE: usize = 8;
+
+/// One host: its liveness probe (or SSH and its ports), and in one SSH
+/// command the system it runs and what its guard did.
+fn look(s: &Service, t: &SshTarget, last_good: Option<String>) -> ServiceStatus {
+    let probe = s
+        .health
+        .liveness
+        .clone()
+        .or_else(|| s.health.readiness.clone());
+    let quick = Health {
+        retries: 1,
+        timeout: s.health.timeout.min(10),
+        interval: 1,
+        ..s.health.clone()
+    };
+    let live = match &probe {
+        Some(p) => health::wait("liveness", p, &quick, t)
+            .map(|_| ())
+            .map_err(|e| e.to_string()),
+        None => health::gate(
+            &Health {
+                startup: None,
+                readiness: None,
+                ..quick.clone()
+            },
+            &s.ports,
+            t,
+        )
+        .map_err(|e| e.to_string()),
+    };
+    // The running system and what its guard did, in one look (no probes).
+    let seen = ssh::run(
+        t,
+        &crate::nixos::glance::script(&[], 1),
+        None,
+        Duration::from_secs(10),
+    )
+    .ok()
+    .and_then(|o| crate::nixos::glance::parse(&o.stdout, 0));
+    let system = seen
+        .as_ref()
+        .map(|g| g.current.clone())
+        .filter(|s| !s.is_empty());
+    let rolled_back: Vec<String> = seen
+        .map(|g| g.records.iter().map(|r| r.describe()).collect())
+        .unwrap_or_default();
+    let drifted = matches!((&system, &last_good), (Some(a), Some(b)) if a != b);
+    ServiceStatus {
+        service: s.name.clone(),
+        live: live.is_ok(),
+        liveness: match (&live, &probe) {
+            (Ok(()), Some(p)) => format!("ok ({})", health::describe(p)),
+            (Ok(()), None) => "ok (ssh and ports)".into(),
+            (Err(e), _) => e.clone(),
+        },
+        system,
+        last_good,
+        drifted,
+        rolled_back,
+    }
 }
 
 pub fn unlock(cli: &Cli) -> Result<ExitCode, CliError> {

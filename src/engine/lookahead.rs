@@ -95,6 +95,9 @@ pub(super) struct Lookahead {
     dbs: HashMap<String, Slot<()>>,
     /// By service: the end-to-end checks passed (the detail to report).
     verify: HashMap<String, Slot<String>>,
+    /// The services of `verify` in the order the run reaches them (the core
+    /// first): their checks run in this order, a few at a time.
+    verify_order: Vec<String>,
 }
 
 impl Lookahead {
@@ -109,6 +112,7 @@ impl Lookahead {
             hosts: HashMap::new(),
             dbs: HashMap::new(),
             verify: HashMap::new(),
+            verify_order: Vec::new(),
         }
     }
 
@@ -120,6 +124,14 @@ impl Lookahead {
             .filter(|_| ctx.runs(Phase::NixCore))
             .chain(apps.iter().filter(|_| ctx.runs(Phase::NixServiceConfig)))
             .copied()
+            .collect();
+        let verify_order: Vec<String> = core
+            .iter()
+            .chain(apps.iter())
+            .filter(|s| {
+                ctx.runs(Phase::Verify) && ctx.step(&format!("verify:{}", s.name)).is_some()
+            })
+            .map(|s| s.name.clone())
             .collect();
         Lookahead {
             stale: AtomicBool::new(false),
@@ -143,14 +155,8 @@ impl Lookahead {
                     .filter(|s| ctx.runs(Phase::TfServiceInfra) && has_native_db(s))
                     .map(|s| s.name.clone()),
             ),
-            verify: slots(
-                core.iter()
-                    .chain(apps.iter())
-                    .filter(|s| {
-                        ctx.runs(Phase::Verify) && ctx.step(&format!("verify:{}", s.name)).is_some()
-                    })
-                    .map(|s| s.name.clone()),
-            ),
+            verify: slots(verify_order.iter().cloned()),
+            verify_order,
         }
     }
 
@@ -225,6 +231,9 @@ fn has_native_db(s: &Service) -> bool {
         .iter()
         .any(|d| d.mode == Some(DbMode::NativeMigration))
 }
+
+/// Services whose end-to-end checks the look ahead runs at once.
+const VERIFY_AT_ONCE: usize = 4;
 
 /// Starts every look on `scope`; each fills its slot when done.
 pub(super) fn start<'s, 'e>(ctx: &'e Ctx<'e>, scope: &'s Scope<'s, 'e>) {
@@ -306,13 +315,27 @@ pub(super) fn start<'s, 'e>(ctx: &'e Ctx<'e>, scope: &'s Scope<'s, 'e>) {
             })
         });
     }
-    // ...and the end-to-end checks with all of them.
-    for (name, slot) in &look.verify {
+    // ...and the end-to-end checks with all of them: after the plans (the
+    // run's first step waits for a plan, not for them), a few services at a
+    // time, in the order the run reaches them.
+    let queue = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    for _ in 0..VERIFY_AT_ONCE.min(look.verify_order.len()) {
+        let queue = queue.clone();
         scope.spawn(move || {
-            fill(slot, || {
-                let known = look.held_outputs(look.held.keys())?;
-                verify(ctx, name, &known)
-            })
+            let known = look.held_outputs(look.held.keys());
+            for plan in look.tf.values() {
+                plan.wait();
+            }
+            loop {
+                let i = queue.fetch_add(1, Ordering::SeqCst);
+                let Some(name) = look.verify_order.get(i) else {
+                    break;
+                };
+                let Some(slot) = look.verify.get(name) else {
+                    continue;
+                };
+                fill(slot, || verify(ctx, name, known.as_ref()?));
+            }
         });
     }
 }
