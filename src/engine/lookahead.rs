@@ -20,7 +20,7 @@ use crate::terraform::command::PlanMode;
 use crate::terraform::outputs::Outputs;
 use crate::terraform::runner::PhaseSpec;
 use serde_json::{Map, Value};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Condvar, Mutex};
 use std::thread::Scope;
@@ -81,6 +81,8 @@ pub(super) struct TfLook {
 
 pub(super) struct Lookahead {
     stale: AtomicBool,
+    /// Services whose answers no longer hold, the rest of the stack's still do.
+    stale_services: Mutex<HashSet<String>>,
     /// By step id: Terraform steps with modules, of selected phases.
     tf: HashMap<String, Slot<TfLook>>,
     /// By workspace (with modules): the outputs it holds at the start, and its phase.
@@ -105,6 +107,7 @@ impl Lookahead {
     pub(super) fn empty() -> Self {
         Lookahead {
             stale: AtomicBool::new(false),
+            stale_services: Mutex::new(HashSet::new()),
             tf: HashMap::new(),
             held: HashMap::new(),
             evaluated: Slot::new(),
@@ -135,6 +138,7 @@ impl Lookahead {
             .collect();
         Lookahead {
             stale: AtomicBool::new(false),
+            stale_services: Mutex::new(HashSet::new()),
             tf: ctx
                 .tf_steps
                 .values()
@@ -165,8 +169,28 @@ impl Lookahead {
         self.stale.store(true, Ordering::SeqCst);
     }
 
+    /// An application's own host changed or failed: the answers about it
+    /// and about what depends on it no longer hold; the rest of the stack's
+    /// do (another host's system, probes and end-to-end checks do not go
+    /// through it).
+    pub(super) fn stale_for(&self, services: impl IntoIterator<Item = String>) {
+        self.stale_services
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .extend(services);
+    }
+
     fn fresh(&self) -> bool {
         !self.stale.load(Ordering::SeqCst)
+    }
+
+    fn fresh_for(&self, service: &str) -> bool {
+        self.fresh()
+            && !self
+                .stale_services
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .contains(service)
     }
 
     /// The look's outputs when the workspace planned clean with `spec`'s inputs.
@@ -204,21 +228,29 @@ impl Lookahead {
     }
 
     pub(super) fn host(&self, service: &str) -> Option<glance::Glance> {
-        if !self.fresh() {
+        if !self.fresh_for(service) {
             return None;
         }
-        self.hosts.get(service)?.wait().filter(|_| self.fresh())
+        self.hosts
+            .get(service)?
+            .wait()
+            .filter(|_| self.fresh_for(service))
     }
 
     pub(super) fn databases_in_place(&self, service: &str) -> bool {
-        self.fresh() && self.dbs.get(service).and_then(Slot::wait).is_some() && self.fresh()
+        self.fresh_for(service)
+            && self.dbs.get(service).and_then(Slot::wait).is_some()
+            && self.fresh_for(service)
     }
 
     pub(super) fn verified(&self, service: &str) -> Option<String> {
-        if !self.fresh() {
+        if !self.fresh_for(service) {
             return None;
         }
-        self.verify.get(service)?.wait().filter(|_| self.fresh())
+        self.verify
+            .get(service)?
+            .wait()
+            .filter(|_| self.fresh_for(service))
     }
 }
 

@@ -145,9 +145,27 @@ impl<'a> Ctx<'a> {
         );
     }
 
+    /// The application whose own host alone a step touches: its system,
+    /// its gate, its checks. A Terraform step (outputs flow anywhere) or a
+    /// core service's step (everything stands on the core) is the stack's.
+    fn own_host_step<'s>(&self, step: &'s Step) -> Option<&'s str> {
+        let service = step.service.as_deref()?;
+        let app = self.m.service(service).is_some_and(|s| !s.is_core());
+        let own = matches!(
+            step.phase,
+            Phase::NixServiceConfig | Phase::Health | Phase::Verify
+        );
+        (app && own).then_some(service)
+    }
+
     pub(super) fn event(&self, step: &Step, status: StepStatus, detail: String, started: Instant) {
         if matches!(status, StepStatus::Changed | StepStatus::Failed) {
-            self.look.stale();
+            match self.own_host_step(step) {
+                Some(service) => self
+                    .look
+                    .stale_for(crate::graph::needing(self.m, [service.to_string()])),
+                None => self.look.stale(),
+            }
         }
         (self.emit)(Event {
             event: "step",

@@ -201,16 +201,11 @@ pub fn select(m: &Manifest, only: &[String]) -> Result<BTreeSet<String>, SelectE
     Ok(chosen)
 }
 
-/// Takes the `skip` services out of `selected`, with everything that needs
-/// them: their dependents through `depends_on`, and for a core service every
-/// application (each needs the whole core). Returns what was taken out, in
-/// name order.
-pub fn skip(
-    m: &Manifest,
-    selected: &mut BTreeSet<String>,
-    skip: &[String],
-) -> Result<Vec<String>, SelectError> {
-    let mut stack: Vec<String> = resolve(m, "--skip", skip)?;
+/// `names` with every enabled service that needs them: their dependents
+/// through `depends_on`, directly or not, and for a core service every
+/// application (each needs the whole core).
+pub fn needing(m: &Manifest, names: impl IntoIterator<Item = String>) -> BTreeSet<String> {
+    let mut stack: Vec<String> = names.into_iter().collect();
     let mut out = BTreeSet::new();
     while let Some(name) = stack.pop() {
         let Some(s) = m.service(&name) else { continue };
@@ -230,6 +225,19 @@ pub fn skip(
             );
         }
     }
+    out
+}
+
+/// Takes the `skip` services out of `selected`, with everything that needs
+/// them: their dependents through `depends_on`, and for a core service every
+/// application (each needs the whole core). Returns what was taken out, in
+/// name order.
+pub fn skip(
+    m: &Manifest,
+    selected: &mut BTreeSet<String>,
+    skip: &[String],
+) -> Result<Vec<String>, SelectError> {
+    let mut out = needing(m, resolve(m, "--skip", skip)?);
     out.retain(|n| selected.remove(n));
     Ok(out.into_iter().collect())
 }
