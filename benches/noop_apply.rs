@@ -16,6 +16,8 @@ use std::time::{Duration, Instant};
 #[allow(dead_code)] // the bench uses the lab's files, not the test harness
 mod lab_stack;
 use lab_stack::copy_tree;
+#[path = "support/floor.rs"]
+mod floor;
 
 fn median(mut v: Vec<Duration>) -> Duration {
     v.sort();
@@ -71,81 +73,6 @@ impl Env {
             ),
         ]
     }
-}
-
-/// The unavoidable checks, all at once: what a no-op run must at least do,
-/// each the cheapest way known, from a fresh process's point of view (the
-/// manifest read, SSH connections opened anew). Read the manifest and the
-/// outputs each workspace holds; then, side by side: a Terraform plan per
-/// workspace; every system's store path evaluated, and each host asked which
-/// system it runs and whether its probes pass; each service's end-to-end
-/// checks (nixmox's contract verifies every service, the core included, on
-/// every apply).
-fn unavoidable(env: &Env, run: usize) -> Duration {
-    for (k, v) in env.vars() {
-        std::env::set_var(k, v);
-    }
-    let control = env.state.join(format!("floor-ssh-{run}"));
-    let start = Instant::now();
-    let validated = nixmox::manifest::load(&env.manifest).expect("manifest");
-    let m = &validated.manifest;
-    let plan = nixmox::plan::build(m, &[]).expect("plan");
-    let tf = nixmox::terraform::stack::terraform_for(m).expect("terraform");
-    let base = m.dir();
-    let steps: Vec<_> = nixmox::terraform::phases::steps(m, &plan)
-        .into_iter()
-        .filter(|s| !s.config.is_empty())
-        .collect();
-    let known = nixmox::terraform::stack::outputs_all(m, &plan, &tf).expect("outputs");
-    let nix = nixmox::nixos::targets::nix_settings(m);
-    let hosts: Vec<_> = m.enabled().collect();
-    let attributes: Vec<(String, String)> = hosts
-        .iter()
-        .map(|s| (s.name.clone(), nixmox::nixos::targets::attribute(s)))
-        .collect();
-    let vctx = nixmox::verify::Context::new(m, &known);
-    std::thread::scope(|scope| {
-        for step in &steps {
-            let (tf, known, base) = (&tf, &known, &base);
-            scope.spawn(move || {
-                tf.plan_phase(
-                    &step.spec(m, base, known),
-                    nixmox::terraform::command::PlanMode::Normal,
-                )
-                .expect("plan")
-            });
-        }
-        let (nix, attributes) = (&nix, &attributes);
-        scope.spawn(move || nixmox::nixos::build::evaluate_all(nix, attributes).expect("eval"));
-        for s in &hosts {
-            let control = control.clone();
-            scope.spawn(move || {
-                let t = nixmox::nixos::targets::target(m, s, control).expect("target");
-                let probe = format!(
-                    "{}; {}",
-                    nixmox::nixos::remote::current_system(),
-                    match &s.health.startup {
-                        Some(nixmox::manifest::Probe::Command(c)) => c.as_str(),
-                        _ => "true",
-                    }
-                );
-                nixmox::nixos::ssh::run(&t, &probe, None, Duration::from_secs(10)).expect("ssh");
-                if let Some(p) = &s.health.readiness {
-                    nixmox::nixos::health::check(p, &t, Duration::from_secs(10)).expect("probe");
-                }
-            });
-        }
-        for s in m.enabled() {
-            let vctx = &vctx;
-            scope.spawn(move || {
-                let checks = nixmox::verify::service(m, s, vctx);
-                assert!(checks.iter().all(|c| c.ok && !c.skipped), "{checks:?}");
-            });
-        }
-    });
-    let elapsed = start.elapsed();
-    let _ = std::fs::remove_dir_all(&control);
-    elapsed
 }
 
 fn main() {
@@ -210,7 +137,17 @@ fn main() {
             String::from_utf8_lossy(&o.stderr)
         );
     });
-    let floor = median((0..runs).map(|run| unavoidable(&env, run)).collect());
+    let floor = median(
+        (0..runs)
+            .map(|run| {
+                floor::unavoidable(
+                    &env.manifest,
+                    &env.vars(),
+                    env.state.join(format!("floor-ssh-{run}")),
+                )
+            })
+            .collect(),
+    );
     drop(env);
     let s = |d: Duration| d.as_secs_f64();
     println!("no-op re-apply of the lab (7 hosts, 2 Terraform workspaces), median of {runs}:");

@@ -60,6 +60,8 @@ command -v npm >/dev/null 2>&1 || need_apt+=(npm)
 [[ -x /usr/bin/chromium ]] || need_apt+=(chromium)
 [[ -e /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf ]] || need_apt+=(fonts-dejavu-core)
 python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || need_apt+=(python3-venv)
+# benches/scale.rs counts the processes and SSH sessions a run starts with strace.
+command -v strace >/dev/null 2>&1 || need_apt+=(strace)
 
 if ((${#need_apt[@]})); then
   if [[ $(id -u) -ne 0 ]]; then

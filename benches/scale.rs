@@ -1,0 +1,549 @@
+//! How the cost grows with the stack: the lab with N generated application
+//! hosts on top of its own seven (examples/lab/scale.nix, apps.nix), each
+//! with its database, proxy route and OIDC client. For every N, each figure
+//! is a ratio of two things measured in the same run:
+//!
+//! - first deploy of the whole stack (hosts made, no system yet):
+//!   `--parallel 1` against the default;
+//! - no-op re-apply against the naive loop (scripts/naive_apply.py) and
+//!   against the unavoidable checks all at once (benches/support/floor.rs);
+//! - one application changed (a new version of app01): the run against
+//!   that host's own steps in it (build, copy, switch, gate, verify);
+//! - `verify` and `status` of the whole stack, per host;
+//! - peak memory of nixmox, and the processes and SSH sessions a run
+//!   starts (counted with strace in a run of their own, not a timed one).
+//!
+//! Needs root (lab hosts) and strace. Run:
+//! `cargo bench --bench scale` (N = 4, 8, 16, 32), or choose the sizes:
+//! `NIXMOX_SCALE_SIZES=16 cargo bench --bench scale`.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+#[path = "support/floor.rs"]
+mod floor;
+#[path = "../tests/support/lab_stack.rs"]
+#[allow(dead_code)] // the bench uses the lab's files, not the test harness
+mod lab_stack;
+
+fn median(mut v: Vec<Duration>) -> Duration {
+    v.sort();
+    v[v.len() / 2]
+}
+
+fn secs(d: Duration) -> f64 {
+    d.as_secs_f64()
+}
+
+/// A copy of the lab with `apps` generated applications, its own lab and
+/// state directories; taken down when dropped.
+struct Stack {
+    root: tempfile::TempDir,
+    apps: usize,
+}
+
+impl Stack {
+    fn new(apps: usize) -> Stack {
+        let root = tempfile::tempdir().expect("tempdir");
+        let stack = Stack { root, apps };
+        lab_stack::copy_tree(
+            &PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("examples/lab"),
+            &stack.dir(),
+        );
+        stack.write_scale("1.0");
+        for args in [&["init", "-q"][..], &["add", "-A"]] {
+            git(&stack.dir(), args);
+        }
+        lab_stack::rehome(&stack.manifest(), &stack.lab());
+        stack
+    }
+
+    fn dir(&self) -> PathBuf {
+        self.root.path().join("stack")
+    }
+    fn lab(&self) -> PathBuf {
+        self.root.path().join("lab")
+    }
+    fn state(&self) -> PathBuf {
+        self.root.path().join("state")
+    }
+    fn manifest(&self) -> PathBuf {
+        self.dir().join("manifest.nix")
+    }
+    fn hosts(&self) -> usize {
+        self.apps + 7
+    }
+
+    /// scale.nix with app01 at `version` (the others at 1.0).
+    fn write_scale(&self, version: &str) {
+        std::fs::write(
+            self.dir().join("scale.nix"),
+            format!(
+                "{{ apps = {}; versions = {{ app01 = \"{version}\"; }}; }}\n",
+                self.apps
+            ),
+        )
+        .expect("write scale.nix");
+        if self.dir().join(".git").exists() {
+            git(&self.dir(), &["add", "-A"]);
+        }
+    }
+
+    fn vars(&self) -> Vec<(&'static str, PathBuf)> {
+        let tool = |var: &str, default: &str| {
+            PathBuf::from(std::env::var(var).unwrap_or_else(|_| default.into()))
+        };
+        vec![
+            ("NIXMOX_LAB_DIR", self.lab()),
+            ("NIXMOX_STATE_DIR", self.state()),
+            ("NIXMOX_SSH_KEY", self.lab().join("ssh/id_ed25519")),
+            (
+                "NIXMOX_SSH_KNOWN_HOSTS_FILE",
+                self.lab().join("ssh/known_hosts"),
+            ),
+            ("NIXMOX_CA_FILE", self.lab().join("ca/ca.crt")),
+            (
+                "NIXMOX_TERRAFORM",
+                tool("NIXMOX_TERRAFORM", "/opt/nixmox/bin/terraform"),
+            ),
+            ("NIXMOX_SOPS", tool("NIXMOX_SOPS", "/opt/nixmox/bin/sops")),
+        ]
+    }
+
+    fn command(&self, program: &str, args: &[&str]) -> Command {
+        let mut c = Command::new(program);
+        c.args(args)
+            .arg("-m")
+            .arg(self.manifest())
+            .envs(self.vars())
+            .env("NO_COLOR", "1");
+        c
+    }
+
+    fn nixmox(&self, args: &[&str]) -> Output {
+        self.command(env!("CARGO_BIN_EXE_nixmox"), args)
+            .output()
+            .expect("nixmox")
+    }
+
+    fn must(&self, args: &[&str]) -> Output {
+        let o = self.nixmox(args);
+        assert!(
+            o.status.success(),
+            "nixmox {args:?} on {} hosts: {}{}",
+            self.hosts(),
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        );
+        o
+    }
+
+    /// A run timed, with nixmox's own peak resident memory (its VmHWM, read
+    /// while it runs: the last reading before it exits is the peak).
+    fn measured(&self, args: &[&str]) -> (Duration, u64, Output) {
+        let start = Instant::now();
+        let mut child = self
+            .command(env!("CARGO_BIN_EXE_nixmox"), args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("nixmox");
+        let status = format!("/proc/{}/status", child.id());
+        let reader = {
+            let mut out = child.stdout.take().expect("stdout");
+            let mut err = child.stderr.take().expect("stderr");
+            std::thread::spawn(move || {
+                use std::io::Read;
+                let (mut a, mut b) = (Vec::new(), Vec::new());
+                let e = std::thread::spawn(move || {
+                    let _ = err.read_to_end(&mut b);
+                    b
+                });
+                let _ = out.read_to_end(&mut a);
+                (a, e.join().unwrap_or_default())
+            })
+        };
+        let mut peak = 0;
+        loop {
+            if let Some(kib) = std::fs::read_to_string(&status).ok().and_then(|s| {
+                s.lines()
+                    .find_map(|l| l.strip_prefix("VmHWM:"))
+                    .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            }) {
+                peak = kib;
+            }
+            if child.try_wait().expect("wait").is_some() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let elapsed = start.elapsed();
+        let status = child.wait().expect("wait");
+        let (stdout, stderr) = reader.join().expect("reader");
+        (
+            elapsed,
+            peak,
+            Output {
+                status,
+                stdout,
+                stderr,
+            },
+        )
+    }
+
+    /// The processes a run starts, and how many of them are SSH clients,
+    /// from an strace of its own (slower, so never a timed run).
+    fn counted(&self, args: &[&str]) -> (usize, usize) {
+        let log = self.root.path().join("strace.log");
+        let mut full = vec![
+            "-f",
+            "-z",
+            "-qq",
+            "-e",
+            "trace=execve",
+            "-e",
+            "signal=none",
+            "-o",
+        ];
+        let log_text = log.display().to_string();
+        full.push(&log_text);
+        full.push(env!("CARGO_BIN_EXE_nixmox"));
+        full.extend_from_slice(args);
+        let o = self
+            .command("strace", &full)
+            .output()
+            .expect("strace (scripts/setup.sh installs it)");
+        assert!(
+            o.status.success(),
+            "strace nixmox {args:?}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        let text = std::fs::read_to_string(&log).expect("strace log");
+        let execs: Vec<&str> = text.lines().filter(|l| l.contains("execve(")).collect();
+        let ssh = execs
+            .iter()
+            .filter(|l| {
+                l.split('"')
+                    .nth(1)
+                    .is_some_and(|p| p.rsplit('/').next() == Some("ssh"))
+            })
+            .count();
+        // The first exec is nixmox itself.
+        (execs.len().saturating_sub(1), ssh)
+    }
+
+    /// Hosts made, nothing deployed, no run recorded: what a first deploy
+    /// starts from.
+    fn fresh(&self) {
+        let _ = self.nixmox(&["lab", "down"]);
+        let _ = std::fs::remove_dir_all(self.state());
+        self.must(&["lab", "up", "--no-systems"]);
+    }
+}
+
+impl Drop for Stack {
+    fn drop(&mut self) {
+        let _ = self.nixmox(&["lab", "down"]);
+    }
+}
+
+fn git(dir: &Path, args: &[&str]) {
+    let o = Command::new("git")
+        .arg("-C")
+        .arg(dir)
+        .args(args)
+        .output()
+        .expect("git");
+    assert!(o.status.success(), "git {args:?}");
+}
+
+/// The slowest steps of an `apply --json` stream: where a run's time went.
+fn slowest(json: &[u8], n: usize) -> String {
+    let mut steps: Vec<(f64, String)> = String::from_utf8_lossy(json)
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|e| e["event"] == "step" && e["status"] != "started")
+        .filter_map(|e| Some((e["seconds"].as_f64()?, e["step"].as_str()?.to_string())))
+        .collect();
+    steps.sort_by(|a, b| b.0.total_cmp(&a.0));
+    steps
+        .iter()
+        .take(n)
+        .map(|(t, s)| format!("{s} {t:.2} s"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The seconds of every step of `service` in an `apply --json` stream.
+fn own_steps(json: &[u8], service: &str) -> Duration {
+    String::from_utf8_lossy(json)
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|e| e["event"] == "step" && e["service"] == service && e["status"] != "started")
+        .filter_map(|e| e["seconds"].as_f64())
+        .map(Duration::from_secs_f64)
+        .sum()
+}
+
+struct Row {
+    apps: usize,
+    hosts: usize,
+    cold: Duration,
+    serial: Duration,
+    side_by_side: Duration,
+    naive: Duration,
+    noop: Duration,
+    noop_slowest: String,
+    floor: Duration,
+    change: Duration,
+    change_slowest: String,
+    own: Duration,
+    verify: Duration,
+    status: Duration,
+    peak_kib: u64,
+    noop_counts: (usize, usize),
+    change_counts: (usize, usize),
+    verify_counts: (usize, usize),
+    status_counts: (usize, usize),
+}
+
+fn measure(apps: usize, runs: usize) -> Row {
+    let stack = Stack::new(apps);
+    let time_of = |args: &[&str]| -> (Duration, u64) {
+        let (t, peak, o) = stack.measured(args);
+        assert!(
+            o.status.success(),
+            "nixmox {args:?} on {} hosts: {}",
+            stack.hosts(),
+            String::from_utf8_lossy(&o.stdout)
+        );
+        (t, peak)
+    };
+    // First deploys: once cold (its systems built), then side by side and
+    // one at a time, each from hosts with nothing on them.
+    stack.fresh();
+    let (cold, mut peak) = time_of(&["apply"]);
+    stack.fresh();
+    let (serial, _) = time_of(&["apply", "--parallel", "1"]);
+    stack.fresh();
+    let (side_by_side, p) = time_of(&["apply"]);
+    peak = peak.max(p);
+
+    // No-op re-applies: nixmox, the naive loop, the floor.
+    let mut noops = Vec::new();
+    let mut noop_slowest = String::new();
+    for _ in 0..runs {
+        let (t, p, o) = stack.measured(&["apply", "--json"]);
+        assert!(o.status.success(), "no-op apply");
+        peak = peak.max(p);
+        noops.push(t);
+        noop_slowest = slowest(&o.stdout, 4);
+    }
+    let naive = median(
+        (0..runs)
+            .map(|_| {
+                let start = Instant::now();
+                let o = Command::new("python3")
+                    .arg(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("scripts/naive_apply.py"))
+                    .arg(stack.manifest())
+                    .arg(stack.state())
+                    .arg(stack.lab())
+                    .envs(stack.vars())
+                    .output()
+                    .expect("naive loop");
+                assert!(
+                    o.status.success(),
+                    "naive loop: {}",
+                    String::from_utf8_lossy(&o.stderr)
+                );
+                start.elapsed()
+            })
+            .collect(),
+    );
+    let floor = median(
+        (0..runs)
+            .map(|run| {
+                floor::unavoidable(
+                    &stack.manifest(),
+                    &stack.vars(),
+                    stack.state().join(format!("floor-ssh-{run}")),
+                )
+            })
+            .collect(),
+    );
+
+    // One application changed, a new version each time.
+    let mut changes = Vec::new();
+    let mut owns = Vec::new();
+    let mut change_slowest = String::new();
+    for round in 0..runs {
+        stack.write_scale(&format!("1.{}", round + 1));
+        let (t, p, o) = stack.measured(&["apply", "--json"]);
+        assert!(o.status.success(), "apply of a changed app01");
+        peak = peak.max(p);
+        changes.push(t);
+        owns.push(own_steps(&o.stdout, "app01"));
+        change_slowest = slowest(&o.stdout, 4);
+    }
+
+    let mut verifies = Vec::new();
+    let mut statuses = Vec::new();
+    for _ in 0..runs {
+        let (t, p) = time_of(&["verify"]);
+        verifies.push(t);
+        peak = peak.max(p);
+        let (t, p) = time_of(&["status"]);
+        statuses.push(t);
+        peak = peak.max(p);
+    }
+
+    let noop_counts = stack.counted(&["apply"]);
+    stack.write_scale("2.0");
+    let change_counts = stack.counted(&["apply"]);
+    let verify_counts = stack.counted(&["verify"]);
+    let status_counts = stack.counted(&["status"]);
+    Row {
+        apps,
+        hosts: stack.hosts(),
+        cold,
+        serial,
+        side_by_side,
+        naive,
+        noop: median(noops),
+        noop_slowest,
+        floor,
+        change: median(changes),
+        change_slowest,
+        own: median(owns),
+        verify: median(verifies),
+        status: median(statuses),
+        peak_kib: peak,
+        noop_counts,
+        change_counts,
+        verify_counts,
+        status_counts,
+    }
+}
+
+fn print(r: &Row, runs: usize) {
+    let per = |d: Duration| secs(d) / r.hosts as f64 * 1000.0;
+    println!(
+        "\nscale: {} generated apps, {} hosts (median of {runs} where repeated)",
+        r.apps, r.hosts
+    );
+    println!(
+        "  first deploy (systems built)       {:>7.2} s",
+        secs(r.cold)
+    );
+    println!(
+        "  first deploy --parallel 1          {:>7.2} s",
+        secs(r.serial)
+    );
+    println!(
+        "  first deploy (default --parallel)  {:>7.2} s   {:.2}x faster than --parallel 1",
+        secs(r.side_by_side),
+        secs(r.serial) / secs(r.side_by_side)
+    );
+    println!(
+        "  no-op: naive loop                  {:>7.2} s",
+        secs(r.naive)
+    );
+    println!(
+        "  no-op: unavoidable checks          {:>7.2} s",
+        secs(r.floor)
+    );
+    println!(
+        "  no-op: nixmox apply                {:>7.2} s   {:.1}x faster than the naive loop (target at 32: 10x), {:.2}x the unavoidable checks (target: 1.2x)",
+        secs(r.noop),
+        secs(r.naive) / secs(r.noop),
+        secs(r.noop) / secs(r.floor)
+    );
+    println!("    its slowest steps (last run): {}", r.noop_slowest);
+    println!(
+        "  one app changed: nixmox apply      {:>7.2} s   {:.2}x app01's own steps ({:.2} s; target: 1.5x)",
+        secs(r.change),
+        secs(r.change) / secs(r.own),
+        secs(r.own)
+    );
+    println!("    its slowest steps (last run): {}", r.change_slowest);
+    println!(
+        "  verify                             {:>7.2} s   {:.0} ms per host",
+        secs(r.verify),
+        per(r.verify)
+    );
+    println!(
+        "  status                             {:>7.2} s   {:.0} ms per host",
+        secs(r.status),
+        per(r.status)
+    );
+    println!(
+        "  nixmox peak memory                 {:>7.1} MiB",
+        r.peak_kib as f64 / 1024.0
+    );
+    for (what, (procs, ssh)) in [
+        ("no-op apply", r.noop_counts),
+        ("one-app apply", r.change_counts),
+        ("verify", r.verify_counts),
+        ("status", r.status_counts),
+    ] {
+        println!(
+            "  {what:<14} processes {procs:>5} ({:.1} per host), SSH sessions {ssh:>3} ({:.2} per host)",
+            procs as f64 / r.hosts as f64,
+            ssh as f64 / r.hosts as f64
+        );
+    }
+}
+
+fn main() {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    if !status
+        .lines()
+        .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0"))
+    {
+        println!("scale: skipped, it needs root to bring the lab up");
+        return;
+    }
+    let sizes: Vec<usize> = std::env::var("NIXMOX_SCALE_SIZES")
+        .unwrap_or_else(|_| "4,8,16,32".into())
+        .split(',')
+        .map(|n| {
+            n.trim()
+                .parse()
+                .ok()
+                .filter(|n| (1..=32).contains(n))
+                .unwrap_or_else(|| {
+                    panic!("NIXMOX_SCALE_SIZES: {n:?} is not a number of apps from 1 to 32")
+                })
+        })
+        .collect();
+    let runs: usize = std::env::var("NIXMOX_SCALE_RUNS")
+        .ok()
+        .and_then(|r| r.parse().ok())
+        .filter(|r| (1..=9).contains(r))
+        .unwrap_or(3);
+    let mut rows = Vec::new();
+    for n in sizes {
+        let row = measure(n, runs);
+        print(&row, runs);
+        rows.push(row);
+    }
+    println!("\n| apps | hosts | first deploy p1/default | no-op vs naive | no-op / floor | one app / own steps | verify | status | peak MiB | processes (no-op) | SSH (no-op) |");
+    println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    for r in &rows {
+        println!(
+            "| {} | {} | {:.2}x | {:.1}x | {:.2}x | {:.2}x | {:.2} s | {:.2} s | {:.0} | {} | {} |",
+            r.apps,
+            r.hosts,
+            secs(r.serial) / secs(r.side_by_side),
+            secs(r.naive) / secs(r.noop),
+            secs(r.noop) / secs(r.floor),
+            secs(r.change) / secs(r.own),
+            secs(r.verify),
+            secs(r.status),
+            r.peak_kib as f64 / 1024.0,
+            r.noop_counts.0,
+            r.noop_counts.1
+        );
+    }
+}

@@ -1,0 +1,79 @@
+//! The floor a no-op re-apply is measured against (benches/noop_apply.rs
+//! and benches/scale.rs): the checks no run can avoid, all at once.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+/// The unavoidable checks, all at once: what a no-op run must at least do,
+/// each the cheapest way known, from a fresh process's point of view (the
+/// manifest read, SSH connections opened anew). Read the manifest and the
+/// outputs each workspace holds; then, side by side: a Terraform plan per
+/// workspace; every system's store path evaluated, and each host asked which
+/// system it runs and whether its probes pass; each service's end-to-end
+/// checks (nixmox's contract verifies every service, the core included, on
+/// every apply).
+pub fn unavoidable(manifest: &Path, vars: &[(&str, PathBuf)], control: PathBuf) -> Duration {
+    for (k, v) in vars {
+        std::env::set_var(k, v);
+    }
+    let start = Instant::now();
+    let validated = nixmox::manifest::load(manifest).expect("manifest");
+    let m = &validated.manifest;
+    let plan = nixmox::plan::build(m, &[]).expect("plan");
+    let tf = nixmox::terraform::stack::terraform_for(m).expect("terraform");
+    let base = m.dir();
+    let steps: Vec<_> = nixmox::terraform::phases::steps(m, &plan)
+        .into_iter()
+        .filter(|s| !s.config.is_empty())
+        .collect();
+    let known = nixmox::terraform::stack::outputs_all(m, &plan, &tf).expect("outputs");
+    let nix = nixmox::nixos::targets::nix_settings(m);
+    let hosts: Vec<_> = m.enabled().collect();
+    let attributes: Vec<(String, String)> = hosts
+        .iter()
+        .map(|s| (s.name.clone(), nixmox::nixos::targets::attribute(s)))
+        .collect();
+    let vctx = nixmox::verify::Context::new(m, &known);
+    std::thread::scope(|scope| {
+        for step in &steps {
+            let (tf, known, base) = (&tf, &known, &base);
+            scope.spawn(move || {
+                tf.plan_phase(
+                    &step.spec(m, base, known),
+                    nixmox::terraform::command::PlanMode::Normal,
+                )
+                .expect("plan")
+            });
+        }
+        let (nix, attributes) = (&nix, &attributes);
+        scope.spawn(move || nixmox::nixos::build::evaluate_all(nix, attributes).expect("eval"));
+        for s in &hosts {
+            let control = control.clone();
+            scope.spawn(move || {
+                let t = nixmox::nixos::targets::target(m, s, control).expect("target");
+                let probe = format!(
+                    "{}; {}",
+                    nixmox::nixos::remote::current_system(),
+                    match &s.health.startup {
+                        Some(nixmox::manifest::Probe::Command(c)) => c.as_str(),
+                        _ => "true",
+                    }
+                );
+                nixmox::nixos::ssh::run(&t, &probe, None, Duration::from_secs(10)).expect("ssh");
+                if let Some(p) = &s.health.readiness {
+                    nixmox::nixos::health::check(p, &t, Duration::from_secs(10)).expect("probe");
+                }
+            });
+        }
+        for s in m.enabled() {
+            let vctx = &vctx;
+            scope.spawn(move || {
+                let checks = nixmox::verify::service(m, s, vctx);
+                assert!(checks.iter().all(|c| c.ok && !c.skipped), "{checks:?}");
+            });
+        }
+    });
+    let elapsed = start.elapsed();
+    let _ = std::fs::remove_dir_all(&control);
+    elapsed
+}
