@@ -10,7 +10,7 @@
 //! - one application changed (a new version of app01): the run against
 //!   that host's own steps in it (build, copy, switch, gate, verify);
 //! - `verify` and `status` of the whole stack, per host;
-//! - peak memory of nixmox, and the processes and SSH sessions a run
+//! - peak memory of nixmox, and the processes and ssh commands a run
 //!   starts (counted with strace in a run of their own, not a timed one).
 //!
 //! Needs root (lab hosts) and strace. Run:
@@ -488,7 +488,7 @@ fn print(r: &Row, runs: usize) {
         ("status", r.status_counts),
     ] {
         println!(
-            "  {what:<14} processes {procs:>5} ({:.1} per host), SSH sessions {ssh:>3} ({:.2} per host)",
+            "  {what:<14} processes {procs:>5} ({:.1} per host), ssh commands {ssh:>3} ({:.2} per host)",
             procs as f64 / r.hosts as f64,
             ssh as f64 / r.hosts as f64
         );
@@ -528,7 +528,7 @@ fn main() {
         print(&row, runs);
         rows.push(row);
     }
-    println!("\n| apps | hosts | first deploy p1/default | no-op vs naive | no-op / floor | one app / own steps | verify | status | peak MiB | processes (no-op) | SSH (no-op) |");
+    println!("\n| apps | hosts | first deploy p1/default | no-op vs naive | no-op / floor | one app / own steps | verify | status | peak MiB | processes (no-op) | ssh commands (no-op) |");
     println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     for r in &rows {
         println!(

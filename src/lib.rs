@@ -4,6 +4,7 @@
 //! [`manifest`] (read, model, validate) → [`graph`] (order, selection) →
 //! [`plan`] (phases and steps, pure data) → [`report`] (what people and programs see).
 
+pub mod bounded;
 pub mod cli;
 pub mod engine;
 pub mod files;

@@ -66,35 +66,27 @@ pub fn run(cli: &Cli, args: &StatusArgs) -> Result<ExitCode, CliError> {
     } else {
         Some(plan::build(m, &[])?)
     };
-    let next = std::sync::atomic::AtomicUsize::new(0);
-    let looked: Vec<std::sync::Mutex<Option<ServiceStatus>>> =
-        chosen.iter().map(|_| Default::default()).collect();
-    let phases = std::thread::scope(|scope| {
-        for _ in 0..HOSTS_AT_ONCE.min(chosen.len()) {
-            scope.spawn(|| loop {
-                let i = next.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-                let Some((s, t, last_good)) = chosen.get(i) else {
-                    break;
-                };
-                let seen = look(s, t, last_good.clone());
-                *looked[i].lock().unwrap_or_else(|e| e.into_inner()) = Some(seen);
-            });
-        }
+    let (services, phases) = std::thread::scope(|scope| {
+        let looks = scope.spawn(|| {
+            crate::bounded::map(&chosen, HOSTS_AT_ONCE, |(s, t, last_good)| {
+                look(s, t, last_good.clone())
+            })
+        });
         // What changed outside Terraform, from refresh-only plans (what
         // the manifest would change is `plan`'s to say).
-        stack::plan_all_in(
+        let phases = stack::plan_all_in(
             m,
             whole.as_ref().unwrap_or(&p),
             &tf,
             crate::terraform::command::PlanMode::RefreshOnly,
-        )
-    })
-    .map_err(|e| CliError::Message(e.to_string()))?;
-    let services: Vec<ServiceStatus> = looked
-        .into_iter()
-        .filter_map(|l| l.into_inner().unwrap_or_else(|e| e.into_inner()))
-        .collect();
+        );
+        (looks.join(), phases)
+    });
     crate::nixos::ssh_mux::close_all(&control);
+    let services = services.map_err(|_| {
+        CliError::Message("status: looking at the hosts stopped with an internal error; nothing was changed, run it again".into())
+    })?;
+    let phases = phases.map_err(|e| CliError::Message(e.to_string()))?;
     let tf_drift: Vec<(String, String)> = phases
         .iter()
         .filter_map(|ph| match &ph.plan {

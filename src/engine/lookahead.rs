@@ -350,26 +350,17 @@ pub(super) fn start<'s, 'e>(ctx: &'e Ctx<'e>, scope: &'s Scope<'s, 'e>) {
     // ...and the end-to-end checks with all of them: after the plans (the
     // run's first step waits for a plan, not for them), a few services at a
     // time, in the order the run reaches them.
-    let queue = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    for _ in 0..VERIFY_AT_ONCE.min(look.verify_order.len()) {
-        let queue = queue.clone();
-        scope.spawn(move || {
-            let known = look.held_outputs(look.held.keys());
-            for plan in look.tf.values() {
-                plan.wait();
-            }
-            loop {
-                let i = queue.fetch_add(1, Ordering::SeqCst);
-                let Some(name) = look.verify_order.get(i) else {
-                    break;
-                };
-                let Some(slot) = look.verify.get(name) else {
-                    continue;
-                };
+    scope.spawn(move || {
+        let known = look.held_outputs(look.held.keys());
+        for plan in look.tf.values() {
+            plan.wait();
+        }
+        crate::bounded::map(&look.verify_order, VERIFY_AT_ONCE, |name| {
+            if let Some(slot) = look.verify.get(name) {
                 fill(slot, || verify(ctx, name, known.as_ref()?));
             }
         });
-    }
+    });
 }
 
 /// One round trip to the PostgreSQL host: every native database of the

@@ -581,21 +581,9 @@ pub const SERVICES_AT_ONCE: usize = 4;
 /// result in the order of `services`, whatever order they finished in.
 pub fn all(m: &Manifest, services: &[String], ctx: &Context) -> Vec<Check> {
     let chosen: Vec<&Service> = services.iter().filter_map(|n| m.service(n)).collect();
-    let next = std::sync::atomic::AtomicUsize::new(0);
-    let done: Vec<std::sync::Mutex<Vec<Check>>> =
-        chosen.iter().map(|_| Default::default()).collect();
-    std::thread::scope(|scope| {
-        for _ in 0..SERVICES_AT_ONCE.min(chosen.len()) {
-            scope.spawn(|| loop {
-                let i = next.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-                let Some(s) = chosen.get(i) else { break };
-                let checks = service(m, s, ctx);
-                *done[i].lock().unwrap_or_else(|e| e.into_inner()) = checks;
-            });
-        }
-    });
-    done.into_iter()
-        .flat_map(|c| c.into_inner().unwrap_or_else(|e| e.into_inner()))
+    crate::bounded::map(&chosen, SERVICES_AT_ONCE, |s| service(m, s, ctx))
+        .into_iter()
+        .flatten()
         .collect()
 }
 
