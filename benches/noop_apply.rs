@@ -49,29 +49,7 @@ impl Env {
     }
 
     fn vars(&self) -> Vec<(&'static str, PathBuf)> {
-        vec![
-            ("NIXMOX_LAB_DIR", self.lab.clone()),
-            ("NIXMOX_STATE_DIR", self.state.clone()),
-            ("NIXMOX_SSH_KEY", self.lab.join("ssh/id_ed25519")),
-            (
-                "NIXMOX_SSH_KNOWN_HOSTS_FILE",
-                self.lab.join("ssh/known_hosts"),
-            ),
-            ("NIXMOX_CA_FILE", self.lab.join("ca/ca.crt")),
-            (
-                "NIXMOX_TERRAFORM",
-                PathBuf::from(
-                    std::env::var("NIXMOX_TERRAFORM")
-                        .unwrap_or_else(|_| "/opt/nixmox/bin/terraform".into()),
-                ),
-            ),
-            (
-                "NIXMOX_SOPS",
-                PathBuf::from(
-                    std::env::var("NIXMOX_SOPS").unwrap_or_else(|_| "/opt/nixmox/bin/sops".into()),
-                ),
-            ),
-        ]
+        floor::lab_env(&self.lab, &self.state)
     }
 }
 

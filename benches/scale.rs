@@ -91,24 +91,7 @@ impl Stack {
     }
 
     fn vars(&self) -> Vec<(&'static str, PathBuf)> {
-        let tool = |var: &str, default: &str| {
-            PathBuf::from(std::env::var(var).unwrap_or_else(|_| default.into()))
-        };
-        vec![
-            ("NIXMOX_LAB_DIR", self.lab()),
-            ("NIXMOX_STATE_DIR", self.state()),
-            ("NIXMOX_SSH_KEY", self.lab().join("ssh/id_ed25519")),
-            (
-                "NIXMOX_SSH_KNOWN_HOSTS_FILE",
-                self.lab().join("ssh/known_hosts"),
-            ),
-            ("NIXMOX_CA_FILE", self.lab().join("ca/ca.crt")),
-            (
-                "NIXMOX_TERRAFORM",
-                tool("NIXMOX_TERRAFORM", "/opt/nixmox/bin/terraform"),
-            ),
-            ("NIXMOX_SOPS", tool("NIXMOX_SOPS", "/opt/nixmox/bin/sops")),
-        ]
+        floor::lab_env(&self.lab(), &self.state())
     }
 
     fn command(&self, program: &str, args: &[&str]) -> Command {

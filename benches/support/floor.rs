@@ -4,6 +4,26 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+/// The environment nixmox (and the floor) run in on a lab kept in `lab`
+/// with its state in `state`.
+pub fn lab_env(lab: &Path, state: &Path) -> Vec<(&'static str, PathBuf)> {
+    let tool = |var: &str, default: &str| {
+        PathBuf::from(std::env::var(var).unwrap_or_else(|_| default.into()))
+    };
+    vec![
+        ("NIXMOX_LAB_DIR", lab.to_path_buf()),
+        ("NIXMOX_STATE_DIR", state.to_path_buf()),
+        ("NIXMOX_SSH_KEY", lab.join("ssh/id_ed25519")),
+        ("NIXMOX_SSH_KNOWN_HOSTS_FILE", lab.join("ssh/known_hosts")),
+        ("NIXMOX_CA_FILE", lab.join("ca/ca.crt")),
+        (
+            "NIXMOX_TERRAFORM",
+            tool("NIXMOX_TERRAFORM", "/opt/nixmox/bin/terraform"),
+        ),
+        ("NIXMOX_SOPS", tool("NIXMOX_SOPS", "/opt/nixmox/bin/sops")),
+    ]
+}
+
 /// The unavoidable checks, all at once: what a no-op run must at least do,
 /// each the cheapest way known, from a fresh process's point of view (the
 /// manifest read, SSH connections opened anew). Read the manifest and the

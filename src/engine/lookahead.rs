@@ -264,9 +264,6 @@ fn has_native_db(s: &Service) -> bool {
         .any(|d| d.mode == Some(DbMode::NativeMigration))
 }
 
-/// Services whose end-to-end checks the look ahead runs at once.
-const VERIFY_AT_ONCE: usize = 4;
-
 /// Starts every look on `scope`; each fills its slot when done.
 pub(super) fn start<'s, 'e>(ctx: &'e Ctx<'e>, scope: &'s Scope<'s, 'e>) {
     let look = &ctx.look;
@@ -355,11 +352,15 @@ pub(super) fn start<'s, 'e>(ctx: &'e Ctx<'e>, scope: &'s Scope<'s, 'e>) {
         for plan in look.tf.values() {
             plan.wait();
         }
-        crate::bounded::map(&look.verify_order, VERIFY_AT_ONCE, |name| {
-            if let Some(slot) = look.verify.get(name) {
-                fill(slot, || verify(ctx, name, known.as_ref()?));
-            }
-        });
+        crate::bounded::map(
+            &look.verify_order,
+            crate::verify::SERVICES_AT_ONCE,
+            |name| {
+                if let Some(slot) = look.verify.get(name) {
+                    fill(slot, || verify(ctx, name, known.as_ref()?));
+                }
+            },
+        );
     });
 }
 

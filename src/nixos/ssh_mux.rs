@@ -22,13 +22,7 @@ const MUX_VERSION: u32 = 4;
 pub fn close_all(dir: &Path) {
     if let Ok(entries) = std::fs::read_dir(dir) {
         let sockets: Vec<_> = entries.flatten().map(|e| e.path()).collect();
-        std::thread::scope(|scope| {
-            for socket in &sockets {
-                scope.spawn(move || {
-                    let _ = terminate(socket);
-                });
-            }
-        });
+        crate::bounded::map(&sockets, 16, |socket| terminate(socket));
     }
     let _ = std::fs::remove_dir_all(dir);
 }
