@@ -75,7 +75,6 @@ fn discover(app: &App) -> Result<Issuer, String> {
         pin: Some(pin),
         ca_file: ca.as_deref(),
         timeout: Duration::from_secs(10),
-        cookie: None,
     })?;
     if r.status != 200 {
         return Err(format!(

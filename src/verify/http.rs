@@ -1,18 +1,29 @@
-//! HTTPS requests through the stack's proxy, by curl: it verifies the chain
-//! against the lab's or the user's CA bundle and the name, and is pinned to
-//! the proxy's address (`--resolve`) so the check does not depend on the
-//! machine's resolver. Every request is bounded by `--max-time`.
+//! HTTPS requests through the stack's proxy, inside the process: the chain
+//! verified against the lab's or the user's CA bundle and the name, every
+//! request pinned to the proxy's address (so a check does not depend on the
+//! machine's resolver, nor on a proxy from the environment) and bounded by
+//! its timeout. Connections are kept alive and shared by every check of a
+//! run that goes to the same address with the same CA bundle: a verify of
+//! forty services opens a handful of TLS connections, not hundreds of
+//! processes. Redirects are never followed; the caller reads them.
 
-use std::collections::BTreeMap;
-use std::net::IpAddr;
-use std::path::Path;
-use std::process::Command;
+use std::collections::{BTreeMap, HashMap};
+use std::io::Read;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
+use ureq::unversioned::resolver::{ResolvedSocketAddrs, Resolver};
+use ureq::unversioned::transport::{DefaultConnector, NextTimeout};
+use ureq::Agent;
+
+/// The most of a body a check reads: discovery documents, key sets, login
+/// pages and token answers are a few KiB.
+const BODY_LIMIT: u64 = 1 << 20;
 
 #[derive(Debug, Clone)]
 pub struct Response {
     pub status: u16,
-    /// Header names lower-cased.
+    /// Header names lower-cased; of a repeated header, the last.
     pub headers: BTreeMap<String, String>,
     pub body: String,
 }
@@ -23,209 +34,206 @@ pub struct Request<'a> {
     pub pin: Option<IpAddr>,
     pub ca_file: Option<&'a str>,
     pub timeout: Duration,
-    pub cookie: Option<&'a str>,
-}
-
-/// The curl argument vector: headers to stdout, body to a temp file is not
-/// needed (the bodies checked are small), redirects never followed.
-pub fn argv(r: &Request) -> Vec<String> {
-    argv_with(r, None, false)
-}
-
-/// What a request of a browser-like session adds: a cookie jar curl reads
-/// and writes, and a curl config on stdin (`--config -`) carrying whatever
-/// must not appear on a command line other users can read with `ps`: a
-/// form body with a password, a code or a client secret, an Authorization
-/// header.
-pub fn argv_with(r: &Request, jar: Option<&Path>, stdin_config: bool) -> Vec<String> {
-    let mut a: Vec<String> = vec![
-        "-sS".into(),
-        "-i".into(),
-        "--max-time".into(),
-        r.timeout.as_secs().max(1).to_string(),
-    ];
-    if let Some(ca) = r.ca_file {
-        a.push("--cacert".into());
-        a.push(ca.into());
-    }
-    if let (Some(ip), Ok(u)) = (r.pin, url::Url::parse(r.url)) {
-        if let Some(host) = u.host_str() {
-            let port = u.port_or_known_default().unwrap_or(443);
-            let ip = match ip {
-                IpAddr::V6(v6) => format!("[{v6}]"),
-                IpAddr::V4(v4) => v4.to_string(),
-            };
-            a.push("--resolve".into());
-            a.push(format!("{host}:{port}:{ip}"));
-        }
-    }
-    if let Some(c) = r.cookie {
-        a.push("--cookie".into());
-        a.push(c.into());
-    }
-    if let Some(jar) = jar {
-        a.push("--cookie".into());
-        a.push(jar.display().to_string());
-        a.push("--cookie-jar".into());
-        a.push(jar.display().to_string());
-    }
-    if stdin_config {
-        a.push("--config".into());
-        a.push("-".into());
-    }
-    a.push("--".into());
-    a.push(r.url.into());
-    a
-}
-
-pub fn get(r: &Request) -> Result<Response, String> {
-    let out = Command::new("curl")
-        .args(argv(r))
-        .output()
-        .map_err(|e| format!("cannot run curl (install curl): {e}"))?;
-    if !out.status.success() {
-        return Err(format!(
-            "{}: {}",
-            r.url,
-            String::from_utf8_lossy(&out.stderr).trim()
-        ));
-    }
-    parse(&String::from_utf8_lossy(&out.stdout))
-        .ok_or_else(|| format!("{}: an answer that is not HTTP", r.url))
 }
 
 /// A form POST: the url-encoded body and an optional Authorization header
-/// value, both handed to curl on stdin, never on its command line.
+/// value. Both stay in this process (no command line, no file).
 pub struct Form<'a> {
     pub body: &'a str,
     pub authorization: Option<&'a str>,
 }
 
-/// The curl config (`--config -`) for a form: `data-raw` makes it a POST
-/// with `application/x-www-form-urlencoded`.
-pub fn form_config(f: &Form) -> String {
-    let q = |v: &str| v.replace('\\', "\\\\").replace('"', "\\\"");
-    let mut c = format!("data-raw = \"{}\"\n", q(f.body));
-    if let Some(a) = f.authorization {
-        c.push_str(&format!("header = \"Authorization: {}\"\n", q(a)));
+/// Resolves every name to one address: `curl --resolve` for all the
+/// agent's requests (each agent serves one pin).
+#[derive(Debug)]
+struct Pinned(IpAddr);
+
+impl Resolver for Pinned {
+    fn resolve(
+        &self,
+        uri: &ureq::http::Uri,
+        _config: &ureq::config::Config,
+        _timeout: NextTimeout,
+    ) -> Result<ResolvedSocketAddrs, ureq::Error> {
+        let port = uri
+            .port_u16()
+            .unwrap_or(if uri.scheme_str() == Some("http") {
+                80
+            } else {
+                443
+            });
+        let mut addrs = self.empty();
+        addrs.push(SocketAddr::new(self.0, port));
+        Ok(addrs)
     }
-    c
 }
 
-/// A GET (no form) or a form POST, with an optional cookie jar. Errors name
-/// the URL without its query (it may carry state the caller keeps private).
-pub fn send(r: &Request, jar: Option<&Path>, form: Option<&Form>) -> Result<Response, String> {
-    let mut cmd = Command::new("curl");
-    cmd.args(argv_with(r, jar, form.is_some()));
-    let config = form.map(form_config);
-    let shown = r.url.split('?').next().unwrap_or_default();
-    // curl bounds itself with --max-time; the bound here is for a curl that does not.
-    let out = crate::process::run_tool(
-        cmd,
-        config.as_deref().map(str::as_bytes),
-        r.timeout + Duration::from_secs(5),
-        "curl",
-        "install curl",
-    )
-    .map_err(|e| format!("{shown}: {e}"))?;
-    if out.code != Some(0) {
-        return Err(format!("{shown}: {}", out.stderr.trim()));
-    }
-    parse(&out.stdout).ok_or_else(|| format!("{shown}: an answer that is not HTTP"))
-}
-
-/// Splits curl's `-i` output into status, headers and body.
-pub fn parse(text: &str) -> Option<Response> {
-    let (head, body) = text
-        .split_once("\r\n\r\n")
-        .or_else(|| text.split_once("\n\n"))?;
-    let mut lines = head.lines();
-    let status = lines.next()?.split_whitespace().nth(1)?.parse().ok()?;
-    let headers = lines
-        .filter_map(|l| l.split_once(':'))
-        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
+/// A new agent for `pin` and `ca_file`: no cookies, redirects returned.
+fn agent(pin: Option<IpAddr>, ca_file: Option<&str>) -> Result<Agent, String> {
+    let roots: Vec<ureq::tls::Certificate<'static>> = super::tls::roots(ca_file)?
+        .iter()
+        .map(|der| ureq::tls::Certificate::from_der(der.as_ref()).to_owned())
         .collect();
-    Some(Response {
-        status,
-        headers,
-        body: body.to_string(),
+    let config = Agent::config_builder()
+        .http_status_as_error(false)
+        .max_redirects(0)
+        .proxy(None)
+        .user_agent("nixmox-verify")
+        .tls_config(
+            ureq::tls::TlsConfig::builder()
+                .root_certs(ureq::tls::RootCerts::Specific(Arc::new(roots)))
+                .build(),
+        )
+        .build();
+    Ok(match pin {
+        Some(ip) => Agent::with_parts(config, DefaultConnector::new(), Pinned(ip)),
+        None => Agent::new_with_config(config),
     })
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
+type Key = (Option<IpAddr>, Option<String>);
 
-    #[test]
-    fn exact_curl_argv_and_parsing() {
-        let r = Request {
-            url: "https://docs.lab.test/a?b=c",
-            pin: Some("10.213.0.4".parse().expect("ip")),
-            ca_file: Some("/lab/ca.crt"),
-            timeout: Duration::from_secs(5),
-            cookie: None,
-        };
-        assert_eq!(
-            argv(&r),
-            [
-                "-sS",
-                "-i",
-                "--max-time",
-                "5",
-                "--cacert",
-                "/lab/ca.crt",
-                "--resolve",
-                "docs.lab.test:443:10.213.0.4",
-                "--",
-                "https://docs.lab.test/a?b=c"
-            ]
-        );
-        let resp =
-            parse("HTTP/2 302\r\nLocation: https://auth.lab.test/x\r\nX-Lab: nixmox\r\n\r\nbody")
-                .expect("parse");
-        assert_eq!(resp.status, 302);
-        assert_eq!(resp.headers["location"], "https://auth.lab.test/x");
-        assert_eq!(resp.body, "body");
+/// The process's shared agents: one per pin and CA bundle, so checks of one
+/// run (and of serve's lifetime) reuse their connections.
+fn shared(pin: Option<IpAddr>, ca_file: Option<&str>) -> Result<Agent, String> {
+    static AGENTS: OnceLock<Mutex<HashMap<Key, Agent>>> = OnceLock::new();
+    let key = (pin, ca_file.map(str::to_string));
+    let mut agents = AGENTS
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|p| p.into_inner());
+    if let Some(a) = agents.get(&key) {
+        return Ok(a.clone());
+    }
+    let a = agent(pin, ca_file)?;
+    agents.insert(key, a.clone());
+    Ok(a)
+}
+
+/// A browser-like session: its own cookie jar, in memory, gone with it.
+/// Its requests share the process's connections; the cookies are its own.
+#[derive(Default)]
+pub struct Session {
+    jar: Mutex<cookie_store::CookieStore>,
+}
+
+impl Session {
+    pub fn new() -> Session {
+        Session::default()
     }
 
-    #[test]
-    fn session_argv_keeps_secrets_off_the_command_line() {
-        let r = Request {
-            url: "https://auth.lab.test/application/o/wiki/token",
-            pin: Some("10.213.0.4".parse().expect("ip")),
-            ca_file: Some("/lab/ca.crt"),
-            timeout: Duration::from_secs(10),
-            cookie: None,
-        };
-        let jar = Path::new("/tmp/nixmox-jar");
-        assert_eq!(
-            argv_with(&r, Some(jar), true),
-            [
-                "-sS",
-                "-i",
-                "--max-time",
-                "10",
-                "--cacert",
-                "/lab/ca.crt",
-                "--resolve",
-                "auth.lab.test:443:10.213.0.4",
-                "--cookie",
-                "/tmp/nixmox-jar",
-                "--cookie-jar",
-                "/tmp/nixmox-jar",
-                "--config",
-                "-",
-                "--",
-                "https://auth.lab.test/application/o/wiki/token"
-            ]
-        );
-        assert_eq!(
-            form_config(&Form {
-                body: "grant_type=authorization_code&code=s3cr%22t",
-                authorization: Some("Basic d2lraTpzM2Ny\\ZXQ\"="),
-            }),
-            "data-raw = \"grant_type=authorization_code&code=s3cr%22t\"\n\
-             header = \"Authorization: Basic d2lraTpzM2Ny\\\\ZXQ\\\"=\"\n"
-        );
+    /// A GET, or a form POST, with the session's cookies; the cookies the
+    /// answer sets are kept for the next request.
+    pub fn send(&self, r: &Request, form: Option<&Form>) -> Result<Response, String> {
+        let agent = shared(r.pin, r.ca_file).map_err(|e| format!("{}: {e}", shown(r.url)))?;
+        let url = url::Url::parse(r.url).map_err(|e| format!("{}: {e}", shown(r.url)))?;
+        let mut jar = self.jar.lock().unwrap_or_else(|p| p.into_inner());
+        let cookie: Vec<String> = jar
+            .get_request_values(&url)
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
+        exchange(&agent, r, form, Some((&cookie.join("; "), &mut jar, &url)))
+    }
+}
+
+pub fn get(r: &Request) -> Result<Response, String> {
+    send(r, None)
+}
+
+/// A GET (no form) or a form POST, without cookies. Errors name the URL
+/// without its query (it may carry state the caller keeps private).
+pub fn send(r: &Request, form: Option<&Form>) -> Result<Response, String> {
+    let agent = shared(r.pin, r.ca_file).map_err(|e| format!("{}: {e}", shown(r.url)))?;
+    exchange(&agent, r, form, None)
+}
+
+/// The URL without its query.
+fn shown(url: &str) -> &str {
+    url.split('?').next().unwrap_or_default()
+}
+
+/// A session's part in an exchange: the Cookie header to send, and the jar
+/// (and the request's URL) the answer's cookies go to.
+type Cookies<'a> = (&'a str, &'a mut cookie_store::CookieStore, &'a url::Url);
+
+fn exchange(
+    agent: &Agent,
+    r: &Request,
+    form: Option<&Form>,
+    cookies: Option<Cookies>,
+) -> Result<Response, String> {
+    let url = shown(r.url);
+    let limit = Some(r.timeout.max(Duration::from_secs(1)));
+    let cookie = cookies.as_ref().map(|c| c.0).filter(|c| !c.is_empty());
+    let answer = match form {
+        None => {
+            let mut req = agent.get(r.url).config().timeout_global(limit).build();
+            if let Some(c) = cookie {
+                req = req.header("Cookie", c);
+            }
+            req.call()
+        }
+        Some(f) => {
+            let mut req = agent
+                .post(r.url)
+                .config()
+                .timeout_global(limit)
+                .build()
+                .header("Content-Type", "application/x-www-form-urlencoded");
+            if let Some(c) = cookie {
+                req = req.header("Cookie", c);
+            }
+            if let Some(a) = f.authorization {
+                req = req.header("Authorization", a);
+            }
+            req.send(f.body)
+        }
+    };
+    let mut resp = answer.map_err(|e| format!("{url}: {}", reason(&e)))?;
+    if let Some((_, jar, at)) = cookies {
+        for set in resp.headers().get_all("set-cookie") {
+            if let Ok(set) = set.to_str() {
+                // A cookie the jar refuses (another domain, say) is not kept.
+                let _ = jar.parse(set, at);
+            }
+        }
+    }
+    let status = resp.status().as_u16();
+    let headers = resp
+        .headers()
+        .iter()
+        .map(|(k, v)| {
+            (
+                k.as_str().to_ascii_lowercase(),
+                String::from_utf8_lossy(v.as_bytes()).into_owned(),
+            )
+        })
+        .collect();
+    let mut body = Vec::new();
+    resp.body_mut()
+        .as_reader()
+        .take(BODY_LIMIT)
+        .read_to_end(&mut body)
+        .map_err(|e| format!("{url}: reading the answer: {e}"))?;
+    Ok(Response {
+        status,
+        headers,
+        body: String::from_utf8_lossy(&body).into_owned(),
+    })
+}
+
+/// What went wrong, in words: a certificate problem as the TLS check names
+/// it, else ureq's own description.
+fn reason(e: &ureq::Error) -> String {
+    let tls = match e {
+        ureq::Error::Rustls(t) => Some(t),
+        ureq::Error::Io(io) => io.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>()),
+        _ => None,
+    };
+    match (tls, e) {
+        (Some(t), _) => super::tls::describe(t),
+        (None, ureq::Error::Timeout(_)) => format!("no answer in time ({e})"),
+        (None, ureq::Error::Io(io)) => io.to_string(),
+        (None, _) => e.to_string(),
     }
 }

@@ -189,7 +189,6 @@ pub fn service(m: &Manifest, s: &Service, ctx: &Context) -> Vec<Check> {
             pin: Some(cip),
             ca_file: ctx.ca_file.as_deref(),
             timeout: t,
-            cookie: None,
         };
         let forward = matches!(p.auth, Some(Auth::ForwardAuth { .. }));
         let r = http::get(&req).and_then(|resp| {
@@ -310,7 +309,6 @@ fn oidc(m: &Manifest, s: &Service, o: &crate::manifest::Oidc, ctx: &Context) -> 
         pin: Some(cip),
         ca_file: ctx.ca_file.as_deref(),
         timeout: t,
-        cookie: None,
     };
     let doc = http::get(&req).and_then(|r| {
         if r.status != 200 {
@@ -362,7 +360,6 @@ fn oidc(m: &Manifest, s: &Service, o: &crate::manifest::Oidc, ctx: &Context) -> 
             pin: Some(cip),
             ca_file: ctx.ca_file.as_deref(),
             timeout: t,
-            cookie: None,
         })
     };
     for uri in &o.redirect_uris {

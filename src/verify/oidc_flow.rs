@@ -11,9 +11,9 @@
 //! verified against the issuer's JWKS (`jwks_uri` of its discovery
 //! document; RS256 or ES256, see [`super::jwt`]).
 //!
-//! Secrets — the password, the client secret, the code, the tokens — reach
-//! curl on stdin, live in memory only (the session's cookies in a private
-//! temporary jar, removed afterwards) and never appear in a reason: reasons
+//! Secrets — the password, the client secret, the code, the tokens — live in
+//! this process's memory only (the session's cookies too, in the session's
+//! own jar) and never appear in a reason: reasons
 //! name the step that failed (authorization request, login, consent,
 //! callback, token exchange, claim check) and what was seen there.
 
@@ -54,7 +54,6 @@ impl<'a> Flow<'a> {
             pin: Some(self.pin),
             ca_file: self.ca_file,
             timeout: self.timeout,
-            cookie: None,
         }
     }
 }
@@ -96,13 +95,10 @@ pub fn run(f: &Flow) -> Result<(), String> {
         .append_pair("code_challenge", &challenge)
         .append_pair("code_challenge_method", "S256");
 
-    // The session's cookies, private to this process and removed on drop.
-    let jar = tempfile::Builder::new()
-        .prefix("nixmox-verify-")
-        .tempfile()
-        .map_err(|e| format!("cannot create a cookie jar: {e}"))?;
-    let code = browse(f, u, redirect, &state, jar.path())?;
-    drop(jar);
+    // The session's cookies, in memory, gone with the session.
+    let session = http::Session::new();
+    let code = browse(f, u, redirect, &state, &session)?;
+    drop(session);
 
     let claims = redeem(
         &Endpoints {
@@ -146,7 +142,8 @@ pub struct Redemption<'a> {
 /// The token exchange (client_secret_basic for a confidential client, the
 /// PKCE verifier always) and the ID token's checks: `iss`, `aud`, `nonce`,
 /// `exp` and its signature against the issuer's JWKS. Returns its claims.
-/// The code, the secret and the tokens reach curl on stdin only.
+/// The code, the secret and the tokens never leave this process but to
+/// the token endpoint.
 pub fn redeem(
     e: &Endpoints,
     client_id: &str,
@@ -158,7 +155,6 @@ pub fn redeem(
         pin: Some(e.pin),
         ca_file: e.ca_file,
         timeout: e.timeout,
-        cookie: None,
     };
     let mut body = url::form_urlencoded::Serializer::new(String::new());
     body.append_pair("grant_type", "authorization_code")
@@ -182,7 +178,6 @@ pub fn redeem(
     let body = body.finish();
     let resp = http::send(
         &request(e.token_endpoint),
-        None,
         Some(&http::Form {
             body: &body,
             authorization: authorization.as_deref(),
@@ -239,7 +234,7 @@ fn browse(
     start: url::Url,
     redirect: &str,
     state: &str,
-    jar: &std::path::Path,
+    session: &http::Session,
 ) -> Result<String, String> {
     let auth_host = start.host_str().unwrap_or_default().to_string();
     let mut step = "authorization request";
@@ -255,17 +250,17 @@ fn browse(
         );
         let url = next.to_string();
         let req = f.request(&url);
-        let resp = http::send(
-            &req,
-            Some(jar),
-            form.as_deref()
-                .map(|body| http::Form {
-                    body,
-                    authorization: None,
-                })
-                .as_ref(),
-        )
-        .map_err(|e| format!("{step}: {e}"))?;
+        let resp = session
+            .send(
+                &req,
+                form.as_deref()
+                    .map(|body| http::Form {
+                        body,
+                        authorization: None,
+                    })
+                    .as_ref(),
+            )
+            .map_err(|e| format!("{step}: {e}"))?;
         form = None;
         if (300..400).contains(&resp.status) {
             let location = resp.headers.get("location").ok_or_else(|| {
