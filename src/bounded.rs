@@ -3,6 +3,12 @@
 //! by all of them at once finishes later than one working a few at a time.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
+
+/// Hosts looked at side by side (`status`, and an apply's look ahead): each
+/// look is an SSH connection and a command, waiting on the host more than
+/// on this machine, but its key exchange costs both ends CPU; forty at once
+/// starve the Terraform plans a run waits for first.
+pub const HOSTS_AT_ONCE: usize = 8;
 use std::sync::Mutex;
 
 /// `f` of every item, at most `at_once` at a time, taken in order; the

@@ -68,9 +68,11 @@ pub fn run(cli: &Cli, args: &StatusArgs) -> Result<ExitCode, CliError> {
     };
     let (services, phases) = std::thread::scope(|scope| {
         let looks = scope.spawn(|| {
-            crate::bounded::map(&chosen, HOSTS_AT_ONCE, |(s, t, last_good)| {
-                look(s, t, last_good.clone())
-            })
+            crate::bounded::map(
+                &chosen,
+                crate::bounded::HOSTS_AT_ONCE,
+                |(s, t, last_good)| look(s, t, last_good.clone()),
+            )
         });
         // What changed outside Terraform, from refresh-only plans (what
         // the manifest would change is `plan`'s to say).
@@ -194,10 +196,6 @@ pub fn run(cli: &Cli, args: &StatusArgs) -> Result<ExitCode, CliError> {
         ExitCode::SUCCESS
     })
 }
-
-/// Hosts `status` looks at side by side: each look is an SSH command and a
-/// probe, waiting on the host far more than on this machine.
-const HOSTS_AT_ONCE: usize = 8;
 
 /// One host: its liveness probe (or SSH and its ports), and in one SSH
 /// command the system it runs and what its guard did.

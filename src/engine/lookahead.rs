@@ -100,6 +100,9 @@ pub(super) struct Lookahead {
     /// The services of `verify` in the order the run reaches them (the core
     /// first): their checks run in this order, a few at a time.
     verify_order: Vec<String>,
+    /// The services of `hosts` in the order the run reaches them: their
+    /// hosts are looked at in this order, a few at a time.
+    host_order: Vec<String>,
 }
 
 impl Lookahead {
@@ -116,6 +119,7 @@ impl Lookahead {
             dbs: HashMap::new(),
             verify: HashMap::new(),
             verify_order: Vec::new(),
+            host_order: Vec::new(),
         }
     }
 
@@ -161,6 +165,7 @@ impl Lookahead {
             ),
             verify: slots(verify_order.iter().cloned()),
             verify_order,
+            host_order: hosts.iter().map(|s| s.name.clone()).collect(),
         }
     }
 
@@ -298,19 +303,33 @@ pub(super) fn start<'s, 'e>(ctx: &'e Ctx<'e>, scope: &'s Scope<'s, 'e>) {
             })
         });
     }
-    for (name, slot) in &look.hosts {
-        scope.spawn(move || {
-            // The first command to a host opens the connection later ones reuse.
-            fill(slot, || {
-                let s = ctx.m.service(name)?;
-                let t = targets::target(ctx.m, s, ctx.control_dir.clone()).ok()?;
-                glance::glance(&t, &s.health, &s.ports).ok()
-            })
+    // The hosts, a few at a time in the order the run reaches them. The
+    // first command to a host opens the connection later ones reuse.
+    scope.spawn(move || {
+        crate::bounded::map(&look.host_order, crate::bounded::HOSTS_AT_ONCE, |name| {
+            if let Some(slot) = look.hosts.get(name) {
+                fill(slot, || {
+                    let s = ctx.m.service(name)?;
+                    let t = targets::target(ctx.m, s, ctx.control_dir.clone()).ok()?;
+                    crate::process::in_background(|| glance::glance(&t, &s.health, &s.ports).ok())
+                })
+            }
         });
-    }
-    for (name, slot) in &look.dbs {
-        scope.spawn(move || fill(slot, || databases(ctx, name)));
-    }
+    });
+    // Every application's databases in one round trip to PostgreSQL.
+    scope.spawn(move || {
+        let names: Vec<&String> = look.dbs.keys().collect();
+        let answers =
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| databases(ctx, &names)))
+                .unwrap_or_default();
+        for (i, name) in names.iter().enumerate() {
+            if let Some(slot) = look.dbs.get(*name) {
+                fill(slot, || {
+                    answers.get(i).copied().unwrap_or(false).then_some(())
+                });
+            }
+        }
+    });
     // The outputs every workspace holds now, each read on its own...
     for (ws, (phase, slot)) in &look.held {
         scope.spawn(move || fill(slot, || ctx.tf.held_outputs(*phase, ws).ok()));
@@ -364,18 +383,40 @@ pub(super) fn start<'s, 'e>(ctx: &'e Ctx<'e>, scope: &'s Scope<'s, 'e>) {
     });
 }
 
-/// One round trip to the PostgreSQL host: every native database of the
-/// service exists and has every migration recorded with its checksum.
-fn databases(ctx: &Ctx, name: &str) -> Option<()> {
-    let s = ctx.m.service(name)?;
-    let pg = ctx.m.service("postgresql")?;
-    let t = targets::target(ctx.m, pg, ctx.control_dir.clone()).ok()?;
-    let base = ctx.m.dir();
-    s.databases
+/// One round trip to the PostgreSQL host for all `names`: by name, whether
+/// every native database of the service exists and has every migration
+/// recorded with its checksum.
+fn databases(ctx: &Ctx, names: &[&String]) -> Vec<bool> {
+    let (Some(pg), true) = (ctx.m.service("postgresql"), !names.is_empty()) else {
+        return Vec::new();
+    };
+    let Ok(t) = targets::target(ctx.m, pg, ctx.control_dir.clone()) else {
+        return Vec::new();
+    };
+    let services: Vec<Option<&Service>> = names.iter().map(|n| ctx.m.service(n)).collect();
+    let entries: Vec<(usize, &crate::manifest::Database)> = services
         .iter()
-        .filter(|d| d.mode == Some(DbMode::NativeMigration))
-        .all(|d| database::in_place(&t, &ctx.m.nixos.psql, &base, d).unwrap_or(false))
-        .then_some(())
+        .enumerate()
+        .filter_map(|(i, s)| s.map(|s| (i, s)))
+        .flat_map(|(i, s)| {
+            s.databases
+                .iter()
+                .filter(|d| d.mode == Some(DbMode::NativeMigration))
+                .map(move |d| (i, d))
+        })
+        .collect();
+    let dbs: Vec<&crate::manifest::Database> = entries.iter().map(|(_, d)| *d).collect();
+    let in_place = database::in_place_all(&t, &ctx.m.nixos.psql, &ctx.m.dir(), &dbs);
+    (0..names.len())
+        .map(|i| {
+            services[i].is_some()
+                && entries
+                    .iter()
+                    .zip(&in_place)
+                    .filter(|((owner, _), _)| *owner == i)
+                    .all(|(_, ok)| *ok)
+        })
+        .collect()
 }
 
 /// The service's end-to-end checks with the outputs the workspaces hold now.

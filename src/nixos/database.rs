@@ -275,14 +275,62 @@ pub fn survey(t: &SshTarget, psql: &str, base: &Path, db: &Database) -> Result<P
     pending(db, &seen, base)
 }
 
-/// True when [`ensure`] would do nothing. An error (the host or PostgreSQL
-/// not answering) reads as "not in place", and `ensure` then says what is wrong.
-pub fn in_place(t: &SshTarget, psql: &str, base: &Path, db: &Database) -> Result<bool, String> {
-    match survey(t, psql, base, db) {
-        Ok(p) => Ok(p.is_empty()),
-        Err(e) if e.starts_with("migration ") => Err(e),
-        Err(_) => Ok(false),
+/// Whether [`ensure`] would do nothing, for many entries in one round trip: each entry's survey in
+/// one psql script, its answer after a `section <i>` line. An entry whose
+/// answer cannot be read, or all of them when the host or PostgreSQL does
+/// not answer, reads as "not in place": its own step then looks again and
+/// says what is wrong.
+pub fn in_place_all(t: &SshTarget, psql: &str, base: &Path, dbs: &[&Database]) -> Vec<bool> {
+    let native: Vec<usize> = (0..dbs.len())
+        .filter(|&i| dbs[i].mode == Some(DbMode::NativeMigration))
+        .collect();
+    let mut sql = String::new();
+    for &i in &native {
+        sql.push_str(&format!("SELECT 'section {i}';\n{}", survey_sql(dbs[i])));
     }
+    let answer = if native.is_empty() {
+        Some(String::new())
+    } else {
+        run(
+            t,
+            psql,
+            None,
+            &sql,
+            "looking at the databases and their migrations",
+        )
+        .ok()
+    };
+    let sections = answer.as_deref().map(sections).unwrap_or_default();
+    dbs.iter()
+        .enumerate()
+        .map(|(i, db)| {
+            if db.mode != Some(DbMode::NativeMigration) {
+                return true;
+            }
+            sections
+                .get(&i)
+                .and_then(|seen| pending(db, seen, base).ok())
+                .is_some_and(|p| p.is_empty())
+        })
+        .collect()
+}
+
+/// The answer of [`in_place_all`]'s script, by section.
+fn sections(answer: &str) -> std::collections::HashMap<usize, String> {
+    let mut out = std::collections::HashMap::new();
+    let mut current: Option<usize> = None;
+    for line in answer.lines() {
+        if let Some(i) = line.trim().strip_prefix("section ") {
+            current = i.parse().ok();
+            if let Some(i) = current {
+                out.insert(i, String::new());
+            }
+        } else if let Some(text) = current.and_then(|i| out.get_mut(&i)) {
+            text.push_str(line);
+            text.push('\n');
+        }
+    }
+    out
 }
 
 #[cfg(test)]
@@ -333,6 +381,15 @@ mod tests {
             migration_sql("wiki", "001.sql", "abc", "CREATE TABLE t ();")
                 .contains("SET LOCAL ROLE \"wiki\";\nCREATE TABLE t ();")
         );
+    }
+
+    #[test]
+    fn sections_split_one_answer_by_entry() {
+        let s = sections("section 0\nrole a\ndb a\nsection 2\nrole c\nmigration m/1.sql abc\n");
+        assert_eq!(s[&0], "role a\ndb a\n");
+        assert_eq!(s[&2], "role c\nmigration m/1.sql abc\n");
+        assert!(!s.contains_key(&1));
+        assert!(sections("").is_empty());
     }
 
     #[test]
