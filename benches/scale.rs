@@ -11,7 +11,10 @@
 //!   that host's own steps in it (build, copy, switch, gate, verify);
 //! - `verify` and `status` of the whole stack, per host;
 //! - peak memory of nixmox, and the processes and ssh commands a run
-//!   starts (counted with strace in a run of their own, not a timed one).
+//!   starts (counted with strace in a run of their own, not a timed one);
+//! - what one fresh SSH connection to every host costs the machine, with
+//!   its OpenSSH's default key exchange and with curve25519-sha256 alone
+//!   (every run, and the floor, open one per host).
 //!
 //! Needs root (lab hosts) and strace. Run:
 //! `cargo bench --bench scale` (N = 4, 8, 16, 32), or choose the sizes:
@@ -216,6 +219,63 @@ impl Stack {
         (execs.len().saturating_sub(1), ssh)
     }
 
+    /// `ssh … true` to every lab host (the addresses of the lab's
+    /// known_hosts), eight at a time as a run looks at them, no master:
+    /// what opening a run's connections costs, in wall time and in CPU
+    /// seconds of the whole machine (both ends are on it). `kex` forces a
+    /// key exchange algorithm.
+    fn ssh_everywhere(&self, kex: Option<&str>) -> (Duration, f64) {
+        let known =
+            std::fs::read_to_string(self.lab().join("ssh/known_hosts")).expect("known_hosts");
+        let mut hosts: Vec<String> = known
+            .lines()
+            .filter_map(|l| l.split_whitespace().next())
+            .map(|h| {
+                h.trim_start_matches('[')
+                    .split(']')
+                    .next()
+                    .unwrap_or(h)
+                    .to_string()
+            })
+            .collect();
+        hosts.sort();
+        hosts.dedup();
+        assert_eq!(hosts.len(), self.hosts(), "{hosts:?}");
+        let next = std::sync::atomic::AtomicUsize::new(0);
+        let (busy, start) = (busy_seconds(), Instant::now());
+        std::thread::scope(|scope| {
+            for _ in 0..8 {
+                scope.spawn(|| loop {
+                    let i = next.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    let Some(h) = hosts.get(i) else { break };
+                    let mut c = Command::new("ssh");
+                    c.arg("-i")
+                        .arg(self.lab().join("ssh/id_ed25519"))
+                        .arg("-o")
+                        .arg(format!(
+                            "UserKnownHostsFile={}",
+                            self.lab().join("ssh/known_hosts").display()
+                        ))
+                        .args(["-o", "BatchMode=yes", "-o", "ControlMaster=no"]);
+                    if let Some(k) = kex {
+                        c.arg("-o").arg(format!("KexAlgorithms={k}"));
+                    }
+                    let o = c
+                        .arg(format!("root@{h}"))
+                        .arg("true")
+                        .output()
+                        .expect("ssh");
+                    assert!(
+                        o.status.success(),
+                        "ssh {h}: {}",
+                        String::from_utf8_lossy(&o.stderr)
+                    );
+                });
+            }
+        });
+        (start.elapsed(), busy_seconds() - busy)
+    }
+
     /// Hosts made, nothing deployed, no run recorded: what a first deploy
     /// starts from.
     fn fresh(&self) {
@@ -229,6 +289,28 @@ impl Drop for Stack {
     fn drop(&mut self) {
         let _ = self.nixmox(&["lab", "down"]);
     }
+}
+
+/// CPU seconds the whole machine has spent busy so far (/proc/stat).
+fn busy_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/stat").expect("/proc/stat");
+    let ticks: Vec<f64> = stat
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|v| v.parse().ok())
+        .collect();
+    // user nice system idle iowait irq softirq steal: all but idle and iowait.
+    let busy: f64 = ticks
+        .iter()
+        .take(8)
+        .enumerate()
+        .filter(|(i, _)| *i != 3 && *i != 4)
+        .map(|(_, v)| v)
+        .sum();
+    busy / 100.0
 }
 
 fn git(dir: &Path, args: &[&str]) {
@@ -284,6 +366,10 @@ struct Row {
     own: Duration,
     verify: Duration,
     status: Duration,
+    /// One fresh SSH connection to every host: with the machine's default
+    /// key exchange, and with curve25519-sha256 alone (wall, CPU seconds).
+    ssh_default: (Duration, f64),
+    ssh_curve25519: (Duration, f64),
     peak_kib: u64,
     noop_counts: (usize, usize),
     change_counts: (usize, usize),
@@ -381,6 +467,9 @@ fn measure(apps: usize, runs: usize) -> Row {
         peak = peak.max(p);
     }
 
+    let ssh_default = stack.ssh_everywhere(None);
+    let ssh_curve25519 = stack.ssh_everywhere(Some("curve25519-sha256"));
+
     let noop_counts = stack.counted(&["apply"]);
     stack.write_scale("2.0");
     let change_counts = stack.counted(&["apply"]);
@@ -401,6 +490,8 @@ fn measure(apps: usize, runs: usize) -> Row {
         own: median(owns),
         verify: median(verifies),
         status: median(statuses),
+        ssh_default,
+        ssh_curve25519,
         peak_kib: peak,
         noop_counts,
         change_counts,
@@ -461,6 +552,13 @@ fn print(r: &Row, runs: usize) {
         per(r.status)
     );
     println!(
+        "  a fresh ssh to every host          {:>7.2} s   {:.2} CPU-s; with curve25519-sha256 key exchange {:.2} s, {:.2} CPU-s",
+        secs(r.ssh_default.0),
+        r.ssh_default.1,
+        secs(r.ssh_curve25519.0),
+        r.ssh_curve25519.1
+    );
+    println!(
         "  nixmox peak memory                 {:>7.1} MiB",
         r.peak_kib as f64 / 1024.0
     );
@@ -511,11 +609,11 @@ fn main() {
         print(&row, runs);
         rows.push(row);
     }
-    println!("\n| apps | hosts | first deploy p1/default | no-op vs naive | no-op / floor | one app / own steps | verify | status | peak MiB | processes (no-op) | ssh commands (no-op) |");
-    println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    println!("\n| apps | hosts | first deploy p1/default | no-op vs naive | no-op / floor | one app / own steps | verify | status | peak MiB | processes (no-op) | ssh commands (no-op) | fresh ssh to every host, CPU-s: default kex / curve25519 |");
+    println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     for r in &rows {
         println!(
-            "| {} | {} | {:.2}x | {:.1}x | {:.2}x | {:.2}x | {:.2} s | {:.2} s | {:.0} | {} | {} |",
+            "| {} | {} | {:.2}x | {:.1}x | {:.2}x | {:.2}x | {:.2} s | {:.2} s | {:.0} | {} | {} | {:.2} / {:.2} |",
             r.apps,
             r.hosts,
             secs(r.serial) / secs(r.side_by_side),
@@ -526,7 +624,9 @@ fn main() {
             secs(r.status),
             r.peak_kib as f64 / 1024.0,
             r.noop_counts.0,
-            r.noop_counts.1
+            r.noop_counts.1,
+            r.ssh_default.1,
+            r.ssh_curve25519.1
         );
     }
 }
