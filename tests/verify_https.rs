@@ -301,3 +301,21 @@ fn the_tls_check_names_the_name_the_issuer_and_the_expiry_window() {
         "{e}"
     );
 }
+
+#[test]
+fn a_rotated_ca_bundle_is_read_again() {
+    let s = server("docs.verify.test", 5);
+    let other = server("docs.verify.test", 5);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let bundle = dir.path().join("ca.crt");
+    let bundle_text = bundle.display().to_string();
+    std::fs::copy(&other.ca, &bundle).expect("copy");
+    let url = format!("https://docs.verify.test:{}/page", s.port);
+    let e = http::get(&request(&url, &bundle_text)).expect_err("another CA passed");
+    assert!(e.contains("verify failed"), "{e}");
+    // The bundle now names the server's CA (another version of the file).
+    std::thread::sleep(Duration::from_millis(20));
+    std::fs::copy(&s.ca, &bundle).expect("copy");
+    let r = http::get(&request(&url, &bundle_text)).expect("the new CA");
+    assert_eq!(r.status, 200);
+}

@@ -7,6 +7,7 @@
 //! forty services opens a handful of TLS connections, not hundreds of
 //! processes. Redirects are never followed; the caller reads them.
 
+use rustls::pki_types::CertificateDer;
 use std::collections::{BTreeMap, HashMap};
 use std::io::Read;
 use std::net::{IpAddr, SocketAddr};
@@ -68,9 +69,9 @@ impl Resolver for Pinned {
     }
 }
 
-/// A new agent for `pin` and `ca_file`: no cookies, redirects returned.
-fn agent(pin: Option<IpAddr>, ca_file: Option<&str>) -> Result<Agent, String> {
-    let roots: Vec<ureq::tls::Certificate<'static>> = super::tls::roots(ca_file)?
+/// A new agent for `pin` trusting `roots`: no cookies, redirects returned.
+fn agent(pin: Option<IpAddr>, roots: &[CertificateDer<'static>]) -> Agent {
+    let roots: Vec<ureq::tls::Certificate<'static>> = roots
         .iter()
         .map(|der| ureq::tls::Certificate::from_der(der.as_ref()).to_owned())
         .collect();
@@ -85,29 +86,30 @@ fn agent(pin: Option<IpAddr>, ca_file: Option<&str>) -> Result<Agent, String> {
                 .build(),
         )
         .build();
-    Ok(match pin {
+    match pin {
         Some(ip) => Agent::with_parts(config, DefaultConnector::new(), Pinned(ip)),
         None => Agent::new_with_config(config),
-    })
+    }
 }
 
-type Key = (Option<IpAddr>, Option<String>);
+/// A pin and the CA certificates as read (a new version of the bundle file
+/// is a new read, hence a new agent: `serve` sees a rotated CA).
+type Key = (Option<IpAddr>, usize);
 
 /// The process's shared agents: one per pin and CA bundle, so checks of one
 /// run (and of serve's lifetime) reuse their connections.
 fn shared(pin: Option<IpAddr>, ca_file: Option<&str>) -> Result<Agent, String> {
     static AGENTS: OnceLock<Mutex<HashMap<Key, Agent>>> = OnceLock::new();
-    let key = (pin, ca_file.map(str::to_string));
+    let roots = super::tls::roots(ca_file)?;
+    let key = (pin, Arc::as_ptr(&roots) as usize);
     let mut agents = AGENTS
         .get_or_init(Default::default)
         .lock()
         .unwrap_or_else(|p| p.into_inner());
-    if let Some(a) = agents.get(&key) {
-        return Ok(a.clone());
-    }
-    let a = agent(pin, ca_file)?;
-    agents.insert(key, a.clone());
-    Ok(a)
+    Ok(agents
+        .entry(key)
+        .or_insert_with(|| agent(pin, &roots))
+        .clone())
 }
 
 /// A browser-like session: its own cookie jar, in memory, gone with it.
