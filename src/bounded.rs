@@ -11,6 +11,14 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 pub const HOSTS_AT_ONCE: usize = 8;
 use std::sync::Mutex;
 
+/// Systems a run builds ahead of need at once: one per core. Evaluating a
+/// real NixOS system (nixpkgs) takes a core for seconds and a GiB or more;
+/// forty at once, as a first deploy of forty hosts would start, exhaust
+/// the memory before they save any time.
+pub fn builds_at_once() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
 /// `f` of every item, at most `at_once` at a time, taken in order; the
 /// results in the order of `items`, whatever order they finished in.
 pub fn map<T: Sync, R: Send>(items: &[T], at_once: usize, f: impl Fn(&T) -> R + Sync) -> Vec<R> {

@@ -350,6 +350,29 @@ fn apply_rolls_back_skips_dependents_and_finishes_the_rest() {
     assert_eq!(summary["services"]["c"], "unchanged, verified");
     assert_eq!(summary["services"]["dns"], "unchanged");
 
+    // --force activates a current host again, and only that one.
+    let o = s.nixmox(&["apply", "--json", "--only", "c,d", "--force", "c"]);
+    succeeded(&o);
+    let ev = events(&o);
+    assert_eq!(
+        status_of(&ev, "nix:service-config:c"),
+        ["started", "changed"]
+    );
+    assert_eq!(
+        status_of(&ev, "nix:service-config:d"),
+        ["started", "unchanged"]
+    );
+    let activations = std::fs::read_to_string(&log).unwrap_or_default();
+    assert_eq!(
+        activations
+            .lines()
+            .filter(|l| l.starts_with("start "))
+            .count(),
+        1,
+        "{activations}"
+    );
+    let _ = std::fs::remove_file(&log);
+
     // The journal: status shows the last run step by step.
     let o = s.nixmox(&["status", "--json"]);
     let st: Value = serde_json::from_slice(&o.stdout).expect("status JSON");

@@ -101,7 +101,8 @@ pub(super) struct Lookahead {
     /// first): their checks run in this order, a few at a time.
     verify_order: Vec<String>,
     /// The services of `hosts` in the order the run reaches them: their
-    /// hosts are looked at in this order, a few at a time.
+    /// hosts are looked at and their systems built in this order, a few at
+    /// a time.
     host_order: Vec<String>,
 }
 
@@ -283,18 +284,28 @@ pub(super) fn start<'s, 'e>(ctx: &'e Ctx<'e>, scope: &'s Scope<'s, 'e>) {
             build::evaluate_all(&ctx.nix, &attributes).ok()
         })
     });
-    for (name, slot) in &look.built {
-        scope.spawn(move || {
+    // Each host's system, in the order the run reaches them, a few at a
+    // time (see bounded::builds_at_once).
+    scope.spawn(move || {
+        crate::bounded::map(&look.host_order, crate::bounded::builds_at_once(), |name| {
+            let Some(slot) = look.built.get(name) else {
+                return;
+            };
             fill(slot, || {
                 let s = ctx.m.service(name)?;
-                // A host already running its system needs no build.
+                // A host already running its system needs no build. One
+                // whose system is not the one it was last deployed with
+                // most likely does: its build starts at once, beside the
+                // Terraform plans, instead of after a look at the host.
                 let evaluated = look.evaluated.wait().and_then(|e| e.get(name).cloned());
                 if let Some(path) = evaluated {
-                    if look
-                        .hosts
-                        .get(name)
-                        .and_then(Slot::wait)
-                        .is_some_and(|g| g.current == path)
+                    let new = ctx.last_good_systems.get(name) != Some(&path);
+                    if !new
+                        && look
+                            .hosts
+                            .get(name)
+                            .and_then(Slot::wait)
+                            .is_some_and(|g| g.current == path)
                     {
                         return Some(Ok(path));
                     }
@@ -302,7 +313,7 @@ pub(super) fn start<'s, 'e>(ctx: &'e Ctx<'e>, scope: &'s Scope<'s, 'e>) {
                 Some(ctx.build_system(s))
             })
         });
-    }
+    });
     // The hosts, a few at a time in the order the run reaches them. The
     // first command to a host opens the connection later ones reuse.
     scope.spawn(move || {

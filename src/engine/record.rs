@@ -81,19 +81,22 @@ pub fn apply(
     emit: &(dyn Fn(Event) + Sync),
 ) -> Result<Summary, String> {
     let _lock = LockGuard(store);
-    // Each workspace's last good configuration, kept as a last_good entry named `workspace:<name>`.
-    let mut opts_with_history = ApplyOptions {
-        last_good_tf: opts.last_good_tf.clone(),
-        ..ApplyOptions::new(opts.parallel, opts.goal)
-    };
-    opts_with_history.phases = opts.phases.clone();
-    opts_with_history.skip = opts.skip.clone();
+    // Each workspace's last good configuration, kept as a last_good entry
+    // named `workspace:<name>`, and each host's last good system.
+    let mut opts_with_history = opts.clone();
     if let Ok(mut s) = store.lock() {
         for step in crate::terraform::phases::steps(m, plan) {
             if let Ok(Some(lg)) = s.last_good(&format!("workspace:{}", step.workspace)) {
                 opts_with_history
                     .last_good_tf
                     .insert(step.workspace.clone(), lg.inputs);
+            }
+        }
+        for svc in m.enabled() {
+            if let Ok(Some(lg)) = s.last_good(&svc.name) {
+                opts_with_history
+                    .last_good_systems
+                    .insert(svc.name.clone(), lg.system);
             }
         }
     }

@@ -17,6 +17,7 @@ use std::path::PathBuf;
 use std::sync::Mutex;
 use std::time::Instant;
 
+#[derive(Clone)]
 pub struct ApplyOptions {
     /// Applications deployed side by side at most.
     pub parallel: usize,
@@ -30,6 +31,10 @@ pub struct ApplyOptions {
     /// The last configuration of each Terraform workspace that was part of a
     /// verified service (see [`TfSnapshot`]), for rolling back.
     pub last_good_tf: BTreeMap<String, String>,
+    /// The system each host was last deployed with and verified on, as the
+    /// state records it: a host whose system evaluates to something else
+    /// is built at once, without waiting for a look at it.
+    pub last_good_systems: BTreeMap<String, String>,
 }
 
 /// A secret-free record of a workspace's configuration: its module files and
@@ -57,6 +62,7 @@ impl ApplyOptions {
             skip: Vec::new(),
             force: BTreeSet::new(),
             last_good_tf: BTreeMap::new(),
+            last_good_systems: BTreeMap::new(),
         }
     }
 
@@ -100,6 +106,8 @@ pub(super) struct Ctx<'a> {
     /// Workspaces a Terraform step changed in this run.
     pub(super) tf_changed: Mutex<BTreeSet<String>>,
     pub(super) last_good_tf: BTreeMap<String, String>,
+    /// See [`ApplyOptions::last_good_systems`].
+    pub(super) last_good_systems: BTreeMap<String, String>,
     /// Snapshots of the workspaces of services verified in this run.
     pub(super) tf_good: Mutex<BTreeMap<String, String>>,
     /// Every question of the run, asked at its start (see [`super::lookahead`]).
@@ -259,6 +267,7 @@ pub fn apply(
         look: Lookahead::empty(),
         tf_changed: Mutex::new(BTreeSet::new()),
         last_good_tf: opts.last_good_tf.clone(),
+        last_good_systems: opts.last_good_systems.clone(),
         tf_good: Mutex::new(BTreeMap::new()),
         outputs_changed: std::sync::atomic::AtomicBool::new(false),
         control_dir: control_dir.clone(),
