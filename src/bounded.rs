@@ -19,6 +19,47 @@ pub fn builds_at_once() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get())
 }
 
+/// At most `n` callers inside [`Gate::pass`] at a time; of those waiting,
+/// the one of the lowest rank goes in first.
+pub struct Gate {
+    /// Places free, and the ranks waiting.
+    state: Mutex<(usize, std::collections::BTreeSet<usize>)>,
+    changed: std::sync::Condvar,
+}
+
+impl Gate {
+    pub fn new(n: usize) -> Gate {
+        Gate {
+            state: Mutex::new((n.max(1), std::collections::BTreeSet::new())),
+            changed: std::sync::Condvar::new(),
+        }
+    }
+
+    /// `f`, once a place is free and no lower `rank` waits (ranks are
+    /// unique among callers); the place is given back even when `f` panics.
+    pub fn pass<R>(&self, rank: usize, f: impl FnOnce() -> R) -> R {
+        let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        st.1.insert(rank);
+        while !(st.0 > 0 && st.1.first() == Some(&rank)) {
+            st = self.changed.wait(st).unwrap_or_else(|e| e.into_inner());
+        }
+        st.1.remove(&rank);
+        st.0 -= 1;
+        drop(st);
+        // The next rank may find a place free too.
+        self.changed.notify_all();
+        struct Leave<'a>(&'a Gate);
+        impl Drop for Leave<'_> {
+            fn drop(&mut self) {
+                self.0.state.lock().unwrap_or_else(|e| e.into_inner()).0 += 1;
+                self.0.changed.notify_all();
+            }
+        }
+        let _leave = Leave(self);
+        f()
+    }
+}
+
 /// `f` of every item, at most `at_once` at a time, taken in order; the
 /// results in the order of `items`, whatever order they finished in.
 pub fn map<T: Sync, R: Send>(items: &[T], at_once: usize, f: impl Fn(&T) -> R + Sync) -> Vec<R> {
@@ -60,5 +101,66 @@ mod tests {
         let most = most.load(Ordering::SeqCst);
         assert!((2..=3).contains(&most), "{most} at once");
         assert!(map(&[] as &[u8], 4, |_| 1).is_empty());
+    }
+
+    #[test]
+    fn a_gate_lets_n_in_lowest_rank_first_and_survives_a_panic() {
+        let gate = Gate::new(2);
+        let inside = AtomicUsize::new(0);
+        let most = AtomicUsize::new(0);
+        let order = Mutex::new(Vec::new());
+        // Two holders keep the gate full while ranks 9..2 queue up.
+        let (hold, held) = (std::sync::Barrier::new(3), std::sync::Barrier::new(3));
+        std::thread::scope(|s| {
+            for r in [100, 101] {
+                let (gate, hold, held) = (&gate, &hold, &held);
+                s.spawn(move || {
+                    gate.pass(r, || {
+                        hold.wait();
+                        held.wait();
+                    })
+                });
+            }
+            hold.wait();
+            for r in (2..10).rev() {
+                let (gate, inside, most, order) = (&gate, &inside, &most, &order);
+                s.spawn(move || {
+                    gate.pass(r, || {
+                        let now = inside.fetch_add(1, Ordering::SeqCst) + 1;
+                        most.fetch_max(now, Ordering::SeqCst);
+                        order.lock().expect("order").push(r);
+                        std::thread::sleep(std::time::Duration::from_millis(5));
+                        inside.fetch_sub(1, Ordering::SeqCst);
+                    })
+                });
+            }
+            // Let them all queue before the holders leave.
+            std::thread::sleep(std::time::Duration::from_millis(100));
+            held.wait();
+        });
+        assert!(most.load(Ordering::SeqCst) <= 2);
+        let order = order.into_inner().expect("order");
+        assert_eq!(order.len(), 8);
+        // Two go in at a time, so a rank is never more than one place late.
+        for (i, r) in order.iter().enumerate() {
+            assert!((*r as i64 - (i as i64 + 2)).abs() <= 1, "{order:?}");
+        }
+        let panicked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            gate.pass(1, || panic!("inside"))
+        }));
+        assert!(panicked.is_err());
+        // Both places are free again.
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                gate.pass(0, || {
+                    std::thread::sleep(std::time::Duration::from_millis(20))
+                })
+            });
+            s.spawn(|| {
+                gate.pass(1, || {
+                    std::thread::sleep(std::time::Duration::from_millis(20))
+                })
+            });
+        });
     }
 }

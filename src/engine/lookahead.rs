@@ -101,9 +101,10 @@ pub(super) struct Lookahead {
     /// first): their checks run in this order, a few at a time.
     verify_order: Vec<String>,
     /// The services of `hosts` in the order the run reaches them: their
-    /// hosts are looked at and their systems built in this order, a few at
-    /// a time.
+    /// hosts are looked at in this order, and their builds go first in it.
     host_order: Vec<String>,
+    /// Builds ahead of need, a few at a time.
+    builds: crate::bounded::Gate,
 }
 
 impl Lookahead {
@@ -121,6 +122,7 @@ impl Lookahead {
             verify: HashMap::new(),
             verify_order: Vec::new(),
             host_order: Vec::new(),
+            builds: crate::bounded::Gate::new(1),
         }
     }
 
@@ -167,6 +169,7 @@ impl Lookahead {
             verify: slots(verify_order.iter().cloned()),
             verify_order,
             host_order: hosts.iter().map(|s| s.name.clone()).collect(),
+            builds: crate::bounded::Gate::new(crate::bounded::builds_at_once()),
         }
     }
 
@@ -284,13 +287,15 @@ pub(super) fn start<'s, 'e>(ctx: &'e Ctx<'e>, scope: &'s Scope<'s, 'e>) {
             build::evaluate_all(&ctx.nix, &attributes).ok()
         })
     });
-    // Each host's system, in the order the run reaches them, a few at a
-    // time (see bounded::builds_at_once).
-    scope.spawn(move || {
-        crate::bounded::map(&look.host_order, crate::bounded::builds_at_once(), |name| {
-            let Some(slot) = look.built.get(name) else {
-                return;
-            };
+    // Each host's system: looked at on its own, built a few at a time (see
+    // bounded::builds_at_once), the first the run reaches first.
+    for (name, slot) in &look.built {
+        let rank = look
+            .host_order
+            .iter()
+            .position(|n| n == name)
+            .unwrap_or(look.host_order.len());
+        scope.spawn(move || {
             fill(slot, || {
                 let s = ctx.m.service(name)?;
                 // A host already running its system needs no build. One
@@ -310,10 +315,10 @@ pub(super) fn start<'s, 'e>(ctx: &'e Ctx<'e>, scope: &'s Scope<'s, 'e>) {
                         return Some(Ok(path));
                     }
                 }
-                Some(ctx.build_system(s))
+                Some(look.builds.pass(rank, || ctx.build_system(s)))
             })
         });
-    });
+    }
     // The hosts, a few at a time in the order the run reaches them. The
     // first command to a host opens the connection later ones reuse.
     scope.spawn(move || {
