@@ -289,12 +289,13 @@ pub(super) fn start<'s, 'e>(ctx: &'e Ctx<'e>, scope: &'s Scope<'s, 'e>) {
     });
     // Each host's system: looked at on its own, built a few at a time (see
     // bounded::builds_at_once), the first the run reaches first.
-    for (name, slot) in &look.built {
+    for (i, (name, slot)) in look.built.iter().enumerate() {
+        // Ranks are unique: the gate admits one rank at a time.
         let rank = look
             .host_order
             .iter()
             .position(|n| n == name)
-            .unwrap_or(look.host_order.len());
+            .unwrap_or(look.host_order.len() + i);
         scope.spawn(move || {
             fill(slot, || {
                 let s = ctx.m.service(name)?;
