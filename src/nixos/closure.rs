@@ -214,8 +214,10 @@ pub fn diff(before: &[Member], after: &[Member]) -> ClosureDiff {
     d.paths_removed = old_paths.difference(&new_paths).count();
     d.paths_before = old_paths.len();
     d.paths_after = new_paths.len();
-    d.size_before = before.iter().map(|m| m.size).sum();
-    d.size_after = after.iter().map(|m| m.size).sum();
+    // Sizes come from the host: untrusted, so they add up without overflow.
+    let total = |ms: &[Member]| ms.iter().fold(0u64, |t, m| t.saturating_add(m.size));
+    d.size_before = total(before);
+    d.size_after = total(after);
     d
 }
 
@@ -279,6 +281,17 @@ impl ClosureDiff {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sizes_a_host_reports_never_overflow() {
+        let huge = [
+            m("/nix/store/aaaa-a-1", u64::MAX),
+            m("/nix/store/bbbb-b-1", 4096),
+        ];
+        let d = diff(&huge[..1], &huge);
+        assert_eq!(d.size_after, u64::MAX);
+        assert!(d.lines().last().expect("summary").contains("TiB"));
+    }
 
     fn m(name: &str, size: u64) -> Member {
         Member {
