@@ -235,6 +235,8 @@ fn reason(e: &ureq::Error) -> String {
     match (tls, e) {
         (Some(t), _) => super::tls::describe(t),
         (None, ureq::Error::Timeout(_)) => format!("no answer in time ({e})"),
+        // ureq's own words would repeat the URL, query and all.
+        (None, ureq::Error::BadUri(_)) => "not a URL this client can request".into(),
         (None, ureq::Error::Io(io)) => io.to_string(),
         (None, _) => e.to_string(),
     }
