@@ -13,8 +13,13 @@
 //! - peak memory of nixmox, and the processes and ssh commands a run
 //!   starts (counted with strace in a run of their own, not a timed one);
 //! - what one fresh SSH connection to every host costs the machine, with
-//!   its OpenSSH's default key exchange and with curve25519-sha256 alone
-//!   (every run, and the floor, open one per host).
+//!   its OpenSSH's default key exchange and with curve25519-sha256 alone.
+//!
+//! The no-op, its floor and the one-app change are measured twice: riding
+//! on the SSH connections the runs before kept (`nixos.ssh.persist`, 60 s
+//! by default: a re-run within a minute), and with every connection opened
+//! anew (`NIXMOX_SSH_PERSIST=0`; the floor on connections of its own), what
+//! a re-run after a longer pause costs.
 //!
 //! Needs root (lab hosts) and strace. Run:
 //! `cargo bench --bench scale` (N = 4, 8, 16, 32), or choose the sizes:
@@ -44,12 +49,19 @@ fn secs(d: Duration) -> f64 {
 struct Stack {
     root: tempfile::TempDir,
     apps: usize,
+    /// Whether runs open every SSH connection anew (`NIXMOX_SSH_PERSIST=0`)
+    /// instead of riding on kept ones (60 s, the default).
+    anew: std::sync::atomic::AtomicBool,
 }
 
 impl Stack {
     fn new(apps: usize) -> Stack {
         let root = tempfile::tempdir().expect("tempdir");
-        let stack = Stack { root, apps };
+        let stack = Stack {
+            root,
+            apps,
+            anew: std::sync::atomic::AtomicBool::new(false),
+        };
         lab_stack::copy_tree(
             &PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("examples/lab"),
             &stack.dir(),
@@ -103,8 +115,21 @@ impl Stack {
             .arg("-m")
             .arg(self.manifest())
             .envs(self.vars())
+            .env("NIXMOX_SSH_PERSIST", self.persist())
             .env("NO_COLOR", "1");
         c
+    }
+
+    fn persist(&self) -> &'static str {
+        if self.anew.load(std::sync::atomic::Ordering::SeqCst) {
+            "0"
+        } else {
+            "60"
+        }
+    }
+
+    fn set_anew(&self, anew: bool) {
+        self.anew.store(anew, std::sync::atomic::Ordering::SeqCst);
     }
 
     fn nixmox(&self, args: &[&str]) -> Output {
@@ -364,6 +389,11 @@ struct Row {
     change: Duration,
     change_slowest: String,
     own: Duration,
+    /// The same with every SSH connection opened anew.
+    noop_cold: Duration,
+    floor_cold: Duration,
+    change_cold: Duration,
+    own_cold: Duration,
     verify: Duration,
     status: Duration,
     /// One fresh SSH connection to every host: with the machine's default
@@ -399,16 +429,26 @@ fn measure(apps: usize, runs: usize) -> Row {
     let (side_by_side, p) = time_of(&["apply"]);
     peak = peak.max(p);
 
-    // No-op re-applies: nixmox, the naive loop, the floor.
-    let mut noops = Vec::new();
+    // No-op re-applies: nixmox (on kept connections, then anew), the naive
+    // loop, the floor (the same two ways).
     let mut noop_slowest = String::new();
-    for _ in 0..runs {
-        let (t, p, o) = stack.measured(&["apply", "--json"]);
-        assert!(o.status.success(), "no-op apply");
-        peak = peak.max(p);
-        noops.push(t);
-        noop_slowest = slowest(&o.stdout, 4);
-    }
+    let mut noops = |anew: bool| {
+        stack.set_anew(anew);
+        let mut times = Vec::new();
+        for _ in 0..runs {
+            let (t, p, o) = stack.measured(&["apply", "--json"]);
+            assert!(o.status.success(), "no-op apply");
+            peak = peak.max(p);
+            times.push(t);
+            if !anew {
+                noop_slowest = slowest(&o.stdout, 4);
+            }
+        }
+        stack.set_anew(false);
+        median(times)
+    };
+    let noop = noops(false);
+    let noop_cold = noops(true);
     let naive = median(
         (0..runs)
             .map(|_| {
@@ -430,31 +470,48 @@ fn measure(apps: usize, runs: usize) -> Row {
             })
             .collect(),
     );
-    let floor = median(
-        (0..runs)
-            .map(|run| {
-                floor::unavoidable(
-                    &stack.manifest(),
-                    &stack.vars(),
-                    stack.state().join(format!("floor-ssh-{run}")),
-                )
-            })
-            .collect(),
-    );
+    let floor_with = |persist: u64| {
+        median(
+            (0..runs)
+                .map(|_| {
+                    floor::unavoidable(
+                        &stack.manifest(),
+                        &stack.vars(),
+                        &nixmox::nixos::ssh_control::Control::with_persist(persist),
+                    )
+                })
+                .collect(),
+        )
+    };
+    // A nixmox run first, so that every host's connection is kept.
+    let _ = stack.measured(&["apply"]);
+    let floor = floor_with(60);
+    let floor_cold = floor_with(0);
 
-    // One application changed, a new version each time.
-    let mut changes = Vec::new();
-    let mut owns = Vec::new();
+    // One application changed, a new version each time: on kept
+    // connections, then anew.
     let mut change_slowest = String::new();
-    for round in 0..runs {
-        stack.write_scale(&format!("1.{}", round + 1));
-        let (t, p, o) = stack.measured(&["apply", "--json"]);
-        assert!(o.status.success(), "apply of a changed app01");
-        peak = peak.max(p);
-        changes.push(t);
-        owns.push(own_steps(&o.stdout, "app01"));
-        change_slowest = slowest(&o.stdout, 4);
-    }
+    let mut version = 0;
+    let mut changes = |anew: bool| {
+        stack.set_anew(anew);
+        let (mut times, mut owns) = (Vec::new(), Vec::new());
+        for _ in 0..runs {
+            version += 1;
+            stack.write_scale(&format!("1.{version}"));
+            let (t, p, o) = stack.measured(&["apply", "--json"]);
+            assert!(o.status.success(), "apply of a changed app01");
+            peak = peak.max(p);
+            times.push(t);
+            owns.push(own_steps(&o.stdout, "app01"));
+            if !anew {
+                change_slowest = slowest(&o.stdout, 4);
+            }
+        }
+        stack.set_anew(false);
+        (median(times), median(owns))
+    };
+    let (change, own) = changes(false);
+    let (change_cold, own_cold) = changes(true);
 
     let mut verifies = Vec::new();
     let mut statuses = Vec::new();
@@ -482,12 +539,16 @@ fn measure(apps: usize, runs: usize) -> Row {
         serial,
         side_by_side,
         naive,
-        noop: median(noops),
+        noop,
         noop_slowest,
         floor,
-        change: median(changes),
+        change,
         change_slowest,
-        own: median(owns),
+        own,
+        noop_cold,
+        floor_cold,
+        change_cold,
+        own_cold,
         verify: median(verifies),
         status: median(statuses),
         ssh_default,
@@ -523,24 +584,41 @@ fn print(r: &Row, runs: usize) {
         "  no-op: naive loop                  {:>7.2} s",
         secs(r.naive)
     );
+    for (how, floor, noop) in [
+        ("kept connections", r.floor, r.noop),
+        ("connections anew", r.floor_cold, r.noop_cold),
+    ] {
+        println!("  no-op, {how}:");
+        println!(
+            "    unavoidable checks               {:>7.2} s",
+            secs(floor)
+        );
+        println!(
+            "    nixmox apply                     {:>7.2} s   {:.1}x faster than the naive loop (target at 32: 10x), {:.2}x the unavoidable checks (target: 1.2x)",
+            secs(noop),
+            secs(r.naive) / secs(noop),
+            secs(noop) / secs(floor)
+        );
+    }
     println!(
-        "  no-op: unavoidable checks          {:>7.2} s",
-        secs(r.floor)
+        "    slowest steps (last run on kept connections): {}",
+        r.noop_slowest
     );
+    for (how, change, own) in [
+        ("kept connections", r.change, r.own),
+        ("connections anew", r.change_cold, r.own_cold),
+    ] {
+        println!(
+            "  one app changed, {how}: {:>7.2} s   {:.2}x app01's own steps ({:.2} s; target: 1.5x)",
+            secs(change),
+            secs(change) / secs(own),
+            secs(own)
+        );
+    }
     println!(
-        "  no-op: nixmox apply                {:>7.2} s   {:.1}x faster than the naive loop (target at 32: 10x), {:.2}x the unavoidable checks (target: 1.2x)",
-        secs(r.noop),
-        secs(r.naive) / secs(r.noop),
-        secs(r.noop) / secs(r.floor)
+        "    slowest steps (last run on kept connections): {}",
+        r.change_slowest
     );
-    println!("    its slowest steps (last run): {}", r.noop_slowest);
-    println!(
-        "  one app changed: nixmox apply      {:>7.2} s   {:.2}x app01's own steps ({:.2} s; target: 1.5x)",
-        secs(r.change),
-        secs(r.change) / secs(r.own),
-        secs(r.own)
-    );
-    println!("    its slowest steps (last run): {}", r.change_slowest);
     println!(
         "  verify                             {:>7.2} s   {:.0} ms per host",
         secs(r.verify),
@@ -609,17 +687,21 @@ fn main() {
         print(&row, runs);
         rows.push(row);
     }
-    println!("\n| apps | hosts | first deploy p1/default | no-op vs naive | no-op / floor | one app / own steps | verify | status | peak MiB | processes (no-op) | ssh commands (no-op) | fresh ssh to every host, CPU-s: default kex / curve25519 |");
+    println!("\nkept: on the connections the runs before kept (a re-run within nixos.ssh.persist); anew: every connection opened anew.");
+    println!("\n| apps | hosts | first deploy p1/default | no-op vs naive, kept / anew | no-op / floor, kept / anew | one app / own steps, kept / anew | verify | status | peak MiB | processes (no-op) | ssh commands (no-op) | fresh ssh to every host, CPU-s: default kex / curve25519 |");
     println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     for r in &rows {
         println!(
-            "| {} | {} | {:.2}x | {:.1}x | {:.2}x | {:.2}x | {:.2} s | {:.2} s | {:.0} | {} | {} | {:.2} / {:.2} |",
+            "| {} | {} | {:.2}x | {:.1}x / {:.1}x | {:.2}x / {:.2}x | {:.2}x / {:.2}x | {:.2} s | {:.2} s | {:.0} | {} | {} | {:.2} / {:.2} |",
             r.apps,
             r.hosts,
             secs(r.serial) / secs(r.side_by_side),
             secs(r.naive) / secs(r.noop),
+            secs(r.naive) / secs(r.noop_cold),
             secs(r.noop) / secs(r.floor),
+            secs(r.noop_cold) / secs(r.floor_cold),
             secs(r.change) / secs(r.own),
+            secs(r.change_cold) / secs(r.own_cold),
             secs(r.verify),
             secs(r.status),
             r.peak_kib as f64 / 1024.0,

@@ -644,14 +644,16 @@ fn the_lab_from_nothing_to_nothing() {
     assert_eq!(v["ok"], true, "not healed: {v:#}");
 
     // Status: every service live on its last good system, no Terraform drift;
-    // and like every run, it leaves no SSH connection behind.
-    let child = lab.spawn(&["status", "--json"]);
-    let pid = child.id();
-    let o = child.wait_with_output().expect("status");
-    assert_eq!(
-        masters_of(pid),
-        Vec::<String>::new(),
-        "status left SSH masters"
+    // it rides on the connections the runs before it kept (one per host,
+    // nixos.ssh.persist), and keeps them in turn.
+    let before = masters(&lab);
+    assert!(!before.is_empty(), "the apply kept no SSH connection");
+    let o = lab.nixmox(&["status", "--json"]);
+    let after = masters(&lab);
+    assert_eq!(after.len(), 7, "one kept connection per host: {after:#?}");
+    assert!(
+        before.iter().all(|m| after.contains(m)),
+        "status opened connections anew:\nbefore {before:#?}\nafter {after:#?}"
     );
     let st: Value = serde_json::from_slice(&o.stdout).expect("status JSON");
     assert_eq!(o.status.code(), Some(0), "{st:#}");
@@ -673,14 +675,24 @@ fn the_lab_from_nothing_to_nothing() {
         manifest.replacen("version = \"2.0\";", "version = \"2.1\";", 1),
     )
     .expect("write manifest");
-    let child = lab.spawn(&["apply", "--json"]);
-    let pid = child.id();
-    let o = child.wait_with_output().expect("apply");
+    // With persist 0 (here from the environment) a run ends every
+    // connection it opened: it uses none of the kept ones and leaves none.
+    let kept = masters(&lab);
+    let o = lab
+        .command(&["apply", "--json"])
+        .env("NIXMOX_SSH_PERSIST", "0")
+        .output()
+        .expect("apply");
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
     assert_eq!(
-        masters_of(pid),
-        Vec::<String>::new(),
-        "apply left SSH masters"
+        masters(&lab),
+        kept,
+        "apply with persist 0 touched the kept connections"
+    );
+    let own = private_masters();
+    assert!(
+        own.is_empty(),
+        "apply with persist 0 left SSH connections: {own:#?}"
     );
     let changed: Vec<String> = String::from_utf8_lossy(&o.stdout)
         .lines()
@@ -751,6 +763,11 @@ fn the_lab_from_nothing_to_nothing() {
         .map(str::to_string)
         .collect();
     assert!(left.is_empty(), "processes left: {left:?}");
+    let kept = masters(&lab);
+    assert!(
+        kept.is_empty(),
+        "SSH connections kept after lab down: {kept:?}"
+    );
     assert!(
         !Path::new("/var/lib/lab").exists()
             || std::fs::read_dir("/var/lib/lab")
@@ -760,21 +777,60 @@ fn the_lab_from_nothing_to_nothing() {
     );
 }
 
-/// Whether `ip netns list` shows any of the lab's hosts (other namespaces,
-/// such as a clean-root build's, are not the lab's).
-/// The SSH connection masters still running for nixmox process `pid` (their
-/// command line names the run's control directory, nixmox-ssh-<pid>).
-fn masters_of(pid: u32) -> Vec<String> {
-    let mark = format!("nixmox-ssh-{pid}/");
+/// The SSH connections kept for the lab's hosts: the masters of the
+/// sockets nixmox names for them (a kept master's title is
+/// `ssh: <socket> [mux]`), pid and title.
+fn masters(lab: &Lab) -> std::collections::BTreeSet<(String, String)> {
+    use nixmox::nixos::ssh::{KnownHosts, SshTarget};
+    let control = nixmox::nixos::ssh_control::Control::with_persist(60);
+    // The lab's seven hosts (examples/lab/manifest.nix), as root on port 22.
+    let sockets: Vec<String> = [2, 3, 4, 5, 10, 11, 12]
+        .map(|last| {
+            SshTarget {
+                name: String::new(),
+                address: format!("10.213.0.{last}").parse().expect("address"),
+                user: "root".into(),
+                port: 22,
+                key: Some(lab.lab_dir.path().join("ssh/id_ed25519")),
+                known_hosts: KnownHosts::AcceptNew,
+                known_hosts_file: Some(lab.lab_dir.path().join("ssh/known_hosts")),
+                connect_timeout: Duration::from_secs(10),
+                control_dir: control.dir.clone(),
+                persist: control.persist,
+            }
+            .control_path()
+            .display()
+            .to_string()
+        })
+        .to_vec();
+    std::fs::read_dir("/proc")
+        .expect("/proc")
+        .flatten()
+        .filter_map(|e| {
+            let c = std::fs::read(e.path().join("cmdline")).ok()?;
+            let c = String::from_utf8_lossy(&c).replace('\0', " ");
+            (c.contains("[mux]") && sockets.iter().any(|s| c.contains(s.as_str())))
+                .then(|| (e.file_name().to_string_lossy().into_owned(), c))
+        })
+        .collect()
+}
+
+/// Masters of connections a run keeps to itself (in a directory of its
+/// own, not the shared one): none should outlive their run.
+fn private_masters() -> Vec<String> {
+    let shared = nixmox::nixos::ssh_control::Control::with_persist(60).dir;
+    let shared = format!("{}/", shared.display());
     std::fs::read_dir("/proc")
         .expect("/proc")
         .flatten()
         .filter_map(|e| std::fs::read(e.path().join("cmdline")).ok())
         .map(|c| String::from_utf8_lossy(&c).replace('\0', " "))
-        .filter(|c| c.contains(&mark))
+        .filter(|c| c.contains("[mux]") && c.contains("/nixmox-ssh-") && !c.contains(&shared))
         .collect()
 }
 
+/// Whether `ip netns list` shows any of the lab's hosts (other namespaces,
+/// such as a clean-root build's, are not the lab's).
 fn lab_hosts_in(listing: &str) -> bool {
     const HOSTS: [&str; 7] = [
         "dns",

@@ -1267,6 +1267,22 @@ fn too_many_health_retries() {
 }
 
 #[test]
+fn ssh_persist_beyond_an_hour() {
+    let m = mutate(|v| v["nixos"] = json!({ "ssh": { "persist": 3601 } }));
+    rejects(&m, "nixos.ssh.persist", &["3601 s", "3600 s", "0 ends"]);
+    let m = mutate(|v| v["nixos"] = json!({ "ssh": { "persist": "60s" } }));
+    rejects(&m, "nixos.ssh.persist", &[]);
+    let m = mutate(|v| v["nixos"] = json!({ "ssh": { "persist": -1 } }));
+    rejects(&m, "nixos.ssh.persist", &[]);
+    for fine in [0, 60, 3600] {
+        let m = mutate(|v| v["nixos"] = json!({ "ssh": { "persist": fine } }));
+        let v = validate_value(Path::new("persist.json"), &m)
+            .unwrap_or_else(|e| panic!("persist = {fine} refused: {e}"));
+        assert_eq!(v.manifest.nixos.ssh.persist, fine);
+    }
+}
+
+#[test]
 fn top_level_health_check_timeout_zero() {
     let m = mutate(|v| v["health_check_timeout"] = json!(0));
     rejects(&m, "health_check_timeout", &["a timeout of 0 seconds"]);

@@ -81,6 +81,7 @@ impl Lab {
             known_hosts_file: Some(self.dir.path().join("lab/ssh/known_hosts")),
             connect_timeout: Duration::from_secs(3),
             control_dir: self.dir.path().join("ssh-control"),
+            persist: 60,
         }
     }
 

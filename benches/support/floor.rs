@@ -32,7 +32,16 @@ pub fn lab_env(lab: &Path, state: &Path) -> Vec<(&'static str, PathBuf)> {
 /// system it runs and whether its probes pass; each service's end-to-end
 /// checks (nixmox's contract verifies every service, the core included, on
 /// every apply).
-pub fn unavoidable(manifest: &Path, vars: &[(&str, PathBuf)], control: PathBuf) -> Duration {
+///
+/// `control` says which connections the checks ride on: a private one
+/// (`Control::with_persist(0)`) opens every connection anew and ends them
+/// after; the shared one (`Control::with_persist(60)`) rides on the
+/// connections runs kept, as a run does.
+pub fn unavoidable(
+    manifest: &Path,
+    vars: &[(&str, PathBuf)],
+    control: &nixmox::nixos::ssh_control::Control,
+) -> Duration {
     for (k, v) in vars {
         std::env::set_var(k, v);
     }
@@ -68,7 +77,6 @@ pub fn unavoidable(manifest: &Path, vars: &[(&str, PathBuf)], control: PathBuf) 
         let (nix, attributes) = (&nix, &attributes);
         scope.spawn(move || nixmox::nixos::build::evaluate_all(nix, attributes).expect("eval"));
         for s in &hosts {
-            let control = control.clone();
             scope.spawn(move || {
                 let t = nixmox::nixos::targets::target(m, s, control).expect("target");
                 let probe = format!(
@@ -94,6 +102,6 @@ pub fn unavoidable(manifest: &Path, vars: &[(&str, PathBuf)], control: PathBuf) 
         }
     });
     let elapsed = start.elapsed();
-    let _ = std::fs::remove_dir_all(&control);
+    control.end();
     elapsed
 }

@@ -73,6 +73,13 @@ pub fn run(cli: &Cli, args: &DestroyArgs) -> Result<ExitCode, CliError> {
             break;
         }
     }
+    // The hosts of the destroyed workspaces are gone or going: their kept
+    // connections would only stall the next run.
+    crate::nixos::targets::close_kept(
+        m,
+        m.enabled()
+            .filter(|s| args.only.is_empty() || only.contains(&s.name)),
+    );
     if let Ok(mut s) = store.lock() {
         let _ = s.finish_run(run, if failed.is_some() { "failed" } else { "ok" });
         let _ = s.release_lock();
@@ -95,12 +102,12 @@ pub fn rollback(cli: &Cli, args: &RollbackArgs) -> Result<ExitCode, CliError> {
     };
     let store = std::sync::Mutex::new(common::open_store(cli, m)?);
     let (run, _) = record::start(&store, "rollback", Duration::ZERO).map_err(CliError::Message)?;
-    let control = crate::nixos::ssh::control_dir();
+    let control = crate::nixos::ssh_control::Control::for_run(m).map_err(CliError::Message)?;
     // One host after another: a rollback is a repair, watched host by host.
     let mut failed = Vec::new();
     for name in &names {
         let Some(s) = m.service(name) else { continue };
-        let result = targets::target(m, s, control.clone())
+        let result = targets::target(m, s, &control)
             .map_err(|e| e.to_string())
             .and_then(|target| {
                 deploy::roll_back_by_hand(
@@ -134,7 +141,7 @@ pub fn rollback(cli: &Cli, args: &RollbackArgs) -> Result<ExitCode, CliError> {
             }
         }
     }
-    crate::nixos::ssh_mux::close_all(&control);
+    control.end();
     if let Ok(mut st) = store.lock() {
         let _ = st.finish_run(run, if failed.is_empty() { "ok" } else { "failed" });
         let _ = st.release_lock();

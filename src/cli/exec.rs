@@ -74,7 +74,7 @@ pub fn run(cli: &Cli, args: &ExecArgs) -> Result<ExitCode, CliError> {
     };
     let line = command_line(&args.command);
     let limit = Duration::from_secs(args.timeout);
-    let control = ssh::control_dir();
+    let control = crate::nixos::ssh_control::Control::for_run(m).map_err(CliError::Message)?;
     let next = AtomicUsize::new(0);
     let results: Mutex<Vec<HostResult>> = Mutex::new(Vec::new());
     let print = Mutex::new(());
@@ -86,7 +86,7 @@ pub fn run(cli: &Cli, args: &ExecArgs) -> Result<ExitCode, CliError> {
                 let Some(s) = m.service(name) else { continue };
                 let started = Instant::now();
                 let host = s.host.ip.map(|ip| ip.to_string()).unwrap_or_default();
-                let outcome = targets::target(m, s, control.clone())
+                let outcome = targets::target(m, s, &control)
                     .map_err(|e| (false, e))
                     .and_then(|t| {
                         ssh::run(&t, &line, None, limit).map_err(|e| {
@@ -127,7 +127,7 @@ pub fn run(cli: &Cli, args: &ExecArgs) -> Result<ExitCode, CliError> {
             });
         }
     });
-    crate::nixos::ssh_mux::close_all(&control);
+    control.end();
     let mut all = results.into_inner().unwrap_or_default();
     all.sort_by(|a, b| a.service.cmp(&b.service));
     let failed: Vec<&HostResult> = all.iter().filter(|r| !r.ok).collect();

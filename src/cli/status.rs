@@ -51,12 +51,12 @@ pub fn run(cli: &Cli, args: &StatusArgs) -> Result<ExitCode, CliError> {
     // Liveness and the running system, one quick look per host, hosts side
     // by side; the Terraform drift plans at the same time.
     let p = plan::build(m, &args.only)?;
-    let control = crate::nixos::ssh::control_dir();
+    let control = crate::nixos::ssh_control::Control::for_run(m).map_err(CliError::Message)?;
     let mut chosen = Vec::new();
     for name in p.core.iter().chain(p.waves.iter().flatten()) {
         let Some(s) = m.service(name) else { continue };
         let last_good = store.last_good(name).map_err(err)?.map(|l| l.system);
-        let t = targets::target(m, s, control.clone()).map_err(CliError::Message)?;
+        let t = targets::target(m, s, &control).map_err(CliError::Message)?;
         chosen.push((s, t, last_good));
     }
     let tf = stack::terraform_for(m).map_err(CliError::Message)?;
@@ -84,7 +84,7 @@ pub fn run(cli: &Cli, args: &StatusArgs) -> Result<ExitCode, CliError> {
         );
         (looks.join(), phases)
     });
-    crate::nixos::ssh_mux::close_all(&control);
+    control.end();
     let services = services.map_err(|_| {
         CliError::Message("status: looking at the hosts stopped with an internal error; nothing was changed, run it again".into())
     })?;

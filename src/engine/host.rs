@@ -58,7 +58,7 @@ impl Ctx<'_> {
             self.record_inputs(s, system);
             return Ok(false);
         }
-        let target = targets::target(self.m, s, self.control_dir.clone())?;
+        let target = targets::target(self.m, s, &self.control)?;
         // A host that rolled itself back while no nixmox watched (a killed
         // run) says so once, here; then it is deployed as usual.
         if self
@@ -153,7 +153,7 @@ impl Ctx<'_> {
         let seen = match self.look.host(&s.name) {
             Some(g) => g,
             None => {
-                let Ok(target) = targets::target(self.m, s, self.control_dir.clone()) else {
+                let Ok(target) = targets::target(self.m, s, &self.control) else {
                     return false;
                 };
                 match glance::glance(&target, &s.health, &s.ports) {
@@ -203,15 +203,13 @@ impl Ctx<'_> {
     pub(super) fn build_system(&self, s: &Service) -> Result<String, String> {
         let inst = build::installable(&self.nix.flake, &targets::attribute(s));
         let failed = |e: String| format!("building the system of {}: {e}", s.name);
-        let Some(builder) =
-            targets::builder(self.m, s, self.control_dir.clone()).map_err(failed)?
-        else {
+        let Some(builder) = targets::builder(self.m, s, &self.control).map_err(failed)? else {
             return build::build(&self.nix, &[inst])
                 .map_err(|e| failed(e.to_string()))?
                 .pop()
                 .ok_or_else(|| failed("no output".into()));
         };
-        let target = targets::target(self.m, s, self.control_dir.clone()).map_err(failed)?;
+        let target = targets::target(self.m, s, &self.control).map_err(failed)?;
         let built = crate::nixos::remote_build::build_on(&self.nix, &inst, &builder, &target)
             .map_err(|e| failed(e.to_string()))?;
         if let Ok(mut placed) = self.placed.lock() {
@@ -228,7 +226,7 @@ impl Ctx<'_> {
     }
 
     pub(super) fn roll_back(&self, s: &Service) -> String {
-        let result = targets::target(self.m, s, self.control_dir.clone()).and_then(|t| {
+        let result = targets::target(self.m, s, &self.control).and_then(|t| {
             deploy::roll_back_by_hand(
                 &t,
                 &s.health,

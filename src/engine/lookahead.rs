@@ -327,7 +327,7 @@ pub(super) fn start<'s, 'e>(ctx: &'e Ctx<'e>, scope: &'s Scope<'s, 'e>) {
             if let Some(slot) = look.hosts.get(name) {
                 fill(slot, || {
                     let s = ctx.m.service(name)?;
-                    let t = targets::target(ctx.m, s, ctx.control_dir.clone()).ok()?;
+                    let t = targets::target(ctx.m, s, &ctx.control).ok()?;
                     crate::process::in_background(|| glance::glance(&t, &s.health, &s.ports).ok())
                 })
             }
@@ -407,7 +407,7 @@ fn databases(ctx: &Ctx, names: &[&String]) -> Vec<bool> {
     let (Some(pg), true) = (ctx.m.service("postgresql"), !names.is_empty()) else {
         return Vec::new();
     };
-    let Ok(t) = targets::target(ctx.m, pg, ctx.control_dir.clone()) else {
+    let Ok(t) = targets::target(ctx.m, pg, &ctx.control) else {
         return Vec::new();
     };
     let services: Vec<Option<&Service>> = names.iter().map(|n| ctx.m.service(n)).collect();

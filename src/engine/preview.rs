@@ -109,7 +109,7 @@ impl Preview {
 /// Terraform-only plan, which contacts no host.
 pub fn preview(m: &Manifest, plan: &Plan, hosts: bool) -> Result<Preview, String> {
     let tf = stack::terraform_for(m)?;
-    let control_dir = crate::nixos::ssh::control_dir();
+    let control = crate::nixos::ssh_control::Control::for_run(m)?;
     let services: Vec<&Service> = if hosts {
         plan.core
             .iter()
@@ -136,9 +136,9 @@ pub fn preview(m: &Manifest, plan: &Plan, hosts: bool) -> Result<Preview, String
         let looks: Vec<_> = services
             .iter()
             .map(|s| {
-                let dir = control_dir.clone();
+                let control = &control;
                 scope.spawn(move || {
-                    let t = targets::target(m, s, dir)?;
+                    let t = targets::target(m, s, control)?;
                     glance::glance(&t, &s.health, &s.ports)
                 })
             })
@@ -153,12 +153,12 @@ pub fn preview(m: &Manifest, plan: &Plan, hosts: bool) -> Result<Preview, String
                     .map(move |d| (s, d))
             })
             .map(|(s, d)| {
-                let dir = control_dir.clone();
+                let control = &control;
                 scope.spawn(move || {
                     let survey = m
                         .service("postgresql")
                         .ok_or_else(|| "the manifest has no postgresql service".to_string())
-                        .and_then(|pg| targets::target(m, pg, dir))
+                        .and_then(|pg| targets::target(m, pg, control))
                         .and_then(|t| database::survey(&t, &m.nixos.psql, &m.dir(), d));
                     db_preview(s, d, survey)
                 })
@@ -179,9 +179,9 @@ pub fn preview(m: &Manifest, plan: &Plan, hosts: bool) -> Result<Preview, String
             .map(|(s, look)| {
                 let look = look.clone();
                 let evaluated = evaluated.get(&s.name).cloned();
-                let dir = control_dir.clone();
+                let control = &control;
                 let nix = &nix;
-                scope.spawn(move || system(m, nix, s, &look, evaluated, dir))
+                scope.spawn(move || system(m, nix, s, &look, evaluated, control))
             })
             .collect();
         let systems: Vec<Result<SystemLook, String>> = systems
@@ -197,7 +197,7 @@ pub fn preview(m: &Manifest, plan: &Plan, hosts: bool) -> Result<Preview, String
             .unwrap_or_else(|_| Err("the Terraform plan failed".into()))?;
         Ok::<_, String>((terraform, seen, systems, databases))
     });
-    crate::nixos::ssh_mux::close_all(&control_dir);
+    control.end();
     let (terraform, seen, systems, databases) = result?;
     let held = held_outputs(m, plan, &tf, &terraform)?;
     let moving = moving_workspaces(&terraform);
@@ -244,7 +244,7 @@ fn system(
     s: &Service,
     look: &Result<glance::Glance, String>,
     evaluated: Option<String>,
-    control_dir: std::path::PathBuf,
+    control: &crate::nixos::ssh_control::Control,
 ) -> Result<SystemLook, String> {
     // A host not seen is not built for: what it runs is unknown.
     let Ok(g) = look else {
@@ -276,7 +276,7 @@ fn system(
         Vec::new()
     } else {
         closure::local(&current).or_else(|_| {
-            let t = targets::target(m, s, control_dir)?;
+            let t = targets::target(m, s, control)?;
             closure::on_host(&t, &current)
         })?
     };

@@ -13,7 +13,6 @@ use crate::terraform::runner::Status;
 use crate::terraform::{stack, Outputs, Terraform};
 use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::path::PathBuf;
 use std::sync::Mutex;
 use std::time::Instant;
 
@@ -115,7 +114,7 @@ pub(super) struct Ctx<'a> {
     /// Set when a Terraform phase changed something: systems built before
     /// that may have read older outputs and are built again.
     pub(super) outputs_changed: std::sync::atomic::AtomicBool,
-    pub(super) control_dir: PathBuf,
+    pub(super) control: crate::nixos::ssh_control::Control,
     /// `nixos.age_key_file`, read once: installed on every host.
     pub(super) age_key: Option<deploy::AgeKey>,
     pub(super) goal: Goal,
@@ -254,7 +253,7 @@ pub fn apply(
         .into_iter()
         .map(|s| (s.step_id.clone(), s))
         .collect();
-    let control_dir = crate::nixos::ssh::control_dir();
+    let control = crate::nixos::ssh_control::Control::for_run(m)?;
     let mut ctx = Ctx {
         m,
         plan,
@@ -270,7 +269,7 @@ pub fn apply(
         last_good_systems: opts.last_good_systems.clone(),
         tf_good: Mutex::new(BTreeMap::new()),
         outputs_changed: std::sync::atomic::AtomicBool::new(false),
-        control_dir: control_dir.clone(),
+        control: control.clone(),
         age_key: deploy::AgeKey::of_manifest(m)?,
         goal: opts.goal,
         phases: opts.phases.clone(),
@@ -296,8 +295,8 @@ pub fn apply(
     };
     ctx.look = Lookahead::new(&ctx);
     let result = run_all(&ctx, opts, &mut summary);
-    // Close the multiplexed connections.
-    crate::nixos::ssh_mux::close_all(&control_dir);
+    // End the run's own connections (kept ones stay for the next run).
+    control.end();
     result?;
     let known = ctx.known.lock().map(|k| k.clone()).unwrap_or_default();
     if !known.is_empty() {

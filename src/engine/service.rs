@@ -207,7 +207,7 @@ impl Ctx<'_> {
             .m
             .service("postgresql")
             .ok_or("no postgresql service")?;
-        let target = targets::target(self.m, pg, self.control_dir.clone())?;
+        let target = targets::target(self.m, pg, &self.control)?;
         let base = self.m.dir();
         let mut applied = 0;
         for db in native {
@@ -227,7 +227,7 @@ impl Ctx<'_> {
                 return Ok(detail);
             }
         }
-        let target = targets::target(self.m, s, self.control_dir.clone())?;
+        let target = targets::target(self.m, s, &self.control)?;
         for probe in [&s.health.readiness, &s.health.liveness]
             .into_iter()
             .flatten()

@@ -160,6 +160,9 @@ fn terraform(
 pub fn up(m: &Manifest, systems: bool, say: &mut dyn FnMut(&str)) -> Result<(), LabError> {
     let cfg = config_for(m)?;
     let hosts = hosts(m)?;
+    // Connections kept from an earlier lab at the same addresses lead to
+    // hosts that are gone.
+    close_connections(m, &cfg);
     base_up(&cfg)?;
     say(&format!(
         "network {} on {} (gateway {}), CA and SSH key in {}",
@@ -234,6 +237,7 @@ pub fn up(m: &Manifest, systems: bool, say: &mut dyn FnMut(&str)) -> Result<(), 
 pub fn down(m: &Manifest, say: &mut dyn FnMut(&str)) -> Result<(), LabError> {
     require_root()?;
     let cfg = LabConfig::load(&lab_dir()).or_else(|_| config_for(m))?;
+    close_connections(m, &cfg);
     if !m.terraform.infra.is_empty() && LabConfig::file(&cfg.dir).exists() {
         if let Err(e) = terraform(
             m,
@@ -277,6 +281,16 @@ pub fn down(m: &Manifest, say: &mut dyn FnMut(&str)) -> Result<(), LabError> {
     }
     say("lab down: hosts, namespaces, bridge, route and lab directory removed");
     Ok(())
+}
+
+/// Ends the SSH connections runs kept to the lab's hosts, reached with the
+/// lab's key unless the environment names another (as `up` does).
+fn close_connections(m: &Manifest, cfg: &LabConfig) {
+    if std::env::var_os("NIXMOX_SSH_KEY").is_none() {
+        std::env::set_var("NIXMOX_SSH_KEY", cfg.ssh_key());
+        std::env::set_var("NIXMOX_SSH_KNOWN_HOSTS_FILE", cfg.known_hosts());
+    }
+    crate::nixos::targets::close_kept(m, m.enabled());
 }
 
 #[derive(Debug, Serialize)]

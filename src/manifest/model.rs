@@ -134,6 +134,9 @@ pub struct SshSettings {
     pub known_hosts: String,
     pub known_hosts_file: Option<String>,
     pub connect_timeout: u64,
+    /// Idle seconds each host's connection is kept after a run, for the
+    /// next one to ride on (0: every run ends its connections).
+    pub persist: u64,
 }
 
 impl Default for SshSettings {
@@ -145,6 +148,7 @@ impl Default for SshSettings {
             known_hosts: "accept-new".into(),
             known_hosts_file: None,
             connect_timeout: 10,
+            persist: crate::nixos::ssh_control::DEFAULT_PERSIST,
         }
     }
 }

@@ -13,5 +13,6 @@ pub mod health;
 pub mod remote;
 pub mod remote_build;
 pub mod ssh;
+pub mod ssh_control;
 pub mod ssh_mux;
 pub mod targets;

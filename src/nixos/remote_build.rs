@@ -197,6 +197,7 @@ mod tests {
             known_hosts_file: None,
             connect_timeout: std::time::Duration::from_secs(5),
             control_dir: "/tmp/c".into(),
+            persist: 60,
         };
         assert_eq!(
             forward_command(&settings(), &t("10.0.0.12"), "/nix/store/abc-sys"),

@@ -28,7 +28,7 @@ impl KnownHosts {
         }
     }
 
-    fn option(self) -> &'static str {
+    pub(super) fn option(self) -> &'static str {
         match self {
             KnownHosts::AcceptNew => "StrictHostKeyChecking=accept-new",
             KnownHosts::Strict => "StrictHostKeyChecking=yes",
@@ -51,6 +51,9 @@ pub struct SshTarget {
     pub connect_timeout: Duration,
     /// Directory for the multiplexing sockets.
     pub control_dir: PathBuf,
+    /// Idle seconds the connection outlives its last command
+    /// (`ControlPersist`; see [`super::ssh_control`]).
+    pub persist: u64,
 }
 
 impl SshTarget {
@@ -70,21 +73,21 @@ impl SshTarget {
             format!("ConnectTimeout={}", self.connect_timeout.as_secs().max(1)),
             "-o".into(),
             self.known_hosts.option().into(),
-            "-o".into(),
-            "ControlMaster=auto".into(),
-            "-o".into(),
-            format!("ControlPath={}/%C", self.control_dir.display()),
-            "-o".into(),
-            "ControlPersist=60".into(),
-            "-o".into(),
-            "ServerAliveInterval=5".into(),
-            "-o".into(),
-            "ServerAliveCountMax=3".into(),
-            "-o".into(),
-            "LogLevel=ERROR".into(),
-            "-p".into(),
-            self.port.to_string(),
         ];
+        o.extend(self.multiplexing());
+        o.extend(
+            [
+                "-o",
+                "ServerAliveInterval=5",
+                "-o",
+                "ServerAliveCountMax=3",
+                "-o",
+                "LogLevel=ERROR",
+                "-p",
+            ]
+            .map(String::from),
+        );
+        o.push(self.port.to_string());
         if let Some(file) = &self.known_hosts_file {
             o.push("-o".into());
             o.push(format!("UserKnownHostsFile={}", file.display()));
@@ -96,6 +99,44 @@ impl SshTarget {
             o.push("IdentitiesOnly=yes".into());
         }
         o
+    }
+
+    /// The same host over a connection of its own, opened for the one
+    /// command: what proves that a new connection can still be made (a
+    /// new system that broke sshd leaves the connections opened before it
+    /// working).
+    pub fn fresh(&self) -> SshTarget {
+        SshTarget {
+            persist: 0,
+            ..self.clone()
+        }
+    }
+
+    /// One connection per host that every command rides on, kept
+    /// `persist` idle seconds; none for a [`SshTarget::fresh`] target.
+    fn multiplexing(&self) -> Vec<String> {
+        if self.persist == 0 {
+            return ["-o", "ControlMaster=no", "-o", "ControlPath=none"]
+                .map(String::from)
+                .to_vec();
+        }
+        vec![
+            "-o".into(),
+            "ControlMaster=auto".into(),
+            "-o".into(),
+            // ssh expands %-tokens in the path: a literal % is doubled.
+            format!(
+                "ControlPath={}",
+                self.control_path().display().to_string().replace('%', "%%")
+            ),
+            "-o".into(),
+            format!("ControlPersist={}", self.persist),
+        ]
+    }
+
+    /// The socket of this host's multiplexed connection.
+    pub fn control_path(&self) -> PathBuf {
+        self.control_dir.join(super::ssh_control::socket_name(self))
     }
 
     /// `ssh <options> -- <user@host> <command>`: after `--` nothing is read
@@ -170,19 +211,6 @@ pub enum SshError {
         stream: &'static str,
         mib: usize,
     },
-}
-
-/// Where a run keeps its multiplexed SSH connections: under the temporary
-/// directory, unless its path has a space (ssh options travel through
-/// NIX_SSHOPTS, which Nix splits on spaces), then under /tmp.
-pub fn control_dir() -> PathBuf {
-    let base = std::env::temp_dir();
-    let base = if base.to_string_lossy().chars().any(char::is_whitespace) {
-        PathBuf::from("/tmp")
-    } else {
-        base
-    };
-    base.join(format!("nixmox-ssh-{}", std::process::id()))
 }
 
 /// Runs `command` on the host, feeding `stdin`, within `limit`. Exit code 255
@@ -263,6 +291,7 @@ mod tests {
             known_hosts_file: Some("/lab/ssh/known_hosts".into()),
             connect_timeout: Duration::from_secs(5),
             control_dir: "/tmp/nixmox-ssh".into(),
+            persist: 60,
         }
     }
 
@@ -280,7 +309,7 @@ mod tests {
                 "-o",
                 "ControlMaster=auto",
                 "-o",
-                "ControlPath=/tmp/nixmox-ssh/%C",
+                "ControlPath=/tmp/nixmox-ssh/f6807305e11a3c63",
                 "-o",
                 "ControlPersist=60",
                 "-o",
@@ -315,6 +344,33 @@ mod tests {
             e.contains("\"/home/me/my keys/id\"") && e.contains("NIX_SSHOPTS"),
             "{e}"
         );
+        // A fresh target opens a connection of its own.
+        let fresh = target().fresh().options().join(" ");
+        assert!(
+            fresh.contains("-o ControlMaster=no -o ControlPath=none")
+                && !fresh.contains("ControlPersist"),
+            "{fresh}"
+        );
+        // Another key or known-hosts policy: another connection.
+        let other_key = SshTarget {
+            key: Some("/other/id".into()),
+            ..target()
+        };
+        assert_ne!(other_key.control_path(), target().control_path());
+        let strict = SshTarget {
+            known_hosts: KnownHosts::Strict,
+            ..target()
+        };
+        assert_ne!(strict.control_path(), target().control_path());
+        // A % in the directory reaches ssh doubled (it expands %-tokens).
+        let percent = SshTarget {
+            control_dir: "/tmp/a%b".into(),
+            ..target()
+        };
+        assert!(percent
+            .options()
+            .iter()
+            .any(|o| o.starts_with("ControlPath=/tmp/a%%b/")));
         assert_eq!(KnownHosts::parse("strict"), Some(KnownHosts::Strict));
         assert_eq!(KnownHosts::parse("maybe"), None);
     }

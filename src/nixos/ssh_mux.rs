@@ -1,4 +1,5 @@
-//! Ending a run's multiplexed SSH connections when the run ends. A master
+//! Ending multiplexed SSH connections: a run's own when the run ends, kept
+//! ones when their hosts go away (see `ssh_control`). A master
 //! started with `ControlPersist` outlives the ssh command that started it
 //! (that is what lets one run's commands share it), and removing its socket
 //! does not stop it: without this, every run would leave one ssh process
@@ -27,8 +28,9 @@ pub fn close_all(dir: &Path) {
     let _ = std::fs::remove_dir_all(dir);
 }
 
-/// One master: hello, terminate, and its answer.
-fn terminate(socket: &Path) -> std::io::Result<bool> {
+/// Asks the master listening on `socket` to exit: hello, terminate, and
+/// its answer (`Ok(true)` when it agreed).
+pub fn terminate(socket: &Path) -> std::io::Result<bool> {
     let mut s = UnixStream::connect(socket)?;
     s.set_read_timeout(Some(Duration::from_secs(1)))?;
     s.set_write_timeout(Some(Duration::from_secs(1)))?;

@@ -3,12 +3,13 @@
 
 use super::build::NixSettings;
 use super::ssh::{KnownHosts, SshTarget};
+use super::ssh_control::Control;
 use crate::manifest::{Manifest, Service};
 use std::path::PathBuf;
 use std::time::Duration;
 
 /// How to reach the service's host, or why it cannot be reached.
-pub fn target(m: &Manifest, s: &Service, control_dir: PathBuf) -> Result<SshTarget, String> {
+pub fn target(m: &Manifest, s: &Service, control: &Control) -> Result<SshTarget, String> {
     let address = s
         .host
         .ip
@@ -29,30 +30,27 @@ pub fn target(m: &Manifest, s: &Service, control_dir: PathBuf) -> Result<SshTarg
         known_hosts: KnownHosts::parse(&ssh.known_hosts).unwrap_or(KnownHosts::AcceptNew),
         known_hosts_file: known_hosts_file.map(PathBuf::from),
         connect_timeout: Duration::from_secs(ssh.connect_timeout),
-        control_dir,
+        control_dir: control.dir.clone(),
+        persist: control.persist,
     })
 }
 
 /// Where `s`'s system is built: `None` here, else the builder to reach
 /// over SSH (the host itself for `target`, another service's host, or a
 /// `[user@]address` with the stack's SSH settings).
-pub fn builder(
-    m: &Manifest,
-    s: &Service,
-    control_dir: PathBuf,
-) -> Result<Option<SshTarget>, String> {
+pub fn builder(m: &Manifest, s: &Service, control: &Control) -> Result<Option<SshTarget>, String> {
     use crate::manifest::BuildHost;
     match s.nixos.build_host.as_ref().unwrap_or(&m.nixos.build_host) {
         BuildHost::Local => Ok(None),
-        BuildHost::Target => target(m, s, control_dir).map(Some),
+        BuildHost::Target => target(m, s, control).map(Some),
         BuildHost::Service(name) => {
             let b = m
                 .service(name)
                 .ok_or_else(|| format!("build_host {name}: no such service"))?;
-            target(m, b, control_dir).map(Some)
+            target(m, b, control).map(Some)
         }
         BuildHost::Builder { user, address } => {
-            let mut t = target(m, s, control_dir)?;
+            let mut t = target(m, s, control)?;
             t.name = format!("builder {address}");
             t.address = *address;
             t.port = m.nixos.ssh.port;
@@ -75,4 +73,23 @@ pub fn attribute(s: &Service) -> String {
         .attribute
         .clone()
         .unwrap_or_else(|| super::build::default_attribute(&s.name))
+}
+
+/// Ends the connections kept for `services`' hosts (see
+/// [`super::ssh_control`]): their hosts are going away, and a kept
+/// connection to a host that is gone would stall the next run that
+/// reaches its address until the connection's keep-alives give up.
+pub fn close_kept<'a>(m: &Manifest, services: impl IntoIterator<Item = &'a Service>) {
+    let Ok(control) = Control::for_run(m) else {
+        return;
+    };
+    if control.shared {
+        let kept: Vec<SshTarget> = services
+            .into_iter()
+            .filter_map(|s| target(m, s, &control).ok())
+            .collect();
+        Control::close(&kept);
+    } else {
+        control.end();
+    }
 }

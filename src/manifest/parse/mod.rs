@@ -259,6 +259,7 @@ fn nixos(diags: &mut Diagnostics, path: Path, value: &Value) -> Option<NixosSett
                 "known_hosts",
                 "known_hosts_file",
                 "connect_timeout",
+                "persist",
             ],
         ) {
             let ds = n.ssh.clone();
@@ -269,7 +270,19 @@ fn nixos(diags: &mut Diagnostics, path: Path, value: &Value) -> Option<NixosSett
                 known_hosts: ssh.or(diags, "known_hosts", ds.known_hosts),
                 known_hosts_file: ssh.opt(diags, "known_hosts_file"),
                 connect_timeout: ssh.or(diags, "connect_timeout", ds.connect_timeout),
+                persist: ssh.or(diags, "persist", ds.persist),
             };
+            if n.ssh.persist > crate::nixos::ssh_control::MAX_PERSIST {
+                diags.error(
+                    &ssh.at("persist"),
+                    format!(
+                        "{} s is longer than an SSH connection may be kept ({} s); \
+                         0 ends each run's connections with it",
+                        n.ssh.persist,
+                        crate::nixos::ssh_control::MAX_PERSIST
+                    ),
+                );
+            }
             if let Err(e) = super::syntax::user_name(&n.ssh.user) {
                 diags.error(&ssh.at("user"), e);
             }
