@@ -6,6 +6,10 @@
 //! - a version whose activation cuts the host off (the lab app's
 //!   `cut-network`: it drops the host's address, as a bad network
 //!   configuration would) rolls back by itself, and the run says so;
+//! - a version whose activation stops sshd (the lab app's `stop-sshd`:
+//!   new connections are accepted and never answered, the ones open go
+//!   on): nixmox's confirmation needs a connection of its own, cannot get
+//!   one, and the host rolls itself back;
 //! - the link cut right after the switch, while nixmox waits in the health
 //!   gate: the same;
 //! - nixmox killed between the switch and its confirmation: the host rolls
@@ -169,6 +173,22 @@ fn hosts_roll_themselves_back_when_nixmox_cannot_confirm() {
         0,
         "the run reported the record: it is marked"
     );
+
+    // 2b. A system that stops sshd while the connection nixmox opened
+    // before the switch goes on working (its gate and signs of life pass
+    // over it): confirmed over that connection, the host would be locked
+    // out for good. The confirmation needs a connection of its own, gets
+    // none, and the host rolls itself back.
+    set_version(&lab, "dash", "stop-sshd");
+    let o = apply(&lab, None);
+    let detail = dash_failed(&o);
+    assert!(
+        detail.contains("rolled itself back to generation"),
+        "{detail}"
+    );
+    assert_eq!(version(&lab), "guard-1", "not back on the previous system");
+    assert!(healthy(), "dash is not healthy after rolling itself back");
+    assert_eq!(unreported(&lab), 0, "the run reported the record");
 
     // 3. The link cut right after the switch (the new version is slow to
     // become healthy, so nixmox is in its health gate), for longer than

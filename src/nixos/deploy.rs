@@ -354,7 +354,11 @@ pub fn deploy(r: &DeployRequest) -> Result<Outcome, DeployError> {
             } else {
                 lost_at(act.silence)
             };
-            match super::confirm::claim(t, dir, what, patience) {
+            // A confirmation travels over a connection of its own: it must
+            // prove the host can still be reached, and a system that broke
+            // sshd leaves the connection opened before it working.
+            let via = if gate.is_ok() { t.fresh() } else { t.clone() };
+            match super::confirm::claim(&via, dir, what, patience) {
                 Some(super::guard::Decided::Won) => {}
                 Some(d) => {
                     let e = super::confirm::guard_decided(t, dir, &d, r.confirm_timeout, settle, at);

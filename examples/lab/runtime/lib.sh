@@ -134,6 +134,17 @@ ensure_address() {
   ip addr add "$IP/${CIDR#*/}" dev eth0
 }
 
+# The host's sshd, as its system wants it: a lab fault, version
+# "stop-sshd", stops it after its activation (SIGSTOP: it accepts
+# connections and never answers, as an sshd a bad configuration broke;
+# the sessions it already serves go on); any other system lets it go on
+# first, so going back to it heals the host.
+ensure_sshd() {
+  local pid
+  pid=$(cat /run/sshd.pid 2>/dev/null) || return 0
+  kill -CONT "$pid" 2>/dev/null || true
+}
+
 main() {
   local goal=${1:-}
   case $goal in
@@ -165,11 +176,16 @@ main() {
   ln -sfn "$TOPLEVEL" /run/.current-system.new
   mv -T /run/.current-system.new /run/current-system
   [ "$(version_of)" = cut-network ] || ensure_address
+  ensure_sshd
   activate
   stop_stale
   if [ "$(version_of)" = cut-network ]; then
     say "fault: dropping this host's address (cut-network)"
     ip -4 addr flush dev eth0
+  fi
+  if [ "$(version_of)" = stop-sshd ] && [ -s /run/sshd.pid ]; then
+    say "fault: stopping this host's sshd (stop-sshd)"
+    kill -STOP "$(cat /run/sshd.pid)"
   fi
   [ "$goal" = switch ] && ln -sfn "$TOPLEVEL" "$STATE/boot-configuration"
   say "$goal: done ($TOPLEVEL)"
