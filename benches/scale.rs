@@ -227,7 +227,9 @@ impl Stack {
             .expect("strace (scripts/setup.sh installs it)");
         assert!(
             o.status.success(),
-            "strace nixmox {args:?}: {}",
+            "strace nixmox {args:?} ({}): {}{}",
+            o.status,
+            String::from_utf8_lossy(&o.stdout),
             String::from_utf8_lossy(&o.stderr)
         );
         let text = std::fs::read_to_string(&log).expect("strace log");
