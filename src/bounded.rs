@@ -22,15 +22,22 @@ pub fn builds_at_once() -> usize {
 /// At most `n` callers inside [`Gate::pass`] at a time; of those waiting,
 /// the one of the lowest rank goes in first.
 pub struct Gate {
-    /// Places free, and the ranks waiting.
-    state: Mutex<(usize, std::collections::BTreeSet<usize>)>,
+    state: Mutex<GateState>,
     changed: std::sync::Condvar,
+}
+
+struct GateState {
+    free: usize,
+    waiting: std::collections::BTreeSet<usize>,
 }
 
 impl Gate {
     pub fn new(n: usize) -> Gate {
         Gate {
-            state: Mutex::new((n.max(1), std::collections::BTreeSet::new())),
+            state: Mutex::new(GateState {
+                free: n.max(1),
+                waiting: std::collections::BTreeSet::new(),
+            }),
             changed: std::sync::Condvar::new(),
         }
     }
@@ -39,19 +46,19 @@ impl Gate {
     /// unique among callers); the place is given back even when `f` panics.
     pub fn pass<R>(&self, rank: usize, f: impl FnOnce() -> R) -> R {
         let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        st.1.insert(rank);
-        while !(st.0 > 0 && st.1.first() == Some(&rank)) {
+        st.waiting.insert(rank);
+        while !(st.free > 0 && st.waiting.first() == Some(&rank)) {
             st = self.changed.wait(st).unwrap_or_else(|e| e.into_inner());
         }
-        st.1.remove(&rank);
-        st.0 -= 1;
+        st.waiting.remove(&rank);
+        st.free -= 1;
         drop(st);
         // The next rank may find a place free too.
         self.changed.notify_all();
         struct Leave<'a>(&'a Gate);
         impl Drop for Leave<'_> {
             fn drop(&mut self) {
-                self.0.state.lock().unwrap_or_else(|e| e.into_inner()).0 += 1;
+                self.0.state.lock().unwrap_or_else(|e| e.into_inner()).free += 1;
                 self.0.changed.notify_all();
             }
         }

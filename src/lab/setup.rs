@@ -160,9 +160,11 @@ fn terraform(
 pub fn up(m: &Manifest, systems: bool, say: &mut dyn FnMut(&str)) -> Result<(), LabError> {
     let cfg = config_for(m)?;
     let hosts = hosts(m)?;
-    // Connections kept from an earlier lab at the same addresses lead to
-    // hosts that are gone.
-    close_connections(m, &cfg);
+    // The engine reaches the hosts with the lab's key, wherever the lab
+    // lives; connections kept from an earlier lab at the same addresses
+    // lead to hosts that are gone.
+    use_lab_key(&cfg);
+    crate::nixos::targets::close_kept(m, m.enabled());
     base_up(&cfg)?;
     say(&format!(
         "network {} on {} (gateway {}), CA and SSH key in {}",
@@ -192,11 +194,6 @@ pub fn up(m: &Manifest, systems: bool, say: &mut dyn FnMut(&str)) -> Result<(), 
     ));
     if !systems {
         return Ok(());
-    }
-    // The engine reaches the hosts with the lab's key, wherever the lab lives.
-    if std::env::var_os("NIXMOX_SSH_KEY").is_none() {
-        std::env::set_var("NIXMOX_SSH_KEY", cfg.ssh_key());
-        std::env::set_var("NIXMOX_SSH_KNOWN_HOSTS_FILE", cfg.known_hosts());
     }
     std::env::set_var("NIXMOX_LAB_DIR", &cfg.dir);
     if std::env::var_os("NIXMOX_CA_FILE").is_none() {
@@ -237,7 +234,8 @@ pub fn up(m: &Manifest, systems: bool, say: &mut dyn FnMut(&str)) -> Result<(), 
 pub fn down(m: &Manifest, say: &mut dyn FnMut(&str)) -> Result<(), LabError> {
     require_root()?;
     let cfg = LabConfig::load(&lab_dir()).or_else(|_| config_for(m))?;
-    close_connections(m, &cfg);
+    use_lab_key(&cfg);
+    crate::nixos::targets::close_kept(m, m.enabled());
     if !m.terraform.infra.is_empty() && LabConfig::file(&cfg.dir).exists() {
         if let Err(e) = terraform(
             m,
@@ -283,14 +281,13 @@ pub fn down(m: &Manifest, say: &mut dyn FnMut(&str)) -> Result<(), LabError> {
     Ok(())
 }
 
-/// Ends the SSH connections runs kept to the lab's hosts, reached with the
-/// lab's key unless the environment names another (as `up` does).
-fn close_connections(m: &Manifest, cfg: &LabConfig) {
+/// The lab's hosts are reached with the lab's key and known hosts, unless
+/// the environment names others.
+fn use_lab_key(cfg: &LabConfig) {
     if std::env::var_os("NIXMOX_SSH_KEY").is_none() {
         std::env::set_var("NIXMOX_SSH_KEY", cfg.ssh_key());
         std::env::set_var("NIXMOX_SSH_KNOWN_HOSTS_FILE", cfg.known_hosts());
     }
-    crate::nixos::targets::close_kept(m, m.enabled());
 }
 
 #[derive(Debug, Serialize)]

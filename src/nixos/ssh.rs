@@ -52,7 +52,8 @@ pub struct SshTarget {
     /// Directory for the multiplexing sockets.
     pub control_dir: PathBuf,
     /// Idle seconds the connection outlives its last command
-    /// (`ControlPersist`; see [`super::ssh_control`]).
+    /// (`ControlPersist`; see [`super::ssh_control`]); 0: no shared
+    /// connection at all, each command opens its own ([`SshTarget::fresh`]).
     pub persist: u64,
 }
 

@@ -53,7 +53,7 @@ impl Control {
     pub fn with_persist(persist: u64) -> Control {
         let base = base_dir();
         if persist > 0 {
-            let dir = base.join(format!("nixmox-ssh-{}", euid()));
+            let dir = shared_dir(&base);
             match private_dir(&dir) {
                 Ok(()) => {
                     return Control {
@@ -69,6 +69,20 @@ impl Control {
             }
         }
         Control::private(&base)
+    }
+
+    /// The connections runs kept, when there may be any: the shared
+    /// directory, if it exists and is private. Creates nothing, and is
+    /// looked at whatever `persist` says now (earlier runs may have kept
+    /// connections with another setting).
+    pub fn kept() -> Option<Control> {
+        let dir = shared_dir(&base_dir());
+        is_private(&dir).ok()?;
+        Some(Control {
+            dir,
+            persist: DEFAULT_PERSIST,
+            shared: true,
+        })
     }
 
     /// A directory of the run's own, with a name nobody can guess; its
@@ -100,9 +114,7 @@ impl Control {
     /// next run until its keep-alives give up).
     pub fn close(targets: &[SshTarget]) {
         let sockets: Vec<PathBuf> = targets.iter().map(SshTarget::control_path).collect();
-        crate::bounded::map(&sockets, 16, |socket| {
-            let _ = super::ssh_mux::terminate(socket);
-        });
+        super::ssh_mux::terminate_all(&sockets);
     }
 }
 
@@ -172,15 +184,25 @@ fn base_dir() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from("/tmp"))
 }
 
-/// Creates `dir` (mode 0700) unless it exists; either way it must be a
-/// directory, not a link, owned by this user and closed to all others: a
-/// socket in a directory someone else controls could be theirs.
+/// The directory every run of this user keeps its connections in.
+fn shared_dir(base: &Path) -> PathBuf {
+    base.join(format!("nixmox-ssh-{}", euid()))
+}
+
+/// Creates `dir` (mode 0700) unless it exists; either way it must then
+/// pass [`is_private`].
 fn private_dir(dir: &Path) -> Result<(), String> {
     match std::fs::DirBuilder::new().mode(0o700).create(dir) {
         Ok(()) => {}
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
         Err(e) => return Err(format!("cannot create it ({e})")),
     }
+    is_private(dir)
+}
+
+/// `dir` is a directory, not a link, owned by this user and closed to all
+/// others: a socket in a directory someone else controls could be theirs.
+fn is_private(dir: &Path) -> Result<(), String> {
     let meta = std::fs::symlink_metadata(dir).map_err(|e| format!("cannot read it ({e})"))?;
     if !meta.file_type().is_dir() {
         return Err("it is not a directory".into());

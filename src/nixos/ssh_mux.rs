@@ -23,9 +23,17 @@ const MUX_VERSION: u32 = 4;
 pub fn close_all(dir: &Path) {
     if let Ok(entries) = std::fs::read_dir(dir) {
         let sockets: Vec<_> = entries.flatten().map(|e| e.path()).collect();
-        crate::bounded::map(&sockets, 16, |socket| terminate(socket));
+        terminate_all(&sockets);
     }
     let _ = std::fs::remove_dir_all(dir);
+}
+
+/// Asks the master on each of `sockets` to exit, 16 at a time; best
+/// effort, as [`close_all`].
+pub fn terminate_all(sockets: &[std::path::PathBuf]) {
+    crate::bounded::map(sockets, 16, |socket| {
+        let _ = terminate(socket);
+    });
 }
 
 /// Asks the master listening on `socket` to exit: hello, terminate, and

@@ -80,16 +80,12 @@ pub fn attribute(s: &Service) -> String {
 /// connection to a host that is gone would stall the next run that
 /// reaches its address until the connection's keep-alives give up.
 pub fn close_kept<'a>(m: &Manifest, services: impl IntoIterator<Item = &'a Service>) {
-    let Ok(control) = Control::for_run(m) else {
+    let Some(control) = Control::kept() else {
         return;
     };
-    if control.shared {
-        let kept: Vec<SshTarget> = services
-            .into_iter()
-            .filter_map(|s| target(m, s, &control).ok())
-            .collect();
-        Control::close(&kept);
-    } else {
-        control.end();
-    }
+    let kept: Vec<SshTarget> = services
+        .into_iter()
+        .filter_map(|s| target(m, s, &control).ok())
+        .collect();
+    Control::close(&kept);
 }
