@@ -104,7 +104,8 @@ impl Ctx<'_> {
             closure_on_target: self
                 .placed
                 .lock()
-                .is_ok_and(|p| p.get(&s.name).is_some_and(|path| path == system)),
+                .is_ok_and(|p| p.get(&s.name).is_some_and(|path| path == system))
+                || self.look.copied(&s.name, system),
         };
         let result = deploy::deploy(&req);
         if result.is_ok() {

@@ -93,6 +93,9 @@ pub(super) struct Lookahead {
     built: HashMap<String, Slot<Result<String, String>>>,
     /// By service: one look at each host.
     hosts: HashMap<String, Slot<glance::Glance>>,
+    /// By service: the new system whose closure was copied to its host
+    /// ahead of need (none when its host runs it already, or has it built).
+    copied: HashMap<String, Slot<String>>,
     /// By service: its native-migration databases are all in place.
     dbs: HashMap<String, Slot<()>>,
     /// By service: the end-to-end checks passed (the detail to report).
@@ -118,6 +121,7 @@ impl Lookahead {
             evaluated: Slot::new(),
             built: HashMap::new(),
             hosts: HashMap::new(),
+            copied: HashMap::new(),
             dbs: HashMap::new(),
             verify: HashMap::new(),
             verify_order: Vec::new(),
@@ -161,6 +165,7 @@ impl Lookahead {
             evaluated: Slot::new(),
             built: slots(hosts.iter().map(|s| s.name.clone())),
             hosts: slots(hosts.iter().map(|s| s.name.clone())),
+            copied: slots(hosts.iter().map(|s| s.name.clone())),
             dbs: slots(
                 apps.iter()
                     .filter(|s| ctx.runs(Phase::TfServiceInfra) && has_native_db(s))
@@ -244,6 +249,19 @@ impl Lookahead {
             .get(service)?
             .wait()
             .filter(|_| self.fresh_for(service))
+    }
+
+    /// True when `system`'s closure is on `service`'s host already: copied
+    /// there ahead of need while nothing in the run has changed yet (a
+    /// Terraform step that changed something may have made the host anew).
+    /// Always waits for that copy first: two copies of one closure to one
+    /// host would only race.
+    pub(super) fn copied(&self, service: &str, system: &str) -> bool {
+        self.copied
+            .get(service)
+            .and_then(Slot::wait)
+            .is_some_and(|path| path == system)
+            && self.fresh_for(service)
     }
 
     pub(super) fn databases_in_place(&self, service: &str) -> bool {
@@ -333,6 +351,16 @@ pub(super) fn start<'s, 'e>(ctx: &'e Ctx<'e>, scope: &'s Scope<'s, 'e>) {
             }
         });
     });
+    // Each new system's closure, copied to its host while the plans run: a
+    // copy only adds store paths (it changes nothing the host runs), and the
+    // deploy step that comes after the plans has only to switch.
+    scope.spawn(move || {
+        crate::bounded::map(&look.host_order, COPIES_AT_ONCE, |name| {
+            if let Some(slot) = look.copied.get(name) {
+                fill(slot, || copy_ahead(ctx, name));
+            }
+        });
+    });
     // Every application's databases in one round trip to PostgreSQL.
     scope.spawn(move || {
         let names: Vec<&String> = look.dbs.keys().collect();
@@ -400,6 +428,28 @@ pub(super) fn start<'s, 'e>(ctx: &'e Ctx<'e>, scope: &'s Scope<'s, 'e>) {
     });
 }
 
+/// Closures copied to their hosts at once, ahead of need.
+const COPIES_AT_ONCE: usize = 2;
+
+/// Copies `name`'s new system to its host when the run will deploy it
+/// there: it was built here, and the host (reachable now) runs another.
+fn copy_ahead(ctx: &Ctx, name: &str) -> Option<String> {
+    let look = &ctx.look;
+    let path = look.built.get(name)?.wait()?.ok()?;
+    let seen = look.hosts.get(name)?.wait()?;
+    let placed = ctx
+        .placed
+        .lock()
+        .map_or(true, |p| p.get(name) == Some(&path));
+    if seen.current == path || placed {
+        return None;
+    }
+    let s = ctx.m.service(name)?;
+    let t = targets::target(ctx.m, s, &ctx.control).ok()?;
+    crate::process::in_background(|| build::copy(&ctx.nix, &t, &path).ok())?;
+    Some(path)
+}
+
 /// One round trip to the PostgreSQL host for all `names`: by name, whether
 /// every native database of the service exists and has every migration
 /// recorded with its checksum.
@@ -441,4 +491,38 @@ fn verify(ctx: &Ctx, name: &str, known: &BTreeMap<String, Outputs>) -> Option<St
     let s = ctx.m.service(name)?;
     let vctx = crate::verify::Context::new(ctx.m, known);
     crate::verify::verdict(&crate::verify::service(ctx.m, s, &vctx)).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn with_copy(path: Option<&str>) -> Lookahead {
+        let mut look = Lookahead::empty();
+        look.copied = slots(["app01".to_string()].into_iter());
+        look.copied["app01"].put(path.map(str::to_string));
+        look
+    }
+
+    #[test]
+    fn a_closure_copied_ahead_counts_only_while_nothing_changed() {
+        let path = "/nix/store/aaaa-nixos-system-app01";
+        assert!(with_copy(Some(path)).copied("app01", path));
+        // Another system than the one copied, or no copy at all.
+        assert!(!with_copy(Some(path)).copied("app01", "/nix/store/bbbb-other"));
+        assert!(!with_copy(None).copied("app01", path));
+        assert!(!with_copy(Some(path)).copied("app02", path));
+        // A step of the stack changed something: the host may be new.
+        let look = with_copy(Some(path));
+        look.stale();
+        assert!(!look.copied("app01", path));
+        // Its own host changed or failed, or something it needs did.
+        let look = with_copy(Some(path));
+        look.stale_for(["app01".to_string()]);
+        assert!(!look.copied("app01", path));
+        // Another application's host changing leaves it standing.
+        let look = with_copy(Some(path));
+        look.stale_for(["app02".to_string()]);
+        assert!(look.copied("app01", path));
+    }
 }
