@@ -105,3 +105,64 @@ pub fn unavoidable(
     control.end();
     elapsed
 }
+
+/// One host's own deploy steps alone, as nixmox takes them for a host whose
+/// system changed, with nothing else of the stack around them: build its
+/// system here, then deploy it (one look at the host, copy of the closure,
+/// profile, guarded switch, health gate, confirmation), then its end-to-end
+/// checks. The manifest is read and the workspaces' outputs are known
+/// before the clock starts; no environment file or key is sent (the run
+/// sends both), so this baseline is, if anything, cheaper than the steps in
+/// a run. `control` as for [`unavoidable`].
+#[allow(dead_code)] // benches/noop_apply.rs has no change to measure
+pub fn own_deploy(
+    manifest: &Path,
+    vars: &[(&str, PathBuf)],
+    control: &nixmox::nixos::ssh_control::Control,
+    service: &str,
+) -> Duration {
+    for (k, v) in vars {
+        std::env::set_var(k, v);
+    }
+    let validated = nixmox::manifest::load(manifest).expect("manifest");
+    let m = &validated.manifest;
+    let plan = nixmox::plan::build(m, &[]).expect("plan");
+    let tf = nixmox::terraform::stack::terraform_for(m).expect("terraform");
+    let known = nixmox::terraform::stack::outputs_all(m, &plan, &tf).expect("outputs");
+    let nix = nixmox::nixos::targets::nix_settings(m);
+    let s = m.service(service).expect("service");
+    let vctx = nixmox::verify::Context::new(m, &known);
+    let start = Instant::now();
+    let installable =
+        nixmox::nixos::build::installable(&nix.flake, &nixmox::nixos::targets::attribute(s));
+    let system = nixmox::nixos::build::build(&nix, &[installable])
+        .expect("build")
+        .pop()
+        .expect("a built system");
+    let t = nixmox::nixos::targets::target(m, s, control).expect("target");
+    let request = nixmox::nixos::deploy::DeployRequest {
+        target: &t,
+        nix: &nix,
+        system: &system,
+        goal: nixmox::nixos::deploy::Goal::Switch,
+        env: None,
+        age_key: None,
+        health: &s.health,
+        ports: &s.ports,
+        activation_timeout: Duration::from_secs(m.nixos.activation_timeout),
+        rollback: true,
+        force: false,
+        confirm_timeout: s.nixos.confirm_timeout.unwrap_or(m.nixos.confirm_timeout),
+        closure_on_target: false,
+    };
+    let outcome = nixmox::nixos::deploy::deploy(&request).expect("deploy");
+    assert!(
+        matches!(outcome, nixmox::nixos::deploy::Outcome::Activated { .. }),
+        "{service}'s own deploy activated nothing: its system was not new"
+    );
+    let checks = nixmox::verify::service(m, s, &vctx);
+    assert!(checks.iter().all(|c| c.ok && !c.skipped), "{checks:?}");
+    let elapsed = start.elapsed();
+    control.end();
+    elapsed
+}
