@@ -95,7 +95,7 @@ pub(super) struct Lookahead {
     hosts: HashMap<String, Slot<glance::Glance>>,
     /// By service: the new system whose closure was copied to its host
     /// ahead of need (none when its host runs it already, or has it built).
-    copied: HashMap<String, Slot<String>>,
+    copied: HashMap<String, Ahead>,
     /// By service: its native-migration databases are all in place.
     dbs: HashMap<String, Slot<()>>,
     /// By service: the end-to-end checks passed (the detail to report).
@@ -165,7 +165,10 @@ impl Lookahead {
             evaluated: Slot::new(),
             built: slots(hosts.iter().map(|s| s.name.clone())),
             hosts: slots(hosts.iter().map(|s| s.name.clone())),
-            copied: slots(hosts.iter().map(|s| s.name.clone())),
+            copied: hosts
+                .iter()
+                .map(|s| (s.name.clone(), Ahead::new()))
+                .collect(),
             dbs: slots(
                 apps.iter()
                     .filter(|s| ctx.runs(Phase::TfServiceInfra) && has_native_db(s))
@@ -254,12 +257,12 @@ impl Lookahead {
     /// True when `system`'s closure is on `service`'s host already: copied
     /// there ahead of need while nothing in the run has changed yet (a
     /// Terraform step that changed something may have made the host anew).
-    /// Always waits for that copy first: two copies of one closure to one
-    /// host would only race.
+    /// A copy under way is waited for (two copies of one closure to one
+    /// host would only race); one not yet started is left to the step.
     pub(super) fn copied(&self, service: &str, system: &str) -> bool {
         self.copied
             .get(service)
-            .and_then(Slot::wait)
+            .and_then(Ahead::take)
             .is_some_and(|path| path == system)
             && self.fresh_for(service)
     }
@@ -356,8 +359,8 @@ pub(super) fn start<'s, 'e>(ctx: &'e Ctx<'e>, scope: &'s Scope<'s, 'e>) {
     // deploy step that comes after the plans has only to switch.
     scope.spawn(move || {
         crate::bounded::map(&look.host_order, COPIES_AT_ONCE, |name| {
-            if let Some(slot) = look.copied.get(name) {
-                fill(slot, || copy_ahead(ctx, name));
+            if let Some(ahead) = look.copied.get(name) {
+                copy_ahead(ctx, name, ahead);
             }
         });
     });
@@ -433,21 +436,94 @@ const COPIES_AT_ONCE: usize = 2;
 
 /// Copies `name`'s new system to its host when the run will deploy it
 /// there: it was built here, and the host (reachable now) runs another.
-fn copy_ahead(ctx: &Ctx, name: &str) -> Option<String> {
+/// Unless the deploy step came first and copies it itself.
+fn copy_ahead(ctx: &Ctx, name: &str, ahead: &Ahead) {
     let look = &ctx.look;
-    let path = look.built.get(name)?.wait()?.ok()?;
-    let seen = look.hosts.get(name)?.wait()?;
-    let placed = ctx
-        .placed
-        .lock()
-        .map_or(true, |p| p.get(name) == Some(&path));
-    if seen.current == path || placed {
-        return None;
+    let wanted = || -> Option<(String, crate::nixos::ssh::SshTarget)> {
+        let path = look.built.get(name)?.wait()?.ok()?;
+        let seen = look.hosts.get(name)?.wait()?;
+        let placed = ctx
+            .placed
+            .lock()
+            .map_or(true, |p| p.get(name) == Some(&path));
+        if seen.current == path || placed {
+            return None;
+        }
+        let s = ctx.m.service(name)?;
+        Some((path, targets::target(ctx.m, s, &ctx.control).ok()?))
+    };
+    let wanted = std::panic::catch_unwind(std::panic::AssertUnwindSafe(wanted))
+        .ok()
+        .flatten();
+    let Some((path, t)) = wanted else {
+        ahead.start_then(|| None);
+        return;
+    };
+    ahead.start_then(|| {
+        crate::process::in_background(|| build::copy(&ctx.nix, &t, &path).ok())?;
+        Some(path)
+    });
+}
+
+/// A closure copied ahead of need, which the deploy step may take over
+/// before it starts: a step never waits for copies queued before its own.
+pub(super) struct Ahead {
+    state: Mutex<AheadState>,
+    done: Condvar,
+}
+
+enum AheadState {
+    Waiting,
+    Copying,
+    /// The system copied, if any.
+    Done(Option<String>),
+    /// The step came first; it copies for itself.
+    Taken,
+}
+
+impl Ahead {
+    fn new() -> Self {
+        Ahead {
+            state: Mutex::new(AheadState::Waiting),
+            done: Condvar::new(),
+        }
     }
-    let s = ctx.m.service(name)?;
-    let t = targets::target(ctx.m, s, &ctx.control).ok()?;
-    crate::process::in_background(|| build::copy(&ctx.nix, &t, &path).ok())?;
-    Some(path)
+
+    /// Runs `copy` unless the step took the work first, and always leaves
+    /// an answer, even if `copy` panics: a step waiting must never wait
+    /// forever.
+    fn start_then(&self, copy: impl FnOnce() -> Option<String>) {
+        {
+            let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+            if !matches!(*state, AheadState::Waiting) {
+                return;
+            }
+            *state = AheadState::Copying;
+        }
+        let copied = std::panic::catch_unwind(std::panic::AssertUnwindSafe(copy))
+            .ok()
+            .flatten();
+        *self.state.lock().unwrap_or_else(|e| e.into_inner()) = AheadState::Done(copied);
+        self.done.notify_all();
+    }
+
+    /// The step's turn: what was copied, after waiting for a copy under
+    /// way; `None` when none was made, or none had started (then none will).
+    fn take(&self) -> Option<String> {
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        loop {
+            match &*state {
+                AheadState::Waiting | AheadState::Taken => {
+                    *state = AheadState::Taken;
+                    return None;
+                }
+                AheadState::Done(copied) => return copied.clone(),
+                AheadState::Copying => {
+                    state = self.done.wait(state).unwrap_or_else(|e| e.into_inner());
+                }
+            }
+        }
+    }
 }
 
 /// One round trip to the PostgreSQL host for all `names`: by name, whether
@@ -499,9 +575,41 @@ mod tests {
 
     fn with_copy(path: Option<&str>) -> Lookahead {
         let mut look = Lookahead::empty();
-        look.copied = slots(["app01".to_string()].into_iter());
-        look.copied["app01"].put(path.map(str::to_string));
+        let ahead = Ahead::new();
+        ahead.start_then(|| path.map(str::to_string));
+        look.copied = HashMap::from([("app01".to_string(), ahead)]);
         look
+    }
+
+    #[test]
+    fn a_step_that_comes_first_copies_for_itself() {
+        let ahead = Ahead::new();
+        assert_eq!(ahead.take(), None);
+        ahead.start_then(|| panic!("the look copies after the step took it over"));
+        assert_eq!(ahead.take(), None);
+        // A copy that panics still answers.
+        let ahead = Ahead::new();
+        ahead.start_then(|| panic!("a copy that panics"));
+        assert_eq!(ahead.take(), None);
+    }
+
+    #[test]
+    fn a_step_waits_for_a_copy_under_way() {
+        let ahead = Ahead::new();
+        let (started, go) = (std::sync::Barrier::new(2), std::sync::Barrier::new(2));
+        std::thread::scope(|scope| {
+            scope.spawn(|| {
+                ahead.start_then(|| {
+                    started.wait();
+                    go.wait();
+                    std::thread::sleep(std::time::Duration::from_millis(50));
+                    Some("/nix/store/aaaa-x".to_string())
+                })
+            });
+            started.wait();
+            go.wait();
+            assert_eq!(ahead.take().as_deref(), Some("/nix/store/aaaa-x"));
+        });
     }
 
     #[test]
