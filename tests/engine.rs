@@ -60,6 +60,13 @@ impl Stack {
             )
             .expect("write module");
         }
+        // dns's config phase reads what its infra phase made: a run of
+        // that phase alone must see it too.
+        std::fs::write(
+            root.join("tf/dns-config/main.tf"),
+            "variable \"upstream_outputs\" {\n  type = any\n  default = {}\n}\nresource \"terraform_data\" \"x\" { input = \"records of ${try(var.upstream_outputs[\"dns-infra\"][\"zone\"], \"no zone\")}\" }\noutput \"records\" { value = terraform_data.x.output }\n",
+        )
+        .expect("write module");
         std::fs::create_dir_all(root.join("tf/c")).expect("mkdir");
         std::fs::write(
             root.join("tf/c/main.tf"),
@@ -483,6 +490,31 @@ fn apply_rolls_back_skips_dependents_and_finishes_the_rest() {
     assert_eq!(status_of(&ev, "nix:core:dns"), ["skipped"]);
     assert_eq!(status_of(&ev, "nix:service-config:c"), ["skipped"]);
     assert_eq!(status_of(&ev, "tf:infra"), ["started", "unchanged"]);
+    // A phase run alone plans with the outputs its upstream workspaces
+    // hold: dns's config phase, without its infra phase in the run, still
+    // sees the zone and has nothing to change.
+    let o = s.nixmox(&[
+        "apply",
+        "--json",
+        "--only",
+        "dns",
+        "--phase",
+        "tf:service-config",
+    ]);
+    let ev = events(&o);
+    succeeded(&o);
+    assert_eq!(status_of(&ev, "tf:service-infra:dns"), ["skipped"]);
+    assert_eq!(
+        status_of(&ev, "tf:service-config:dns"),
+        ["started", "unchanged"]
+    );
+    let o = s.nixmox(&["outputs", "--json"]);
+    succeeded(&o);
+    assert!(
+        String::from_utf8_lossy(&o.stdout).contains("records of zone"),
+        "{}",
+        String::from_utf8_lossy(&o.stdout)
+    );
 
     // c fails after its Terraform changed: the workspace goes back to its last good configuration.
     let path = s.dir.path().join("manifest.json");

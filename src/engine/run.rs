@@ -213,7 +213,17 @@ impl<'a> Ctx<'a> {
             return Ok(false);
         };
         let base = self.m.dir();
-        let known = self.known.lock().map(|k| k.clone()).unwrap_or_default();
+        let mut known = self.known.lock().map(|k| k.clone()).unwrap_or_default();
+        // An upstream workspace this run has not reached (one `--phase` or
+        // `--skip-phase` left out) counts with the outputs it holds: a
+        // phase run alone plans with the same inputs as in a whole run.
+        for ws in &tf_step.upstream {
+            if let std::collections::btree_map::Entry::Vacant(slot) = known.entry(ws.clone()) {
+                if let Some(held) = self.look.held(ws) {
+                    slot.insert(held);
+                }
+            }
+        }
         let spec = tf_step.spec(self.m, &base, &known);
         if let Some(outputs) = self.look.terraform(&step.id, &spec) {
             if let Ok(mut k) = self.known.lock() {
