@@ -34,16 +34,10 @@ impl Ctx<'_> {
     /// auth-core's outputs as they stand, so a re-run that changes nothing
     /// sends the same file, and `--phase` runs never strip values from it.
     pub(super) fn env_for(&self, s: &Service) -> Result<Option<String>, String> {
-        let mut known = self.known.lock().map(|k| k.clone()).map_err(|_| {
+        let known = self.known.lock().map(|k| k.clone()).map_err(|_| {
             "the outputs known so far are unreadable (a worker panicked)".to_string()
         })?;
-        for ws in super::env::workspaces(&self.tf_steps, s) {
-            if let std::collections::btree_map::Entry::Vacant(slot) = known.entry(ws) {
-                if let Some(held) = self.look.held(slot.key()) {
-                    slot.insert(held);
-                }
-            }
-        }
+        let known = self.with_held(known, super::env::workspaces(&self.tf_steps, s));
         super::env::file(self.m, &self.tf_steps, s, &known)
     }
 

@@ -207,23 +207,36 @@ impl<'a> Ctx<'a> {
         self.steps.get(id).copied()
     }
 
+    /// `known`, with each of `workspaces` it lacks (not applied yet in this
+    /// run, or left out of it) counted with the outputs it held at the start.
+    pub(super) fn with_held(
+        &self,
+        mut known: BTreeMap<String, Outputs>,
+        workspaces: impl IntoIterator<Item = String>,
+    ) -> BTreeMap<String, Outputs> {
+        for ws in workspaces {
+            if let std::collections::btree_map::Entry::Vacant(slot) = known.entry(ws) {
+                if let Some(held) = self.look.held(slot.key()) {
+                    slot.insert(held);
+                }
+            }
+        }
+        known
+    }
+
     /// Runs one Terraform step; `Ok(changed)`.
     pub(super) fn terraform(&self, step: &Step) -> Result<bool, String> {
         let Some(tf_step) = self.tf_steps.get(&step.id) else {
             return Ok(false);
         };
         let base = self.m.dir();
-        let mut known = self.known.lock().map(|k| k.clone()).unwrap_or_default();
         // An upstream workspace this run has not reached (one `--phase` or
         // `--skip-phase` left out) counts with the outputs it holds: a
         // phase run alone plans with the same inputs as in a whole run.
-        for ws in &tf_step.upstream {
-            if let std::collections::btree_map::Entry::Vacant(slot) = known.entry(ws.clone()) {
-                if let Some(held) = self.look.held(ws) {
-                    slot.insert(held);
-                }
-            }
-        }
+        let known = self.with_held(
+            self.known.lock().map(|k| k.clone()).unwrap_or_default(),
+            tf_step.upstream.iter().cloned(),
+        );
         let spec = tf_step.spec(self.m, &base, &known);
         if let Some(outputs) = self.look.terraform(&step.id, &spec) {
             if let Ok(mut k) = self.known.lock() {
