@@ -3,8 +3,9 @@
 //! socket or a directory is refused before anything is read from it (it is
 //! opened without blocking, then looked at), so a path pointing at
 //! `/dev/zero` or a pipe nobody writes cannot eat the machine or hang a run.
+//! Files nixmox writes itself are written whole or not at all.
 
-use std::io::Read;
+use std::io::{Read, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
@@ -74,6 +75,26 @@ fn kind(meta: &std::fs::Metadata) -> &'static str {
     } else {
         "special file"
     }
+}
+
+/// Writes a file atomically (a temporary file in the same directory, then a rename).
+pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> Result<(), String> {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    let mut tmp = tempfile::NamedTempFile::new_in(dir)
+        .map_err(|e| format!("cannot write in {}: {e}", dir.display()))?;
+    tmp.as_file()
+        .set_permissions(std::fs::Permissions::from_mode(mode))
+        .map_err(|e| format!("cannot set permissions: {e}"))?;
+    tmp.write_all(bytes)
+        .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+    tmp.persist(path)
+        .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+    Ok(())
 }
 
 #[cfg(test)]

@@ -104,8 +104,7 @@ pub fn ensure(dir: &Path) -> Result<(), LabError> {
             out.stderr.trim()
         )));
     }
-    crate::terraform::sinks::write_atomic(&file, out.stdout.as_bytes(), 0o600)
-        .map_err(LabError::new)
+    crate::files::write_atomic(&file, out.stdout.as_bytes(), 0o600).map_err(LabError::new)
 }
 
 /// 24 random bytes, base64url: a token or a password.

@@ -342,7 +342,7 @@ fn encrypt_new(project_dir: &Path, source: &Source, doc: &Value) -> Result<(), S
             project_dir.display()
         ));
     }
-    crate::terraform::sinks::write_atomic(target, out.stdout.as_bytes(), 0o600)
+    crate::files::write_atomic(target, out.stdout.as_bytes(), 0o600)
 }
 
 #[cfg(test)]

@@ -5,8 +5,6 @@
 use super::outputs::Outputs;
 use serde_json::Value;
 use std::collections::BTreeMap;
-use std::io::Write;
-use std::path::Path;
 
 /// `NIXMOX_TF_<WORKSPACE>_<OUTPUT>`, upper-cased, anything but letters and digits as `_`.
 pub fn env_name(workspace: &str, output: &str) -> String {
@@ -49,26 +47,6 @@ pub fn public_json(by_workspace: &BTreeMap<String, Outputs>) -> Value {
             .map(|(ws, o)| (ws.clone(), Value::Object(o.public())))
             .collect(),
     )
-}
-
-/// Writes a file atomically (a temporary file in the same directory, then a rename).
-pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> Result<(), String> {
-    use std::os::unix::fs::PermissionsExt;
-    let dir = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
-    let mut tmp = tempfile::NamedTempFile::new_in(dir)
-        .map_err(|e| format!("cannot write in {}: {e}", dir.display()))?;
-    tmp.as_file()
-        .set_permissions(std::fs::Permissions::from_mode(mode))
-        .map_err(|e| format!("cannot set permissions: {e}"))?;
-    tmp.write_all(bytes)
-        .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
-    tmp.persist(path)
-        .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
-    Ok(())
 }
 
 /// Every output as a SOPS value under `<workspace>.<output>` (the path

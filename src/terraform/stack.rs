@@ -234,7 +234,7 @@ pub fn write_sinks(m: &Manifest, known: &BTreeMap<String, Outputs>) -> Result<()
     let json_path = m.work_dir().join("outputs.json");
     let text = serde_json::to_string_pretty(&sinks::public_json(known))
         .map_err(|e| ApplyError::Sink(e.to_string()))?;
-    sinks::write_atomic(&json_path, text.as_bytes(), 0o644).map_err(ApplyError::Sink)?;
+    crate::files::write_atomic(&json_path, text.as_bytes(), 0o644).map_err(ApplyError::Sink)?;
     if let Some(file) = m
         .secrets
         .sops_file
