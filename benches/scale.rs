@@ -235,15 +235,8 @@ impl Stack {
             String::from_utf8_lossy(&o.stderr)
         );
         let text = std::fs::read_to_string(&log).expect("strace log");
-        let execs: Vec<&str> = text.lines().filter(|l| l.contains("execve(")).collect();
-        let ssh = execs
-            .iter()
-            .filter(|l| {
-                l.split('"')
-                    .nth(1)
-                    .is_some_and(|p| p.rsplit('/').next() == Some("ssh"))
-            })
-            .count();
+        let execs = lab_stack::started(&text);
+        let ssh = execs.iter().filter(|e| e[0] == "ssh").count();
         // The first exec is nixmox itself.
         (execs.len().saturating_sub(1), ssh)
     }

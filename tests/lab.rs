@@ -694,15 +694,51 @@ fn the_lab_from_nothing_to_nothing() {
         own.is_empty(),
         "apply with persist 0 left SSH connections: {own:#?}"
     );
-    let changed: Vec<String> = String::from_utf8_lossy(&o.stdout)
-        .lines()
-        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-        .filter(|e| {
-            e["status"] == "changed" && e["phase"].as_str().is_some_and(|p| p.starts_with("nix:"))
-        })
-        .filter_map(|e| e["step"].as_str().map(str::to_string))
-        .collect();
-    assert_eq!(changed, ["nix:service-config:notes"]);
+    let changed_hosts = |o: &Output| -> Vec<String> {
+        String::from_utf8_lossy(&o.stdout)
+            .lines()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .filter(|e| {
+                e["status"] == "changed"
+                    && e["phase"].as_str().is_some_and(|p| p.starts_with("nix:"))
+            })
+            .filter_map(|e| e["step"].as_str().map(str::to_string))
+            .collect()
+    };
+    assert_eq!(changed_hosts(&o), ["nix:service-config:notes"]);
+
+    // Evaluation: each host's system is evaluated once per flake source, in
+    // a part per core, and the changed host is built from the derivation
+    // that evaluation wrote (no second evaluation); a run on an unchanged
+    // flake evaluates nothing.
+    let count = |execs: &[Vec<String>], cmd: &[&str]| {
+        execs
+            .iter()
+            .filter(|e| e.iter().take(cmd.len()).eq(cmd.iter()))
+            .count()
+    };
+    let manifest = std::fs::read_to_string(lab.manifest()).expect("read manifest");
+    std::fs::write(
+        lab.manifest(),
+        manifest.replacen("version = \"2.1\";", "version = \"2.2\";", 1),
+    )
+    .expect("write manifest");
+    let (o, execs) = lab.execs(&["apply", "--json"]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert_eq!(changed_hosts(&o), ["nix:service-config:notes"]);
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let evals = count(&execs, &["nix", "eval"]);
+    assert!(
+        (1..=cores.min(7)).contains(&evals),
+        "{evals} evaluations of 7 hosts on {cores} cores: {execs:?}"
+    );
+    assert_eq!(count(&execs, &["nix", "build"]), 0, "{execs:?}");
+    assert_eq!(count(&execs, &["nix-store", "--realise"]), 1, "{execs:?}");
+    let (o, execs) = lab.execs(&["apply", "--json"]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert!(changed_hosts(&o).is_empty(), "{}", text(&o));
+    assert_eq!(count(&execs, &["nix", "eval"]), 0, "{execs:?}");
+    assert_eq!(count(&execs, &["nix", "flake", "metadata"]), 1, "{execs:?}");
 
     // destroy --yes takes the stack down through Terraform: no host is left.
     let o = lab.nixmox(&["destroy", "--yes"]);

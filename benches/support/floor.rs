@@ -75,7 +75,15 @@ pub fn unavoidable(
             });
         }
         let (nix, attributes) = (&nix, &attributes);
-        scope.spawn(move || nixmox::nixos::build::evaluate_all(nix, attributes).expect("eval"));
+        scope.spawn(move || {
+            let answered = std::sync::atomic::AtomicUsize::new(0);
+            let work_dir = m.work_dir();
+            nixmox::nixos::evaluation::evaluate(nix, Some(&work_dir), attributes, |_, e| {
+                assert!(e.is_some(), "every system evaluated");
+                answered.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            });
+            assert_eq!(answered.into_inner(), attributes.len());
+        });
         for s in &hosts {
             scope.spawn(move || {
                 let t = nixmox::nixos::targets::target(m, s, control).expect("target");

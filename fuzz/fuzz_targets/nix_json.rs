@@ -1,6 +1,6 @@
 //! What `nix build --json` and `nix eval --json` print, as untrusted bytes:
-//! an output path or a map of them is read or refused, and whatever is read
-//! is a store path, never a panic.
+//! an output path or a map of them (each with its derivation) is read or
+//! refused, and whatever is read is a store path, never a panic.
 
 #![no_main]
 
@@ -12,6 +12,7 @@ fuzz_target!(|data: &[u8]| {
         assert!(p.starts_with("/nix/store/"));
     }
     if let Ok(map) = nixmox::nixos::build::parse_eval(&text) {
-        assert!(map.values().all(|p| p.starts_with("/nix/store/")));
+        assert!(map.values().all(|e| e.out.starts_with("/nix/store/")
+            && e.drv.as_ref().is_none_or(|d| d.starts_with("/nix/store/") && d.ends_with(".drv"))));
     }
 });

@@ -180,32 +180,42 @@ impl Ctx<'_> {
     }
 
     pub(super) fn build_one(&self, s: &Service) -> Result<String, String> {
-        if !self
+        // Changed outputs may have changed what the flake evaluates to.
+        let fresh = !self
             .outputs_changed
-            .load(std::sync::atomic::Ordering::Relaxed)
-        {
+            .load(std::sync::atomic::Ordering::Relaxed);
+        if fresh {
             if let Some(Ok(path)) = self.look.built(&s.name) {
                 return Ok(path);
             }
         }
-        self.build_system(s)
+        let evaluated = if fresh {
+            self.look.evaluation(&s.name)
+        } else {
+            None
+        };
+        self.build_system(s, evaluated.as_ref())
     }
 
     /// Builds `s`'s system where `build_host` says: here, on its host, or
     /// on a builder. A closure already on its host is remembered, so the
     /// deploy does not send it from here; where it was built is said with
     /// the deploy step.
-    pub(super) fn build_system(&self, s: &Service) -> Result<String, String> {
+    /// `evaluated`: what the run's evaluation gave for it, if that still holds.
+    pub(super) fn build_system(
+        &self,
+        s: &Service,
+        evaluated: Option<&build::Evaluated>,
+    ) -> Result<String, String> {
         let inst = build::installable(&self.nix.flake, &targets::attribute(s));
         let failed = |e: String| format!("building the system of {}: {e}", s.name);
         let Some(builder) = targets::builder(self.m, s, &self.control).map_err(failed)? else {
-            return build::build(&self.nix, &[inst])
-                .map_err(|e| failed(e.to_string()))?
-                .pop()
-                .ok_or_else(|| failed("no output".into()));
+            return build::build_system(&self.nix, &inst, evaluated)
+                .map_err(|e| failed(e.to_string()));
         };
         let target = targets::target(self.m, s, &self.control).map_err(failed)?;
-        let built = crate::nixos::remote_build::build_on(&self.nix, &inst, &builder, &target)
+        let drv = evaluated.and_then(|e| e.drv.as_deref());
+        let built = crate::nixos::remote_build::build_on(&self.nix, &inst, drv, &builder, &target)
             .map_err(|e| failed(e.to_string()))?;
         if let Ok(mut placed) = self.placed.lock() {
             if built.on_target {

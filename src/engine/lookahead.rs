@@ -14,7 +14,7 @@
 
 use super::run::Ctx;
 use crate::manifest::{DbMode, Service};
-use crate::nixos::{build, database, glance, targets};
+use crate::nixos::{build, database, evaluation, glance, targets};
 use crate::plan::Phase;
 use crate::terraform::command::PlanMode;
 use crate::terraform::outputs::Outputs;
@@ -42,6 +42,14 @@ impl<T: Clone> Slot<T> {
     fn put(&self, v: Option<T>) {
         if let Ok(mut g) = self.value.lock() {
             *g = Some(v);
+        }
+        self.ready.notify_all();
+    }
+
+    /// No answer, unless one came already.
+    fn settle(&self) {
+        if let Ok(mut g) = self.value.lock() {
+            g.get_or_insert(None);
         }
         self.ready.notify_all();
     }
@@ -87,8 +95,9 @@ pub(super) struct Lookahead {
     tf: HashMap<String, Slot<TfLook>>,
     /// By workspace (with modules): the outputs it holds at the start, and its phase.
     held: HashMap<String, (Phase, Slot<Outputs>)>,
-    /// Every host's system's store path, by service, from one evaluation.
-    evaluated: Slot<BTreeMap<String, String>>,
+    /// By service: its system as the run's evaluation gave it (the hosts
+    /// evaluated a part at a time, side by side, in the run's order).
+    evaluated: HashMap<String, Slot<build::Evaluated>>,
     /// By service: each host's system, built (or running already).
     built: HashMap<String, Slot<Result<String, String>>>,
     /// By service: one look at each host.
@@ -118,7 +127,7 @@ impl Lookahead {
             stale_services: Mutex::new(HashSet::new()),
             tf: HashMap::new(),
             held: HashMap::new(),
-            evaluated: Slot::new(),
+            evaluated: HashMap::new(),
             built: HashMap::new(),
             hosts: HashMap::new(),
             copied: HashMap::new(),
@@ -162,7 +171,7 @@ impl Lookahead {
                 .filter(|t| !t.config.is_empty())
                 .map(|t| (t.workspace.clone(), (t.phase, Slot::new())))
                 .collect(),
-            evaluated: Slot::new(),
+            evaluated: slots(hosts.iter().map(|s| s.name.clone())),
             built: slots(hosts.iter().map(|s| s.name.clone())),
             hosts: slots(hosts.iter().map(|s| s.name.clone())),
             copied: hosts
@@ -239,6 +248,11 @@ impl Lookahead {
         self.held.get(workspace)?.1.wait()
     }
 
+    /// `service`'s system as the run's evaluation gave it.
+    pub(super) fn evaluation(&self, service: &str) -> Option<build::Evaluated> {
+        self.evaluated.get(service)?.wait()
+    }
+
     /// The system built at the start of the run.
     pub(super) fn built(&self, service: &str) -> Option<Result<String, String>> {
         self.built.get(service)?.wait()
@@ -297,16 +311,26 @@ fn has_native_db(s: &Service) -> bool {
 /// Starts every look on `scope`; each fills its slot when done.
 pub(super) fn start<'s, 'e>(ctx: &'e Ctx<'e>, scope: &'s Scope<'s, 'e>) {
     let look = &ctx.look;
+    // Every host's system evaluated (see nixos::evaluation); each host's
+    // answer comes as soon as it is known, and always comes.
     scope.spawn(move || {
-        fill(&look.evaluated, || {
-            let attributes: Vec<(String, String)> = look
-                .built
-                .keys()
-                .filter_map(|n| ctx.m.service(n))
-                .map(|s| (s.name.clone(), targets::attribute(s)))
-                .collect();
-            build::evaluate_all(&ctx.nix, &attributes).ok()
-        })
+        let attributes: Vec<(String, String)> = look
+            .host_order
+            .iter()
+            .filter_map(|n| ctx.m.service(n))
+            .map(|s| (s.name.clone(), targets::attribute(s)))
+            .collect();
+        let work_dir = ctx.m.work_dir();
+        let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            evaluation::evaluate(&ctx.nix, Some(&work_dir), &attributes, |name, e| {
+                if let Some(slot) = look.evaluated.get(name) {
+                    slot.put(e);
+                }
+            })
+        }));
+        for slot in look.evaluated.values() {
+            slot.settle();
+        }
     });
     // Each host's system: looked at on its own, built a few at a time (see
     // bounded::builds_at_once), the first the run reaches first.
@@ -324,20 +348,23 @@ pub(super) fn start<'s, 'e>(ctx: &'e Ctx<'e>, scope: &'s Scope<'s, 'e>) {
                 // whose system is not the one it was last deployed with
                 // most likely does: its build starts at once, beside the
                 // Terraform plans, instead of after a look at the host.
-                let evaluated = look.evaluated.wait().and_then(|e| e.get(name).cloned());
-                if let Some(path) = evaluated {
-                    let new = ctx.last_good_systems.get(name) != Some(&path);
+                let evaluated = look.evaluation(name);
+                if let Some(path) = evaluated.as_ref().map(|e| &e.out) {
+                    let new = ctx.last_good_systems.get(name) != Some(path);
                     if !new
                         && look
                             .hosts
                             .get(name)
                             .and_then(Slot::wait)
-                            .is_some_and(|g| g.current == path)
+                            .is_some_and(|g| &g.current == path)
                     {
-                        return Some(Ok(path));
+                        return Some(Ok(path.clone()));
                     }
                 }
-                Some(look.builds.pass(rank, || ctx.build_system(s)))
+                Some(
+                    look.builds
+                        .pass(rank, || ctx.build_system(s, evaluated.as_ref())),
+                )
             })
         });
     }

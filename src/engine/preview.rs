@@ -11,7 +11,7 @@ use crate::manifest::{Database, DbMode, Manifest, Service};
 use crate::nixos::closure::{self, ClosureDiff};
 use crate::nixos::database::{self, Pending};
 use crate::nixos::deploy::{self, AgeKey};
-use crate::nixos::{build, glance, targets};
+use crate::nixos::{build, evaluation, glance, targets};
 use crate::plan::Plan;
 use crate::terraform::phases::{self, TfStep};
 use crate::terraform::stack::{self, PhasePlan, PlannedPhase};
@@ -131,7 +131,14 @@ pub fn preview(m: &Manifest, plan: &Plan, hosts: bool) -> Result<Preview, String
             if attributes.is_empty() {
                 return BTreeMap::new();
             }
-            build::evaluate_all(&nix, &attributes).unwrap_or_default()
+            let found = std::sync::Mutex::new(BTreeMap::new());
+            let work_dir = m.work_dir();
+            evaluation::evaluate(&nix, Some(&work_dir), &attributes, |name, e| {
+                if let (Some(e), Ok(mut f)) = (e, found.lock()) {
+                    f.insert(name.to_string(), e);
+                }
+            });
+            found.into_inner().unwrap_or_default()
         });
         let looks: Vec<_> = services
             .iter()
@@ -243,28 +250,27 @@ fn system(
     nix: &build::NixSettings,
     s: &Service,
     look: &Result<glance::Glance, String>,
-    evaluated: Option<String>,
+    evaluated: Option<build::Evaluated>,
     control: &crate::nixos::ssh_control::Control,
 ) -> Result<SystemLook, String> {
+    let out = evaluated.as_ref().map(|e| e.out.clone());
     // A host not seen is not built for: what it runs is unknown.
     let Ok(g) = look else {
         return Ok(SystemLook {
-            wanted: evaluated,
+            wanted: out,
             closure: None,
         });
     };
     let current = g.current.clone();
-    if !current.is_empty() && evaluated.as_deref() == Some(current.as_str()) {
+    if !current.is_empty() && out.as_deref() == Some(current.as_str()) {
         return Ok(SystemLook {
-            wanted: evaluated,
+            wanted: out,
             closure: None,
         });
     }
     let inst = build::installable(&nix.flake, &targets::attribute(s));
-    let wanted = build::build(nix, &[inst])
-        .map_err(|e| format!("building the system of {}: {e}", s.name))?
-        .pop()
-        .ok_or_else(|| format!("building the system of {}: no output", s.name))?;
+    let wanted = build::build_system(nix, &inst, evaluated.as_ref())
+        .map_err(|e| format!("building the system of {}: {e}", s.name))?;
     if wanted == current {
         return Ok(SystemLook {
             wanted: Some(wanted),

@@ -49,7 +49,12 @@ pub fn copy_argv(t: &SshTarget, path: &str) -> Vec<String> {
 pub struct NixError(pub String);
 
 pub(crate) fn nix_command(settings: &NixSettings) -> Command {
-    let mut c = Command::new("nix");
+    nix_tool(settings, "nix")
+}
+
+/// `program` (`nix`, `nix-store`) with the stack's `NIX_CONFIG`.
+fn nix_tool(settings: &NixSettings, program: &str) -> Command {
+    let mut c = Command::new(program);
     let mut config = std::env::var("NIX_CONFIG").unwrap_or_default();
     if let Some(extra) = &settings.nix_config {
         config.push('\n');
@@ -126,14 +131,33 @@ pub fn store_path(path: &str) -> Result<String, String> {
     }
 }
 
-/// The map of `nix eval --json` in [`evaluate_all`]: service → store path.
-pub fn parse_eval(stdout: &str) -> Result<std::collections::BTreeMap<String, String>, NixError> {
-    let map: std::collections::BTreeMap<String, String> = serde_json::from_str(stdout)
-        .map_err(|e| NixError(format!("nix eval printed no map of store paths: {e}")))?;
-    for path in map.values() {
-        store_path(path).map_err(|e| NixError(format!("nix eval: {e}")))?;
+/// The map of `nix eval --json` in [`evaluate_all`]: service → its store
+/// path and derivation, each checked before it goes into a command line.
+pub fn parse_eval(stdout: &str) -> Result<std::collections::BTreeMap<String, Evaluated>, NixError> {
+    #[derive(serde::Deserialize)]
+    struct Raw {
+        out: String,
+        drv: Option<String>,
     }
-    Ok(map)
+    let map: std::collections::BTreeMap<String, Raw> = serde_json::from_str(stdout)
+        .map_err(|e| NixError(format!("nix eval printed no map of store paths: {e}")))?;
+    let checked = |p: &str| store_path(p).map_err(|e| NixError(format!("nix eval: {e}")));
+    map.into_iter()
+        .map(|(name, raw)| {
+            let drv = match raw.drv {
+                Some(d) if d.ends_with(".drv") => Some(checked(&d)?),
+                Some(d) => return Err(NixError(format!("nix eval: {d} is not a derivation"))),
+                None => None,
+            };
+            Ok((
+                name,
+                Evaluated {
+                    out: checked(&raw.out)?,
+                    drv,
+                },
+            ))
+        })
+        .collect()
 }
 
 /// The `nix eval` arguments that evaluate many systems' store paths in one
@@ -167,7 +191,7 @@ pub fn eval_argv(flake: &str, attributes: &[(String, String)]) -> Option<(String
         .to_string()
         .replace('"', "\\\"");
     let apply = format!(
-        "root: builtins.mapAttrs (n: p: (builtins.foldl' (a: k: a.${{k}}) root p).outPath) (builtins.fromJSON \"{json}\")"
+        "root: builtins.mapAttrs (n: p: let s = builtins.foldl' (a: k: a.${{k}}) root p; in {{ out = s.outPath; drv = s.drvPath or null; }}) (builtins.fromJSON \"{json}\")"
     );
     Some((
         root.to_string(),
@@ -182,18 +206,76 @@ pub fn eval_argv(flake: &str, attributes: &[(String, String)]) -> Option<(String
     ))
 }
 
+/// A system as an evaluation gave it: its store path, and the derivation
+/// that builds it, which the evaluation wrote to the store. Building from
+/// the derivation does not evaluate the flake again: with nixpkgs that
+/// takes seconds and a GiB per host.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Evaluated {
+    pub out: String,
+    /// `None` when the attribute is not a derivation.
+    pub drv: Option<String>,
+}
+
 /// Every system's store path by service, from one evaluation and without
 /// building anything: a host already running its path needs no build.
 pub fn evaluate_all(
     settings: &NixSettings,
     attributes: &[(String, String)],
-) -> Result<std::collections::BTreeMap<String, String>, NixError> {
+) -> Result<std::collections::BTreeMap<String, Evaluated>, NixError> {
     let (_, argv) = eval_argv(&settings.flake, attributes)
         .ok_or_else(|| NixError("attribute paths that cannot be evaluated together".into()))?;
     let mut cmd = nix_command(settings);
     cmd.args(&argv);
     let out = run_nix(cmd, "nix eval of the systems' store paths")?;
     parse_eval(&out.stdout)
+}
+
+/// `attributes` cut into at most `parts` runs of neighbours, in their
+/// order, each for an evaluation of its own. One Nix evaluation uses one
+/// core: evaluated side by side, forty hosts take a core's share each, and
+/// the hosts a run reaches first (the first run) are known first.
+pub fn parts(attributes: &[(String, String)], parts: usize) -> Vec<Vec<(String, String)>> {
+    let size = attributes.len().div_ceil(parts.max(1)).max(1);
+    attributes.chunks(size).map(<[_]>::to_vec).collect()
+}
+
+/// Builds the system `installable` names. From the derivation an
+/// evaluation wrote when there is one (`nix-store --realise`, no second
+/// evaluation); from the flake when not, or when the derivation has gone
+/// from the store since (a garbage collection in between).
+pub fn build_system(
+    settings: &NixSettings,
+    installable: &str,
+    evaluated: Option<&Evaluated>,
+) -> Result<String, NixError> {
+    if let Some(drv) = evaluated.and_then(|e| e.drv.as_deref()) {
+        match realise(settings, drv) {
+            Ok(path) => return Ok(path),
+            Err(e) if std::path::Path::new(drv).exists() => {
+                return Err(NixError(format!("{installable}: {e}")))
+            }
+            Err(_) => {}
+        }
+    }
+    build_one(settings, installable)
+}
+
+/// `nix-store --realise <drv>`: the stable way, in every Nix since 2.0, to
+/// build a derivation (the `nix build` syntax for one changed in 2.13).
+pub fn realise_argv(drv: &str) -> Vec<String> {
+    vec!["--realise".into(), drv.into()]
+}
+
+fn realise(settings: &NixSettings, drv: &str) -> Result<String, NixError> {
+    let drv = store_path(drv).map_err(NixError)?;
+    let mut cmd = nix_tool(settings, "nix-store");
+    cmd.args(realise_argv(&drv));
+    let what = format!("nix-store --realise {drv}");
+    let out = run_nix(cmd, &what)?;
+    // One line per output; a system has one.
+    let path = out.stdout.lines().next().unwrap_or("").trim();
+    store_path(path).map_err(|e| NixError(format!("{what}: {e}")))
 }
 
 /// Copies a closure to the host over SSH (reusing the multiplexed connection).
@@ -227,8 +309,39 @@ mod tests {
         ] {
             assert!(parse_build(bad, "i").is_err(), "{bad}");
         }
-        assert!(parse_eval(&format!(r#"{{"wiki":"{p}"}}"#)).is_ok());
-        assert!(parse_eval(r#"{"wiki":"-oProxyCommand=x"}"#).is_err());
+        let drv = format!("/nix/store/{}-nixos-system-wiki-23.11.drv", "b".repeat(32));
+        let ev = parse_eval(&format!(r#"{{"wiki":{{"out":"{p}","drv":"{drv}"}}}}"#)).expect("map");
+        assert_eq!(
+            ev["wiki"],
+            Evaluated {
+                out: p.clone(),
+                drv: Some(drv.clone())
+            }
+        );
+        let plain = parse_eval(&format!(r#"{{"wiki":{{"out":"{p}","drv":null}}}}"#)).expect("map");
+        assert_eq!(plain["wiki"].drv, None);
+        for bad in [
+            r#"{"wiki":{"out":"-oProxyCommand=x","drv":null}}"#.to_string(),
+            format!(r#"{{"wiki":{{"out":"{p}","drv":"-oProxyCommand=x.drv"}}}}"#),
+            // A derivation is a .drv file; anything else would be built as one.
+            format!(r#"{{"wiki":{{"out":"{p}","drv":"{p}"}}}}"#),
+            format!(r#"{{"wiki":"{p}"}}"#),
+        ] {
+            assert!(parse_eval(&bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn evaluation_parts_keep_the_run_order() {
+        let attrs: Vec<(String, String)> = (0..23)
+            .map(|i| (format!("s{i:02}"), default_attribute(&format!("s{i:02}"))))
+            .collect();
+        let cut = parts(&attrs, 2);
+        assert_eq!(cut.iter().map(Vec::len).collect::<Vec<_>>(), [12, 11]);
+        assert_eq!(cut.concat(), attrs);
+        assert_eq!(parts(&attrs[..1], 2).len(), 1);
+        assert_eq!(parts(&attrs, 0).len(), 1);
+        assert!(parts(&[], 2).is_empty());
     }
 
     #[test]
@@ -257,12 +370,16 @@ mod tests {
                 "eval",
                 "--json",
                 "--apply",
-                "root: builtins.mapAttrs (n: p: (builtins.foldl' (a: k: a.${k}) root p).outPath) \
-                 (builtins.fromJSON \"{\\\"dns\\\":[\\\"dns\\\",\\\"config\\\",\\\"system\\\",\\\"build\\\",\\\"toplevel\\\"],\
+                "root: builtins.mapAttrs (n: p: let s = builtins.foldl' (a: k: a.${k}) root p; \
+                 in { out = s.outPath; drv = s.drvPath or null; }) (builtins.fromJSON \"{\\\"dns\\\":[\\\"dns\\\",\\\"config\\\",\\\"system\\\",\\\"build\\\",\\\"toplevel\\\"],\
                  \\\"wiki\\\":[\\\"wiki\\\",\\\"config\\\",\\\"system\\\",\\\"build\\\",\\\"toplevel\\\"]}\")",
                 "--",
                 "path:/srv/stack#nixosConfigurations",
             ]
+        );
+        assert_eq!(
+            realise_argv("/nix/store/x.drv"),
+            ["--realise", "/nix/store/x.drv"]
         );
         // Quoted attribute names, or two roots: each is built on its own.
         assert!(eval_argv("f", &[("a".into(), "x.\"a.b\"".into())]).is_none());

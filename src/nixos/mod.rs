@@ -7,6 +7,7 @@ pub mod closure;
 pub mod confirm;
 pub mod database;
 pub mod deploy;
+pub mod evaluation;
 pub mod glance;
 pub mod guard;
 pub mod health;

@@ -89,19 +89,24 @@ pub struct Built {
 }
 
 /// Builds `installable` on `builder` for `target` (the same host for
-/// `build_host = "target"`). Errors name the builder and the command.
+/// `build_host = "target"`), from `drv` when the run's evaluation wrote it
+/// already. Errors name the builder and the command.
 pub fn build_on(
     settings: &NixSettings,
     installable: &str,
+    drv: Option<&str>,
     builder: &SshTarget,
     target: &SshTarget,
 ) -> Result<Built, NixError> {
     let on = format!("builder {} ({})", builder.name, builder.destination());
-    let drv = nix(
-        settings,
-        drv_argv(installable),
-        &format!("nix eval of the derivation of {installable}"),
-    )?;
+    let drv = match drv.filter(|d| std::path::Path::new(d).exists()) {
+        Some(d) => d.to_string(),
+        None => nix(
+            settings,
+            drv_argv(installable),
+            &format!("nix eval of the derivation of {installable}"),
+        )?,
+    };
     let drv = build::store_path(drv.trim()).map_err(|e| NixError(format!("{installable}: {e}")))?;
     let _ = std::fs::create_dir_all(&builder.control_dir);
     let mut copy = build::nix_command(settings);

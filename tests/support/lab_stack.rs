@@ -137,6 +137,38 @@ impl Lab {
             .expect("run nixmox")
     }
 
+    /// nixmox `args` (with `NIXMOX_SSH_PERSIST=0`, so no connection it
+    /// opens outlives it) under strace, and the programs it started: each
+    /// one's name and first arguments (`["nix", "eval", "--json"]`).
+    pub fn execs(&self, args: &[&str]) -> (Output, Vec<Vec<String>>) {
+        let log = self.state_dir.path().join("execs.strace");
+        let mut c = Command::new("strace");
+        c.args([
+            "-f",
+            "-z",
+            "-qq",
+            "-s",
+            "64",
+            "-e",
+            "trace=execve",
+            "-e",
+            "signal=none",
+            "-o",
+        ])
+        .arg(&log)
+        .arg(env!("CARGO_BIN_EXE_nixmox"))
+        .args(args)
+        .arg("-m")
+        .arg(self.manifest())
+        .env("NIXMOX_SSH_PERSIST", "0");
+        self.env(&mut c);
+        let o = c.output().expect("strace (scripts/setup.sh installs it)");
+        let text = std::fs::read_to_string(&log).expect("strace log");
+        let _ = std::fs::remove_file(&log);
+        let execs = started(&text);
+        (o, execs)
+    }
+
     pub fn ssh(&self, ip: &str, command: &str) -> Output {
         let dir = self.lab_dir.path();
         Command::new("ssh")
@@ -170,6 +202,43 @@ impl Drop for Lab {
 }
 
 /// The sops binary: `NIXMOX_SOPS`, else the one scripts/setup.sh installs.
+/// The programs an `strace -f -e trace=execve` log shows started: each
+/// one's name and first arguments (`["nix", "eval", "--json"]`).
+pub fn started(text: &str) -> Vec<Vec<String>> {
+    // `pid execve("path", ["argv0", …], …) = 0`; one strace cut in two
+    // by another process ends `<unfinished ...>` and goes on in a line
+    // `pid <... execve resumed>) = 0`. A failed exec (a directory of
+    // PATH without the program) started nothing.
+    let argv = |l: &str| -> Option<Vec<String>> {
+        let list = l.split_once(", [")?.1.split_once(']')?.0;
+        let args: Vec<String> = list
+            .split(", ")
+            .take(4)
+            .map(|a| a.trim_matches('"').to_string())
+            .collect();
+        let name = args.first()?.rsplit('/').next()?.to_string();
+        Some([vec![name], args[1..].to_vec()].concat())
+    };
+    let mut pending = std::collections::HashMap::new();
+    let mut execs = Vec::new();
+    for l in text.lines() {
+        let pid = l.split_whitespace().next().unwrap_or("").to_string();
+        if l.contains("<... execve resumed>") {
+            if let Some(a) = pending.remove(&pid).filter(|_| l.ends_with("= 0")) {
+                execs.push(a);
+            }
+        } else if l.contains("execve(") {
+            let Some(a) = argv(l) else { continue };
+            if l.ends_with("<unfinished ...>") {
+                pending.insert(pid, a);
+            } else if l.ends_with("= 0") {
+                execs.push(a);
+            }
+        }
+    }
+    execs
+}
+
 pub fn sops() -> String {
     std::env::var("NIXMOX_SOPS").unwrap_or_else(|_| "/opt/nixmox/bin/sops".into())
 }
