@@ -33,6 +33,8 @@ cargo bench --bench parallel_deploy
 cargo bench --bench terraform_init
 # `nixmox serve` at 200 services: the page's and the API's answer times against its floor, idle cost.
 cargo bench --bench serve_answer
+# Evaluating 23 hosts with a stand-in for nixpkgs's cost: once, in parts, kept per flake source.
+cargo bench --bench evaluation
 # How the cost grows with the stack, on the lab with 16 generated applications
 # (23 hosts; the README's table has 4 to 32): ratios, memory, processes.
 NIXMOX_SCALE_SIZES=16 cargo bench --bench scale

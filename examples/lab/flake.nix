@@ -15,6 +15,8 @@
       # (./runtime, also reachable as `lab/` at the repo root) because a
       # `path:` flake can only reference files under its own directory.
       runtime = ./runtime;
+      # A stand-in for nixpkgs's evaluation cost (./scale.nix); 0 here.
+      evalWork = (import ./scale.nix).evalWork or 0;
     };
   };
 }

@@ -6,7 +6,7 @@
 #   etc/<daemon>/...              that host's config, baked from the manifest
 # It is a pure function of the manifest and the runtime files it references,
 # so an unchanged host keeps a byte-identical store path.
-{ manifest, runtime }:
+{ manifest, runtime, evalWork ? 0 }:
 let
   inherit (builtins) attrNames concatMap concatStringsSep filter map toJSON;
   m = import ./model.nix { inherit manifest; };
@@ -75,7 +75,7 @@ let
         /bin/cp ${builtins.toFile (baseNameOf rel) files.${rel}} "$out/etc/${rel}"
       '') (attrNames files));
     in
-    derivation {
+    derivation ({
       name = "nixos-system-${s.name}-lab";
       system = "x86_64-linux";
       # Builds run unsandboxed on the lab machine (DESIGN.md §6), so host
@@ -99,7 +99,18 @@ let
         # a build ran on a lab host, not on the machine nixmox runs on).
         /usr/bin/ip -4 -o addr show > "$out/built-on" 2>/dev/null || /sbin/ip -4 -o addr show > "$out/built-on" 2>/dev/null || :
       '' ];
-    };
+    } // workOf s);
+
+  # The stand-in for nixpkgs (see ../scale.nix): `evalWork` thousand
+  # additions while the system is evaluated, folded into an attribute of
+  # its derivation so that evaluating it cannot skip them. 0: no attribute,
+  # and the systems are byte-identical to a lab without the knob.
+  workOf = s: if evalWork <= 0 then { } else {
+    evalWork = toString (builtins.foldl'
+      (a: i: a + builtins.foldl' builtins.add i (builtins.genList (x: x) 1000))
+      (builtins.stringLength s.name)
+      (builtins.genList (x: x) evalWork));
+  };
 in
 builtins.listToAttrs (map (s: {
   name = s.name;
