@@ -189,9 +189,56 @@ fn fingerprint(settings: &NixSettings) -> Option<String> {
         "locks": doc.get("locks"),
         "NIX_CONFIG": std::env::var("NIX_CONFIG").unwrap_or_default(),
         "nix_config": settings.nix_config,
+        "nix": nix_itself(),
     });
     let digest = Sha256::digest(what.to_string().as_bytes());
     Some(digest.iter().map(|b| format!("{b:02x}")).collect())
+}
+
+/// The Nix that evaluates and its configuration files, as they are now: a
+/// new Nix or a changed `nix.conf` (`pure-eval`, say) starts afresh. Read
+/// from the files, without starting a process.
+fn nix_itself() -> Vec<String> {
+    let env = |k: &str| {
+        std::env::var_os(k)
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+    };
+    let nix = env("PATH")
+        .into_iter()
+        .flat_map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
+        .map(|d| d.join("nix"))
+        .find(|p| p.is_file())
+        .map(|p| std::fs::canonicalize(&p).unwrap_or(p));
+    let system_conf = env("NIX_CONF_DIR")
+        .unwrap_or_else(|| PathBuf::from("/etc/nix"))
+        .join("nix.conf");
+    let user_conf = env("XDG_CONFIG_HOME")
+        .or_else(|| env("HOME").map(|h| h.join(".config")))
+        .map(|d| d.join("nix/nix.conf"));
+    let mut files: Vec<PathBuf> = nix.into_iter().chain([system_conf]).collect();
+    files.extend(user_conf);
+    files.extend(
+        env("NIX_USER_CONF_FILES")
+            .iter()
+            .flat_map(|v| std::env::split_paths(v).collect::<Vec<_>>()),
+    );
+    files.iter().map(|p| stamp(p)).collect()
+}
+
+/// A file as it is now: its size and last change, or that it is absent.
+fn stamp(p: &Path) -> String {
+    match std::fs::metadata(p) {
+        Ok(m) => {
+            let modified = m
+                .modified()
+                .ok()
+                .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                .map_or(0, |d| d.as_nanos());
+            format!("{} {} {modified}", p.display(), m.len())
+        }
+        Err(_) => format!("{} absent", p.display()),
+    }
 }
 
 /// `nix flake metadata --json -- <flake>`: after `--` the reference is never
@@ -300,6 +347,21 @@ mod tests {
             [("dns".to_string(), system("dns", 'a'))].into(),
         );
         assert!(!gone.exists());
+    }
+
+    #[test]
+    fn a_changed_nix_conf_is_another_fingerprint() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let conf = dir.path().join("nix.conf");
+        let absent = stamp(&conf);
+        std::fs::write(&conf, "pure-eval = true\n").expect("write");
+        let pure = stamp(&conf);
+        std::fs::write(&conf, "pure-eval = false\n").expect("write");
+        let impure = stamp(&conf);
+        assert!(absent.ends_with("absent"));
+        assert_ne!(absent, pure);
+        assert_ne!(pure, impure);
+        assert!(!nix_itself().is_empty());
     }
 
     #[test]
