@@ -71,7 +71,9 @@ pub fn evaluate(
             });
         }
     });
-    if let Some(kept) = kept {
+    // A tree that changed while it was evaluated keeps nothing: its
+    // answers might be the new tree's under the old fingerprint.
+    if let Some(kept) = kept.filter(|k| fingerprint(settings).as_ref() == Some(&k.key)) {
         let found = found.into_inner().unwrap_or_else(|e| e.into_inner());
         kept.save(attributes, known.into_iter().chain(found).collect());
     }
