@@ -21,7 +21,6 @@ use nixmox::nixos::build::{self, Evaluated, NixSettings};
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::Command;
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 const SAMPLES: usize = 3;
@@ -106,14 +105,9 @@ fn main() {
     };
 
     let nixmox = |settings: &NixSettings| -> BTreeMap<String, Evaluated> {
-        let found = Mutex::new(BTreeMap::new());
-        nixmox::nixos::evaluation::evaluate(settings, Some(&work_dir), &attributes, |n, e| {
-            found
-                .lock()
-                .expect("lock")
-                .insert(n.to_string(), e.expect("every system evaluates"));
-        });
-        found.into_inner().expect("lock")
+        let found = nixmox::nixos::evaluation::evaluate_map(settings, Some(&work_dir), &attributes);
+        assert_eq!(found.len(), attributes.len(), "every system evaluates");
+        found
     };
 
     let (mut before, mut loop_, mut now, mut same_before, mut same_now) =

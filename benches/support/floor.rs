@@ -76,13 +76,9 @@ pub fn unavoidable(
         }
         let (nix, attributes) = (&nix, &attributes);
         scope.spawn(move || {
-            let answered = std::sync::atomic::AtomicUsize::new(0);
-            let work_dir = m.work_dir();
-            nixmox::nixos::evaluation::evaluate(nix, Some(&work_dir), attributes, |_, e| {
-                assert!(e.is_some(), "every system evaluated");
-                answered.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-            });
-            assert_eq!(answered.into_inner(), attributes.len());
+            let evaluated =
+                nixmox::nixos::evaluation::evaluate_map(nix, Some(&m.work_dir()), attributes);
+            assert_eq!(evaluated.len(), attributes.len(), "every system evaluated");
         });
         for s in &hosts {
             scope.spawn(move || {

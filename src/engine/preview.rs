@@ -131,14 +131,7 @@ pub fn preview(m: &Manifest, plan: &Plan, hosts: bool) -> Result<Preview, String
             if attributes.is_empty() {
                 return BTreeMap::new();
             }
-            let found = std::sync::Mutex::new(BTreeMap::new());
-            let work_dir = m.work_dir();
-            evaluation::evaluate(&nix, Some(&work_dir), &attributes, |name, e| {
-                if let (Some(e), Ok(mut f)) = (e, found.lock()) {
-                    f.insert(name.to_string(), e);
-                }
-            });
-            found.into_inner().unwrap_or_default()
+            evaluation::evaluate_map(&nix, Some(&m.work_dir()), &attributes)
         });
         let looks: Vec<_> = services
             .iter()

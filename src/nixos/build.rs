@@ -131,6 +131,19 @@ pub fn store_path(path: &str) -> Result<String, String> {
     }
 }
 
+/// A derivation's store path, checked before it goes into a command line:
+/// anything but a `.drv` would be built as one.
+pub fn derivation_path(path: &str) -> Result<String, String> {
+    if path.ends_with(".drv") {
+        store_path(path)
+    } else {
+        Err(format!(
+            "{} is not a derivation",
+            crate::manifest::syntax::quote(path)
+        ))
+    }
+}
+
 /// The map of `nix eval --json` in [`evaluate_all`]: service → its store
 /// path and derivation, each checked before it goes into a command line.
 pub fn parse_eval(stdout: &str) -> Result<std::collections::BTreeMap<String, Evaluated>, NixError> {
@@ -144,11 +157,10 @@ pub fn parse_eval(stdout: &str) -> Result<std::collections::BTreeMap<String, Eva
     let checked = |p: &str| store_path(p).map_err(|e| NixError(format!("nix eval: {e}")));
     map.into_iter()
         .map(|(name, raw)| {
-            let drv = match raw.drv {
-                Some(d) if d.ends_with(".drv") => Some(checked(&d)?),
-                Some(d) => return Err(NixError(format!("nix eval: {d} is not a derivation"))),
-                None => None,
-            };
+            let drv = raw
+                .drv
+                .map(|d| derivation_path(&d).map_err(|e| NixError(format!("nix eval: {e}"))))
+                .transpose()?;
             Ok((
                 name,
                 Evaluated {

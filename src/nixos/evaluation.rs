@@ -79,6 +79,22 @@ pub fn evaluate(
     }
 }
 
+/// [`evaluate`], all answers at once: the systems evaluated, by service
+/// (one whose evaluation failed is left out).
+pub fn evaluate_map(
+    settings: &NixSettings,
+    work_dir: Option<&Path>,
+    attributes: &[(String, String)],
+) -> BTreeMap<String, Evaluated> {
+    let found = Mutex::new(BTreeMap::new());
+    evaluate(settings, work_dir, attributes, |name, e| {
+        if let (Some(e), Ok(mut f)) = (e, found.lock()) {
+            f.insert(name.to_string(), e);
+        }
+    });
+    found.into_inner().unwrap_or_else(|e| e.into_inner())
+}
+
 /// The answers kept under this flake's fingerprint.
 struct Kept {
     file: PathBuf,
@@ -103,16 +119,20 @@ impl Kept {
     /// `None` when the flake cannot be fingerprinted (Nix says why when it
     /// evaluates): nothing is kept or looked up then.
     fn open(settings: &NixSettings, work_dir: &Path) -> Option<Kept> {
-        let key = fingerprint(settings)?;
-        let file = work_dir.join(FILE);
+        Some(Kept::at(work_dir.join(FILE), fingerprint(settings)?))
+    }
+
+    /// What `file` keeps, to be looked up and kept under `key`; a file
+    /// that cannot be read keeps nothing.
+    fn at(file: PathBuf, key: String) -> Kept {
         let file_had = crate::files::read_regular(&file, LIMIT, "kept evaluation")
             .ok()
             .and_then(|b| serde_json::from_slice::<KeptFile>(&b).ok());
-        Some(Kept {
+        Kept {
             file,
             key,
             file_had,
-        })
+        }
     }
 
     /// The kept systems of `attributes` under this fingerprint, each for
@@ -131,8 +151,7 @@ impl Kept {
                     .filter(|s| &s.attribute == attribute)?;
                 let out = build::store_path(&s.out).ok()?;
                 let drv = match &s.drv {
-                    Some(d) if d.ends_with(".drv") => Some(build::store_path(d).ok()?),
-                    Some(_) => return None,
+                    Some(d) => Some(build::derivation_path(d).ok()?),
                     None => None,
                 };
                 Some((name.clone(), Evaluated { out, drv }))
@@ -268,15 +287,7 @@ mod tests {
     }
 
     fn kept(dir: &Path, key: &str) -> Kept {
-        let file = dir.join(FILE);
-        let file_had = crate::files::read_regular(&file, LIMIT, "kept evaluation")
-            .ok()
-            .and_then(|b| serde_json::from_slice(&b).ok());
-        Kept {
-            file,
-            key: key.into(),
-            file_had,
-        }
+        Kept::at(dir.join(FILE), key.into())
     }
 
     fn attrs(names: &[&str]) -> Vec<(String, String)> {
