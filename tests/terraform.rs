@@ -741,12 +741,9 @@ fn a_hung_terraform_is_stopped_at_its_bound() {
     );
 }
 
-/// A provider lock file in the user's root is honoured (a checksum that does
-/// not match stops init); without one, Terraform's own is kept in the copy
-/// and the user's root stays untouched.
-#[test]
-fn a_lock_file_is_honoured_and_kept() {
-    // The version scripts/setup.sh installs: the one in the provider's Cargo.toml.
+/// The version of the lab's provider scripts/setup.sh installs: the one in
+/// the provider's Cargo.toml.
+fn lab_provider_version() -> String {
     let cargo = std::fs::read_to_string(
         Path::new(env!("CARGO_MANIFEST_DIR")).join("tools/terraform-provider-nixmoxlab/Cargo.toml"),
     )
@@ -762,6 +759,15 @@ fn a_lock_file_is_honoured_and_kept() {
         Path::new(&provider).exists(),
         "the lab's provider {version} is not installed: run scripts/setup.sh"
     );
+    version
+}
+
+/// A provider lock file in the user's root is honoured (a checksum that does
+/// not match stops init); without one, Terraform's own is kept in the copy
+/// and the user's root stays untouched.
+#[test]
+fn a_lock_file_is_honoured_and_kept() {
+    let version = lab_provider_version();
     let p = Project::new();
     p.module(
         "root",
@@ -794,5 +800,56 @@ fn a_lock_file_is_honoured_and_kept() {
     assert!(
         err.contains("checksum") || err.contains("lock file"),
         "{err}"
+    );
+}
+
+/// A version constraint changed in the tree: the lock file nixmox keeps
+/// (the user has none) is chosen anew, as a first init would; the user's
+/// own lock file is never rewritten, and the error says what to run.
+#[test]
+fn a_changed_version_constraint_meets_the_lock_file() {
+    let version = lab_provider_version();
+    let p = Project::new();
+    let module = |constraint: &str| {
+        format!("terraform {{\n  required_providers {{\n    nixmoxlab = {{ source = \"nixmox/nixmoxlab\", version = \"{constraint}\" }}\n  }}\n}}\n")
+    };
+    p.module("root", &module(&version));
+    let c = config(&["root"], json!({}));
+    p.tf.apply_phase(&p.spec("moved", &c)).expect("first apply");
+    // As if an earlier init had locked another version the tree asked for then.
+    let kept =
+        nixmox::terraform::workdir::run_dir(&p.tf.workdir("moved")).join(".terraform.lock.hcl");
+    let old_lock = "provider \"registry.terraform.io/nixmox/nixmoxlab\" {\n  version     = \"0.0.1\"\n  constraints = \"0.0.1\"\n  hashes = [\"h1:AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=\"]\n}\n";
+    std::fs::write(&kept, old_lock).expect("write the kept lock");
+    p.module("root", &module(&format!(">= {version}")));
+    let r =
+        p.tf.apply_phase(&p.spec("moved", &c))
+            .expect("the kept lock is chosen anew");
+    assert_eq!(r.status, Status::Unchanged);
+    let lock = std::fs::read_to_string(&kept).expect("the kept lock");
+    assert!(
+        lock.contains(&format!("version     = \"{version}\"")),
+        "{lock}"
+    );
+    assert!(
+        !p.path("root/.terraform.lock.hcl").exists(),
+        "the user's root was written to"
+    );
+
+    // The user's own lock file, behind the constraint: left as it is.
+    std::fs::write(p.path("root/.terraform.lock.hcl"), old_lock).expect("write lock");
+    let err =
+        p.tf.apply_phase(&p.spec("moved", &c))
+            .expect_err("refused")
+            .to_string();
+    assert!(
+        err.contains("terraform init -upgrade")
+            && err.contains(&p.path("root/.terraform.lock.hcl").display().to_string()),
+        "{err}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(p.path("root/.terraform.lock.hcl")).expect("lock"),
+        old_lock,
+        "the user's lock file was rewritten"
     );
 }

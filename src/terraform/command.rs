@@ -32,6 +32,22 @@ pub fn init(lock: Locking) -> Vec<String> {
     a
 }
 
+/// `init` choosing provider versions anew, as a first `init` does: for a
+/// lock file nixmox keeps, never for the user's own.
+pub fn init_upgrade(lock: Locking) -> Vec<String> {
+    let mut a = init(lock);
+    a.push("-upgrade".into());
+    a
+}
+
+/// True when `init` refused a lock file because the configuration now asks
+/// for a provider version it does not lock (Terraform wraps the message at
+/// any word, so whitespace is not compared).
+pub fn lock_refused(output: &str) -> bool {
+    let flat: String = output.split_whitespace().collect::<Vec<_>>().join(" ");
+    flat.contains("does not match configured version constraint")
+}
+
 pub fn workspace_select(workspace: &str) -> Vec<String> {
     owned(&["workspace", "select", "-or-create=true", workspace])
 }
@@ -149,5 +165,25 @@ mod tests {
             ]
         );
         assert_eq!(output_json(), ["output", "-json", "-no-color"]);
+    }
+
+    #[test]
+    fn a_refused_lock_is_told_apart_however_terraform_wraps_it() {
+        assert_eq!(
+            init_upgrade(LOCK),
+            [
+                "init",
+                "-input=false",
+                "-no-color",
+                "-lock-timeout=30s",
+                "-upgrade"
+            ]
+        );
+        assert!(lock_refused(
+            "  Error: Failed to query available provider packages\n  nixmox/nixmoxlab: locked provider registry.terraform.io/nixmox/nixmoxlab\n  0.0.1 does not match configured\n  version constraint >= 0.2.1; must use\n"
+        ));
+        assert!(!lock_refused(
+            "Error: the cached package for registry.terraform.io/nixmox/nixmoxlab 0.2.1 does not match any of the checksums recorded in the dependency lock file"
+        ));
     }
 }

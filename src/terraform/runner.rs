@@ -335,7 +335,31 @@ impl Terraform {
             return Ok(());
         }
         let args = command::init(self.lock);
-        self.run_retrying(spec, &prepared.dir, &args, None, "init")?;
+        if let Err(e) = self.run_retrying(spec, &prepared.dir, &args, None, "init") {
+            let refused = matches!(&e, TfError::Failed { diagnostics, .. } if command::lock_refused(diagnostics));
+            match (&prepared.user_lock, refused) {
+                (_, false) => return Err(e),
+                // The lock file is nixmox's, kept from an earlier init (the
+                // tree has none): a changed version constraint chooses anew,
+                // as the first init did.
+                (None, true) => {
+                    let upgrade = command::init_upgrade(self.lock);
+                    self.run_retrying(spec, &prepared.dir, &upgrade, None, "init -upgrade")?;
+                }
+                (Some(lock), true) => {
+                    let dir = lock.parent().unwrap_or(lock);
+                    return Err(TfError::Prepare {
+                        phase: spec.phase,
+                        workspace: spec.workspace.clone(),
+                        message: format!(
+                            "`terraform init` refuses your lock file {}: it locks a provider version the configuration no longer allows. Run `terraform init -upgrade` in {} and keep the lock file it writes (nixmox never writes into your tree), then run again",
+                            lock.display(),
+                            dir.display()
+                        ),
+                    });
+                }
+            }
+        }
         // A configuration without providers leaves no .terraform behind.
         let _ = std::fs::create_dir_all(prepared.home.join(".terraform"));
         std::fs::write(&marker, &prepared.fingerprint).map_err(|e| TfError::Prepare {

@@ -47,6 +47,9 @@ pub struct Prepared {
     pub sensitive: BTreeSet<String>,
     /// Changes whenever any file Terraform reads changes: decides when to re-run `init`.
     pub fingerprint: String,
+    /// The user's own `.terraform.lock.hcl`, which `init` honours; `None`
+    /// when the lock file in `dir` is nixmox's, kept from an earlier `init`.
+    pub user_lock: Option<PathBuf>,
 }
 
 /// Where a phase's Terraform comes from.
@@ -92,6 +95,7 @@ pub fn prepare(
             dirs[0].0, dirs[1].0
         ));
     }
+    let mut user_lock = None;
     let (dir, mut hasher) = match dirs.first() {
         Some((module, path)) => {
             let tree_root = std::fs::canonicalize(src.tree_root)
@@ -113,6 +117,7 @@ pub fn prepare(
                 .collect();
             let fingerprint = super::tree::sync(&tree_root, &home.join("tree"), &skip)
                 .map_err(|e| format!("module {module}: {e}"))?;
+            user_lock = Some(abs.join(".terraform.lock.hcl")).filter(|l| l.is_file());
             let mut h = std::collections::hash_map::DefaultHasher::new();
             fingerprint.hash(&mut h);
             rel.hash(&mut h);
@@ -189,6 +194,7 @@ pub fn prepare(
         declared,
         sensitive,
         fingerprint: format!("{:016x}", hasher.finish()),
+        user_lock,
     })
 }
 
