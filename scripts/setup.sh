@@ -159,7 +159,7 @@ provider_src="$here/tools/terraform-provider-nixmoxlab"
 provider_version=$(sed -n 's/^version = "\(.*\)"$/\1/p' "$provider_src/Cargo.toml" | head -n1)
 provider_dir=/usr/local/share/terraform/plugins/registry.terraform.io/nixmox/nixmoxlab/$provider_version/linux_amd64
 provider_bin=$provider_dir/terraform-provider-nixmoxlab_v$provider_version
-if [[ ! -x $provider_bin ]] || [[ -n $(find "$provider_src/src" "$provider_src/Cargo.toml" "$provider_src/Cargo.lock" -newer "$provider_bin" 2>/dev/null | head -n1) ]]; then
+if [[ ! -x $provider_bin ]] || [[ -n $(find "$provider_src/src" "$provider_src/vendor" "$provider_src/Cargo.toml" "$provider_src/Cargo.lock" -newer "$provider_bin" 2>/dev/null | head -n1) ]]; then
   log "building the lab's Terraform provider nixmoxlab $provider_version"
   cargo build --quiet --release --locked --manifest-path "$provider_src/Cargo.toml"
   mkdir -p "$provider_dir"

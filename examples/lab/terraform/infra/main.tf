@@ -8,7 +8,7 @@ terraform {
   required_providers {
     nixmoxlab = {
       source  = "nixmox/nixmoxlab"
-      version = "0.2.0"
+      version = "0.2.1"
     }
   }
 }
