@@ -46,13 +46,19 @@ hash_of() {
   done | sha256sum | cut -c1-64
 }
 
+# running PID: the process runs. One that has exited but is not reaped yet
+# answers kill -0 as a zombie: it is gone. A lab host has no init of its
+# own; its daemons are reaped by the machine's, which may take its time
+# (seconds, under some container runtimes), where a real host's is prompt.
+running() {
+  kill -0 "$1" 2>/dev/null || return 1
+  ! grep -q '^State:[[:space:]]*Z' "/proc/$1/status" 2>/dev/null
+}
+
 daemon_pid() {
   local p
   p=$(cat "$RUN/$1.pid" 2>/dev/null) || return 1
-  [ -n "$p" ] && kill -0 "$p" 2>/dev/null || return 1
-  # A daemon that has exited but is not reaped yet (a lab host has no init of
-  # its own to reap it at once) answers kill -0 as a zombie: it is gone.
-  grep -q '^State:[[:space:]]*Z' "/proc/$p/status" 2>/dev/null && return 1
+  [ -n "$p" ] && running "$p" || return 1
   echo "$p"
 }
 
@@ -60,8 +66,8 @@ daemon_stop() {
   local pid i
   pid=$(daemon_pid "$1") || { rm -f "$RUN/$1.pid" "$RUN/$1.fp"; return 0; }
   kill -TERM "$pid" 2>/dev/null || true
-  for i in $(seq 1 150); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-  kill -0 "$pid" 2>/dev/null && kill -KILL "$pid" 2>/dev/null || true
+  for i in $(seq 1 150); do running "$pid" || break; sleep 0.1; done
+  running "$pid" && kill -KILL "$pid" 2>/dev/null || true
   rm -f "$RUN/$1.pid" "$RUN/$1.fp"
 }
 
