@@ -214,9 +214,9 @@ impl Ctx<'_> {
                 .map_err(|e| failed(e.to_string()));
         };
         let target = targets::target(self.m, s, &self.control).map_err(failed)?;
-        let drv = evaluated.and_then(|e| e.drv.as_deref());
-        let built = crate::nixos::remote_build::build_on(&self.nix, &inst, drv, &builder, &target)
-            .map_err(|e| failed(e.to_string()))?;
+        let built =
+            crate::nixos::remote_build::build_on(&self.nix, &inst, evaluated, &builder, &target)
+                .map_err(|e| failed(e.to_string()))?;
         if let Ok(mut placed) = self.placed.lock() {
             if built.on_target {
                 placed.insert(s.name.clone(), built.path.clone());

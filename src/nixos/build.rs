@@ -229,6 +229,17 @@ pub struct Evaluated {
     pub drv: Option<String>,
 }
 
+impl Evaluated {
+    /// The derivation to build from, while it is still in the store: one
+    /// garbage-collected since the evaluation leaves the build to the flake
+    /// attribute, which evaluates it again.
+    pub fn derivation(&self) -> Option<&str> {
+        self.drv
+            .as_deref()
+            .filter(|d| std::path::Path::new(d).exists())
+    }
+}
+
 /// Every system's store path by service, from one evaluation and without
 /// building anything: a host already running its path needs no build.
 pub fn evaluate_all(
@@ -261,16 +272,10 @@ pub fn build_system(
     installable: &str,
     evaluated: Option<&Evaluated>,
 ) -> Result<String, NixError> {
-    if let Some(drv) = evaluated.and_then(|e| e.drv.as_deref()) {
-        match realise(settings, drv) {
-            Ok(path) => return Ok(path),
-            Err(e) if std::path::Path::new(drv).exists() => {
-                return Err(NixError(format!("{installable}: {e}")))
-            }
-            Err(_) => {}
-        }
+    match evaluated.and_then(Evaluated::derivation) {
+        Some(drv) => realise(settings, drv).map_err(|e| NixError(format!("{installable}: {e}"))),
+        None => build_one(settings, installable),
     }
-    build_one(settings, installable)
 }
 
 /// `nix-store --realise <drv>`: the stable way, in every Nix since 2.0, to
@@ -306,6 +311,23 @@ pub fn copy(settings: &NixSettings, t: &SshTarget, path: &str) -> Result<(), Nix
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_derivation_counts_while_it_is_in_the_store() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let kept = dir.path().join("abc-nixos-system-app01.drv");
+        std::fs::write(&kept, "Derive(...)").expect("write");
+        let at = |drv: Option<&std::path::Path>| Evaluated {
+            out: "/nix/store/abc-nixos-system-app01".into(),
+            drv: drv.map(|d| d.display().to_string()),
+        };
+        let here = at(Some(&kept));
+        assert_eq!(here.derivation(), here.drv.as_deref());
+        // Collected since the evaluation: the build goes to the flake.
+        let gone = at(Some(&dir.path().join("gone.drv")));
+        assert_eq!(gone.derivation(), None);
+        assert_eq!(at(None).derivation(), None);
+    }
 
     #[test]
     fn what_nix_prints_is_checked() {

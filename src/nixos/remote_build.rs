@@ -89,17 +89,18 @@ pub struct Built {
 }
 
 /// Builds `installable` on `builder` for `target` (the same host for
-/// `build_host = "target"`), from `drv` when the run's evaluation wrote it
-/// already. Errors name the builder and the command.
+/// `build_host = "target"`), from the derivation the run's evaluation wrote
+/// while it is in the store ([`build::Evaluated::derivation`]). Errors name
+/// the builder and the command.
 pub fn build_on(
     settings: &NixSettings,
     installable: &str,
-    drv: Option<&str>,
+    evaluated: Option<&build::Evaluated>,
     builder: &SshTarget,
     target: &SshTarget,
 ) -> Result<Built, NixError> {
     let on = format!("builder {} ({})", builder.name, builder.destination());
-    let drv = match drv.filter(|d| std::path::Path::new(d).exists()) {
+    let drv = match evaluated.and_then(build::Evaluated::derivation) {
         Some(d) => d.to_string(),
         None => nix(
             settings,
