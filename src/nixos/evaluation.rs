@@ -150,10 +150,12 @@ impl Kept {
                     .get(name)
                     .filter(|s| &s.attribute == attribute)?;
                 let out = build::store_path(&s.out).ok()?;
-                let drv = match &s.drv {
-                    Some(d) => Some(build::derivation_path(d).ok()?),
-                    None => None,
-                };
+                let drv = s
+                    .drv
+                    .as_deref()
+                    .map(build::derivation_path)
+                    .transpose()
+                    .ok()?;
                 Some((name.clone(), Evaluated { out, drv }))
             })
             .collect()

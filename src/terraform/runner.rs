@@ -335,30 +335,27 @@ impl Terraform {
             return Ok(());
         }
         let args = command::init(self.lock);
-        if let Err(e) = self.run_retrying(spec, &prepared.dir, &args, None, "init") {
-            let refused = matches!(&e, TfError::Failed { diagnostics, .. } if command::lock_refused(diagnostics));
-            match (&prepared.user_lock, refused) {
-                (_, false) => return Err(e),
-                // The lock file is nixmox's, kept from an earlier init (the
-                // tree has none): a changed version constraint chooses anew,
-                // as the first init did.
-                (None, true) => {
-                    let upgrade = command::init_upgrade(self.lock);
-                    self.run_retrying(spec, &prepared.dir, &upgrade, None, "init -upgrade")?;
-                }
-                (Some(lock), true) => {
-                    let dir = lock.parent().unwrap_or(lock);
+        match self.run_retrying(spec, &prepared.dir, &args, None, "init") {
+            Err(TfError::Failed { diagnostics, .. }) if command::lock_refused(&diagnostics) => {
+                // The user's own lock file is never rewritten. One nixmox
+                // kept from an earlier init (the tree has none) is chosen
+                // anew under the changed constraint, as the first init did.
+                if let Some(lock) = &prepared.user_lock {
                     return Err(TfError::Prepare {
                         phase: spec.phase,
                         workspace: spec.workspace.clone(),
                         message: format!(
                             "`terraform init` refuses your lock file {}: it locks a provider version the configuration no longer allows. Run `terraform init -upgrade` in {} and keep the lock file it writes (nixmox never writes into your tree), then run again",
                             lock.display(),
-                            dir.display()
+                            lock.parent().unwrap_or(lock).display()
                         ),
                     });
                 }
+                let upgrade = command::init_upgrade(self.lock);
+                self.run_retrying(spec, &prepared.dir, &upgrade, None, "init -upgrade")?;
             }
+            Err(e) => return Err(e),
+            Ok(_) => {}
         }
         // A configuration without providers leaves no .terraform behind.
         let _ = std::fs::create_dir_all(prepared.home.join(".terraform"));

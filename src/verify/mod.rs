@@ -568,11 +568,10 @@ fn password_of(m: &Manifest, u: &crate::manifest::VerifyUser) -> (Option<Secret>
     (None, why.join("; "))
 }
 
-/// The checks of every selected service, in plan order.
 /// Services checked at once by [`all`]. The checks run inside nixmox, but
-/// each service's costs its proxy, identity provider and application CPU
-/// (a TLS handshake, a login flow): in the lab, 8 or 16 at once finished
-/// 23 services no sooner than 4.
+/// each costs the service's proxy, identity provider and application CPU
+/// (TLS handshakes, a login flow): in the lab, 8 or 16 at once finished 23
+/// services no sooner than 4.
 pub const SERVICES_AT_ONCE: usize = 4;
 
 /// Every service's checks, [`SERVICES_AT_ONCE`] services side by side; the
