@@ -178,6 +178,7 @@ fn request<'a>(
         // The executor's own paths, unguarded (tests/guard_lab.rs has the guard's).
         confirm_timeout: 0,
         closure_on_target: false,
+        seen: None,
     }
 }
 
@@ -290,6 +291,26 @@ fn nixos_executor_against_lab_hosts() {
         !format!("{k2:?}").contains("SECONDKEY"),
         "an age key's Debug shows it"
     );
+    // A new system with the same secrets is activated without sending them
+    // again (the hash the host recorded says it holds them); `--force`
+    // sends them anyway, for a host repaired by hand.
+    let written = || seen("stat -c %y /run/nixmox/env /var/lib/lab/sops-nix/key.txt");
+    let before = written();
+    let third = deploy::deploy(&DeployRequest {
+        system: &v1,
+        ..with(&k2)
+    })
+    .expect("a new system with the same secrets");
+    assert!(matches!(third, Outcome::Activated { .. }), "{third:?}");
+    assert_eq!(current(&t), v1);
+    assert_eq!(written(), before, "unchanged secrets were sent again");
+    let forced = deploy::deploy(&DeployRequest {
+        force: true,
+        ..with(&k2)
+    })
+    .expect("a forced deploy");
+    assert!(matches!(forced, Outcome::Activated { .. }), "{forced:?}");
+    assert_ne!(written(), before, "--force did not send the secrets");
 
     // A first deploy that fails has nothing to roll back to, and says so.
     let t2 = lab.target("postgresql", 3);

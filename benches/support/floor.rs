@@ -158,6 +158,7 @@ pub fn own_deploy(
         force: false,
         confirm_timeout: s.nixos.confirm_timeout.unwrap_or(m.nixos.confirm_timeout),
         closure_on_target: false,
+        seen: None,
     };
     let outcome = nixmox::nixos::deploy::deploy(&request).expect("deploy");
     assert!(

@@ -79,6 +79,7 @@ impl Ctx<'_> {
             }
         }
         let env = self.env_for(s)?;
+        let seen = self.look.host(&s.name);
         let req = DeployRequest {
             target: &target,
             nix: &self.nix,
@@ -100,6 +101,7 @@ impl Ctx<'_> {
                 .lock()
                 .is_ok_and(|p| p.get(&s.name).is_some_and(|path| path == system))
                 || self.look.copied(&s.name, system),
+            seen: seen.as_ref(),
         };
         let result = deploy::deploy(&req);
         if result.is_ok() {

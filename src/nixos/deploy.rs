@@ -72,6 +72,11 @@ pub struct DeployRequest<'a> {
     pub confirm_timeout: u64,
     /// The system was built on the host, or a builder sent it there: no copy from here.
     pub closure_on_target: bool,
+    /// What a look at the host saw earlier in this run, while it still holds
+    /// (nothing in the run has changed the host since): the deploy starts
+    /// from it instead of looking again. A look that found a guard waiting
+    /// is not taken: the deploy looks and settles it itself.
+    pub seen: Option<&'a super::glance::Glance>,
 }
 
 /// An age private key and where it goes on every host. Its `Debug` never shows it.
@@ -211,24 +216,10 @@ pub fn hash_part<'a>(recorded: &'a str, part: &str) -> Option<&'a str> {
 pub fn deploy(r: &DeployRequest) -> Result<Outcome, DeployError> {
     let t = r.target;
     let quick = Duration::from_secs(30);
-    // The running system and the secrets hash, in one round trip (the glance
-    // without probes); an answer that cannot be read counts as a fresh host.
-    let mut answer = remote(t, &super::glance::script(&[], 1), quick)?;
-    // Guards a killed run left waiting: nixmox is here again and decides.
-    // One that already rolled its host back has changed what runs there.
-    let pending = super::glance::parse(&answer.stdout, 0)
-        .map(|g| g.pending)
-        .unwrap_or_default();
-    if !pending.is_empty() {
-        for id in &pending {
-            let dir = format!("{}/{id}", remote::RUN_DIR);
-            super::confirm::claim(t, &dir, super::guard::Claim::TakeOver, quick);
-        }
-        answer = remote(t, &super::glance::script(&[], 1), quick)?;
-    }
-    let (current, seen_hash) = super::glance::parse(&answer.stdout, 0)
-        .map(|g| (g.current, g.env_hash))
-        .unwrap_or_default();
+    let (current, seen_hash) = match r.seen.filter(|g| g.pending.is_empty()) {
+        Some(g) => (g.current.clone(), g.env_hash.clone()),
+        None => look(t, quick)?,
+    };
     let wanted = secrets_hash(r.env, r.age_key);
     let env_changed = !wanted.is_empty() && seen_hash != wanted;
     if r.goal.runs() && current == r.system && !env_changed && !r.force {
@@ -238,13 +229,16 @@ pub fn deploy(r: &DeployRequest) -> Result<Outcome, DeployError> {
     if current != r.system && !r.closure_on_target {
         build::copy(r.nix, t, r.system)?;
     }
-    if let Some(env) = r.env {
+    // A secret the host holds already (its recorded hash says so) is not
+    // sent again; `--force` sends everything, for a host repaired by hand.
+    let stale = |part: &str| r.force || hash_part(&seen_hash, part) != hash_part(&wanted, part);
+    if let Some(env) = r.env.filter(|_| stale("env")) {
         upload(t, "env", env.as_bytes())?;
     }
-    if let Some(key) = r.age_key {
+    if let Some(key) = r.age_key.filter(|_| stale("age")) {
         upload_to(t, &key.target, &key.bytes)?;
     }
-    if !wanted.is_empty() {
+    if !wanted.is_empty() && (r.force || seen_hash != wanted) {
         upload(t, "env.hash", wanted.as_bytes())?;
     }
     let profile = remote(t, &remote::profile_state(), quick)?.stdout;
@@ -393,6 +387,28 @@ pub fn deploy(r: &DeployRequest) -> Result<Outcome, DeployError> {
     Ok(Outcome::Activated {
         from: (!current.is_empty()).then_some(current),
     })
+}
+
+/// The running system and the secrets hash, in one round trip (the glance
+/// without probes); an answer that cannot be read counts as a fresh host.
+/// Guards a killed run left waiting are settled first: nixmox is here again
+/// and decides. One that already rolled its host back has changed what
+/// runs there, so the host is looked at again.
+fn look(t: &SshTarget, quick: Duration) -> Result<(String, String), DeployError> {
+    let mut answer = remote(t, &super::glance::script(&[], 1), quick)?;
+    let pending = super::glance::parse(&answer.stdout, 0)
+        .map(|g| g.pending)
+        .unwrap_or_default();
+    if !pending.is_empty() {
+        for id in &pending {
+            let dir = format!("{}/{id}", remote::RUN_DIR);
+            super::confirm::claim(t, &dir, super::guard::Claim::TakeOver, quick);
+        }
+        answer = remote(t, &super::glance::script(&[], 1), quick)?;
+    }
+    Ok(super::glance::parse(&answer.stdout, 0)
+        .map(|g| (g.current, g.env_hash))
+        .unwrap_or_default())
 }
 
 fn upload(t: &SshTarget, name: &str, bytes: &[u8]) -> Result<(), DeployError> {
