@@ -54,6 +54,11 @@ impl<T: Clone> Slot<T> {
         self.ready.notify_all();
     }
 
+    /// The answer if it came already, without waiting.
+    fn peek(&self) -> Option<T> {
+        self.value.lock().ok()?.clone().flatten()
+    }
+
     /// Waits for the answer; `None` when the look found none. Every look is
     /// bounded by the commands it runs, so this wait is too.
     fn wait(&self) -> Option<T> {
@@ -287,6 +292,15 @@ impl Lookahead {
             && self.fresh_for(service)
     }
 
+    /// True when the run already knows `service`'s host will get a new
+    /// system: its evaluation and its look both came, and they differ. Its
+    /// checks now would be of a system about to go; never waits.
+    fn will_change(&self, service: &str) -> bool {
+        let evaluated = self.evaluated.get(service).and_then(Slot::peek);
+        let seen = self.hosts.get(service).and_then(Slot::peek);
+        matches!((evaluated, seen), (Some(e), Some(g)) if e.out != g.current)
+    }
+
     pub(super) fn verified(&self, service: &str) -> Option<String> {
         if !self.fresh_for(service) {
             return None;
@@ -438,23 +452,35 @@ pub(super) fn start<'s, 'e>(ctx: &'e Ctx<'e>, scope: &'s Scope<'s, 'e>) {
             })
         });
     }
-    // ...and the end-to-end checks with all of them: after the plans (the
-    // run's first step waits for a plan, not for them), a few services at a
-    // time, in the order the run reaches them.
+    // ...and the end-to-end checks with all of them, a few services at a
+    // time in the order the run reaches them; not those of a host about to
+    // change, whose step checks its new system itself. The core's come
+    // first and at once: the run waits for them right after `tf:auth-core`.
+    // The applications' wait for the plans, which the run waits for first.
     scope.spawn(move || {
         let known = look.held_outputs(look.held.keys());
-        for plan in look.tf.values() {
-            plan.wait();
-        }
-        crate::bounded::map(
-            &look.verify_order,
-            crate::verify::SERVICES_AT_ONCE,
-            |name| {
-                if let Some(slot) = look.verify.get(name) {
-                    fill(slot, || verify(ctx, name, known.as_ref()?));
-                }
-            },
-        );
+        let check = |name: &String| {
+            if let Some(slot) = look.verify.get(name) {
+                fill(slot, || {
+                    if look.will_change(name) {
+                        return None;
+                    }
+                    verify(ctx, name, known.as_ref()?)
+                });
+            }
+        };
+        let (core, apps): (Vec<String>, Vec<String>) = look
+            .verify_order
+            .iter()
+            .cloned()
+            .partition(|n| ctx.m.service(n).is_some_and(Service::is_core));
+        std::thread::scope(|inner| {
+            inner.spawn(|| crate::bounded::map(&core, crate::verify::SERVICES_AT_ONCE, check));
+            for plan in look.tf.values() {
+                plan.wait();
+            }
+            crate::bounded::map(&apps, crate::verify::SERVICES_AT_ONCE, check);
+        });
     });
 }
 
@@ -659,5 +685,46 @@ mod tests {
         let look = with_copy(Some(path));
         look.stale_for(["app02".to_string()]);
         assert!(look.copied("app01", path));
+    }
+
+    #[test]
+    fn checks_are_not_run_on_a_host_about_to_change() {
+        let (old, new) = (
+            "/nix/store/aaaa-nixos-system-app01",
+            "/nix/store/bbbb-nixos-system-app01",
+        );
+        let glanced = |current: &str| glance::Glance {
+            current: current.into(),
+            env_hash: String::new(),
+            healthy: true,
+            pending: vec![],
+            records: vec![],
+        };
+        let evaluated = |out: &str| build::Evaluated {
+            out: out.into(),
+            drv: None,
+        };
+        let look = |e: Option<&str>, g: Option<&str>| {
+            let mut look = Lookahead::empty();
+            look.evaluated = slots(["app01".to_string()].into_iter());
+            look.hosts = slots(["app01".to_string()].into_iter());
+            if let Some(e) = e {
+                look.evaluated["app01"].put(Some(evaluated(e)));
+            }
+            if let Some(g) = g {
+                look.hosts["app01"].put(Some(glanced(g)));
+            }
+            look
+        };
+        assert!(look(Some(new), Some(old)).will_change("app01"));
+        assert!(!look(Some(old), Some(old)).will_change("app01"));
+        // Not known yet: never waited for, the checks run.
+        assert!(!look(None, Some(old)).will_change("app01"));
+        assert!(!look(Some(new), None).will_change("app01"));
+        assert!(!look(Some(new), Some(old)).will_change("app02"));
+        // A look that found nothing is no answer either.
+        let failed = look(Some(new), None);
+        failed.hosts["app01"].put(None);
+        assert!(!failed.will_change("app01"));
     }
 }
