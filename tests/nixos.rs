@@ -179,6 +179,7 @@ fn request<'a>(
         confirm_timeout: 0,
         closure_on_target: false,
         seen: None,
+        switched: None,
     }
 }
 

@@ -159,6 +159,7 @@ pub fn own_deploy(
         confirm_timeout: s.nixos.confirm_timeout.unwrap_or(m.nixos.confirm_timeout),
         closure_on_target: false,
         seen: None,
+        switched: None,
     };
     let outcome = nixmox::nixos::deploy::deploy(&request).expect("deploy");
     assert!(

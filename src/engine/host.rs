@@ -44,6 +44,8 @@ impl Ctx<'_> {
     /// Builds, deploys and gates one host; `Ok(changed)`.
     /// `looked`: the caller already took the one look of [`Self::current_and_healthy`] and it said no.
     pub(super) fn deploy(&self, s: &Service, system: &str, looked: bool) -> Result<bool, String> {
+        // However this ends, the rest of the stack stops making way for it.
+        let _ended = self.look.switching.on_end(&s.name);
         // The common case of a re-run: one look, nothing to do.
         if !looked && self.current_and_healthy(s, system) {
             if let Ok(mut systems) = self.systems.lock() {
@@ -80,6 +82,7 @@ impl Ctx<'_> {
         }
         let env = self.env_for(s)?;
         let seen = self.look.host(&s.name);
+        let switched = || self.look.switching.switched(&s.name);
         let req = DeployRequest {
             target: &target,
             nix: &self.nix,
@@ -102,6 +105,7 @@ impl Ctx<'_> {
                 .is_ok_and(|p| p.get(&s.name).is_some_and(|path| path == system))
                 || self.look.copied(&s.name, system),
             seen: seen.as_ref(),
+            switched: Some(&switched),
         };
         let result = deploy::deploy(&req);
         if result.is_ok() {

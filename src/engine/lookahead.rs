@@ -122,6 +122,8 @@ pub(super) struct Lookahead {
     host_order: Vec<String>,
     /// Builds ahead of need, a few at a time.
     builds: crate::bounded::Gate,
+    /// The changed hosts the rest of the stack's looks and checks make way for.
+    pub(super) switching: super::switching::Switching,
 }
 
 impl Lookahead {
@@ -141,6 +143,7 @@ impl Lookahead {
             verify_order: Vec::new(),
             host_order: Vec::new(),
             builds: crate::bounded::Gate::new(1),
+            switching: Default::default(),
         }
     }
 
@@ -192,12 +195,15 @@ impl Lookahead {
             verify_order,
             host_order: hosts.iter().map(|s| s.name.clone()).collect(),
             builds: crate::bounded::Gate::new(crate::bounded::builds_at_once()),
+            switching: Default::default(),
         }
     }
 
     /// Something changed or failed: answers not yet taken no longer hold.
     pub(super) fn stale(&self) {
         self.stale.store(true, Ordering::SeqCst);
+        // Nothing looked at from now on is taken: no reason to hold it back.
+        self.switching.end();
     }
 
     /// An application's own host changed or failed: the answers about it
@@ -301,6 +307,14 @@ impl Lookahead {
         matches!((evaluated, seen), (Some(e), Some(g)) if e.out != g.current)
     }
 
+    /// True when the run's evaluation gives `service` another system than
+    /// the one its host was last left on (or it never was): the host will
+    /// most likely switch. Waits for that evaluation; false without one.
+    fn new_system(&self, ctx: &Ctx, service: &str) -> bool {
+        self.evaluation(service)
+            .is_some_and(|e| ctx.last_good_systems.get(service) != Some(&e.out))
+    }
+
     pub(super) fn verified(&self, service: &str) -> Option<String> {
         if !self.fresh_for(service) {
             return None;
@@ -383,9 +397,12 @@ pub(super) fn start<'s, 'e>(ctx: &'e Ctx<'e>, scope: &'s Scope<'s, 'e>) {
         });
     }
     // The hosts, a few at a time in the order the run reaches them. The
-    // first command to a host opens the connection later ones reuse.
+    // first command to a host opens the connection later ones reuse. The
+    // core's and those of hosts getting a new system at once; the other
+    // applications' after the plans (the run needs them after the core's
+    // steps), making way for the hosts that switch (see `switching`).
     scope.spawn(move || {
-        crate::bounded::map(&look.host_order, crate::bounded::HOSTS_AT_ONCE, |name| {
+        let glance_one = |name: &String| {
             if let Some(slot) = look.hosts.get(name) {
                 fill(slot, || {
                     let s = ctx.m.service(name)?;
@@ -393,6 +410,27 @@ pub(super) fn start<'s, 'e>(ctx: &'e Ctx<'e>, scope: &'s Scope<'s, 'e>) {
                     crate::process::in_background(|| glance::glance(&t, &s.health, &s.ports).ok())
                 })
             }
+        };
+        let (core, apps): (Vec<String>, Vec<String>) = look
+            .host_order
+            .iter()
+            .cloned()
+            .partition(|n| ctx.m.service(n).is_some_and(Service::is_core));
+        std::thread::scope(|inner| {
+            inner.spawn(|| crate::bounded::map(&core, crate::bounded::HOSTS_AT_ONCE, glance_one));
+            let (switching, unchanged): (Vec<String>, Vec<String>) = apps
+                .iter()
+                .cloned()
+                .partition(|n| look.new_system(ctx, n) || ctx.force.contains(n));
+            look.switching.expect(switching.iter().cloned());
+            inner.spawn(move || {
+                crate::bounded::map(&switching, crate::bounded::HOSTS_AT_ONCE, glance_one)
+            });
+            for plan in look.tf.values() {
+                plan.wait();
+            }
+            look.switching
+                .map(&unchanged, crate::bounded::HOSTS_AT_ONCE, glance_one);
         });
     });
     // Each new system's closure, copied to its host while the plans run: a
@@ -456,7 +494,8 @@ pub(super) fn start<'s, 'e>(ctx: &'e Ctx<'e>, scope: &'s Scope<'s, 'e>) {
     // time in the order the run reaches them; not those of a host about to
     // change, whose step checks its new system itself. The core's come
     // first and at once: the run waits for them right after `tf:auth-core`.
-    // The applications' wait for the plans, which the run waits for first.
+    // The applications' wait for the plans, which the run waits for first,
+    // and make way for the hosts that switch.
     scope.spawn(move || {
         let known = look.held_outputs(look.held.keys());
         let check = |name: &String| {
@@ -479,7 +518,8 @@ pub(super) fn start<'s, 'e>(ctx: &'e Ctx<'e>, scope: &'s Scope<'s, 'e>) {
             for plan in look.tf.values() {
                 plan.wait();
             }
-            crate::bounded::map(&apps, crate::verify::SERVICES_AT_ONCE, check);
+            look.switching
+                .map(&apps, crate::verify::SERVICES_AT_ONCE, check);
         });
     });
 }
@@ -493,6 +533,11 @@ const COPIES_AT_ONCE: usize = 2;
 fn copy_ahead(ctx: &Ctx, name: &str, ahead: &Ahead) {
     let look = &ctx.look;
     let wanted = || -> Option<(String, crate::nixos::ssh::SshTarget)> {
+        // A host that was left on this very system most likely runs it:
+        // nothing to send ahead (its step copies, should it not).
+        if look.evaluation(name).is_some() && !look.new_system(ctx, name) {
+            return None;
+        }
         let path = look.built.get(name)?.wait()?.ok()?;
         let seen = look.hosts.get(name)?.wait()?;
         let placed = ctx

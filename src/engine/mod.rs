@@ -21,6 +21,7 @@ pub mod record;
 mod run;
 mod schedule;
 mod service;
+mod switching;
 
 pub use event::{Event, StepStatus};
 pub use run::{apply, ApplyOptions, Summary};

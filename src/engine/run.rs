@@ -359,7 +359,10 @@ fn stack_step(ctx: &Ctx, id: &str, phase: Phase) -> Result<bool, String> {
 fn run_all(ctx: &Ctx, opts: &ApplyOptions, summary: &mut Summary) -> Result<(), String> {
     std::thread::scope(|scope| {
         lookahead::start(ctx, scope);
-        walk(ctx, opts, summary)
+        let walked = walk(ctx, opts, summary);
+        // Whatever still makes way for a host that switches waits no more.
+        ctx.look.switching.end();
+        walked
     })
 }
 

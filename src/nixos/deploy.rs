@@ -77,6 +77,9 @@ pub struct DeployRequest<'a> {
     /// from it instead of looking again. A look that found a guard waiting
     /// is not taken: the deploy looks and settles it itself.
     pub seen: Option<&'a super::glance::Glance>,
+    /// Told once the host's activation has ended, whatever its result: what
+    /// made way for it may go on while its health gate runs.
+    pub switched: Option<&'a (dyn Fn() + Sync)>,
 }
 
 /// An age private key and where it goes on every host. Its `Debug` never shows it.
@@ -272,6 +275,9 @@ pub fn deploy(r: &DeployRequest) -> Result<Outcome, DeployError> {
         _ => None,
     };
     let act = super::activate::run(t, r.system, r.goal, r.activation_timeout, guarded);
+    if let Some(tell) = r.switched {
+        tell();
+    }
     // How long to keep asking a guarded host that does not answer: its guard
     // decides meanwhile, and a host that rolled back answers again.
     let patience = Duration::from_secs(r.confirm_timeout) + super::activate::SILENCE_LIMIT;
