@@ -411,11 +411,7 @@ pub(super) fn start<'s, 'e>(ctx: &'e Ctx<'e>, scope: &'s Scope<'s, 'e>) {
                 })
             }
         };
-        let (core, apps): (Vec<String>, Vec<String>) = look
-            .host_order
-            .iter()
-            .cloned()
-            .partition(|n| ctx.m.service(n).is_some_and(Service::is_core));
+        let (core, apps) = core_first(ctx, &look.host_order);
         std::thread::scope(|inner| {
             inner.spawn(|| crate::bounded::map(&core, crate::bounded::HOSTS_AT_ONCE, glance_one));
             let (switching, unchanged): (Vec<String>, Vec<String>) = apps
@@ -508,11 +504,7 @@ pub(super) fn start<'s, 'e>(ctx: &'e Ctx<'e>, scope: &'s Scope<'s, 'e>) {
                 });
             }
         };
-        let (core, apps): (Vec<String>, Vec<String>) = look
-            .verify_order
-            .iter()
-            .cloned()
-            .partition(|n| ctx.m.service(n).is_some_and(Service::is_core));
+        let (core, apps) = core_first(ctx, &look.verify_order);
         std::thread::scope(|inner| {
             inner.spawn(|| crate::bounded::map(&core, crate::verify::SERVICES_AT_ONCE, check));
             for plan in look.tf.values() {
@@ -522,6 +514,15 @@ pub(super) fn start<'s, 'e>(ctx: &'e Ctx<'e>, scope: &'s Scope<'s, 'e>) {
                 .map(&apps, crate::verify::SERVICES_AT_ONCE, check);
         });
     });
+}
+
+/// `names` split into the core's services and the applications', each in
+/// its order.
+fn core_first(ctx: &Ctx, names: &[String]) -> (Vec<String>, Vec<String>) {
+    names
+        .iter()
+        .cloned()
+        .partition(|n| ctx.m.service(n).is_some_and(Service::is_core))
 }
 
 /// Closures copied to their hosts at once, ahead of need.
