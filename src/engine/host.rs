@@ -55,13 +55,10 @@ impl Ctx<'_> {
             return Ok(false);
         }
         let target = targets::target(self.m, s, &self.control)?;
+        let seen = self.look.host(&s.name);
         // A host that rolled itself back while no nixmox watched (a killed
         // run) says so once, here; then it is deployed as usual.
-        if self
-            .look
-            .host(&s.name)
-            .is_none_or(|g| !g.records.is_empty())
-        {
+        if seen.as_ref().is_none_or(|g| !g.records.is_empty()) {
             if let Ok(records) = crate::nixos::confirm::take_records(&target) {
                 let notes: Vec<String> = records
                     .iter()
@@ -81,7 +78,6 @@ impl Ctx<'_> {
             }
         }
         let env = self.env_for(s)?;
-        let seen = self.look.host(&s.name);
         let switched = || self.look.switching.switched(&s.name);
         let req = DeployRequest {
             target: &target,

@@ -307,12 +307,13 @@ impl Lookahead {
         matches!((evaluated, seen), (Some(e), Some(g)) if e.out != g.current)
     }
 
-    /// True when the run's evaluation gives `service` another system than
-    /// the one its host was last left on (or it never was): the host will
-    /// most likely switch. Waits for that evaluation; false without one.
-    fn new_system(&self, ctx: &Ctx, service: &str) -> bool {
+    /// Whether the run's evaluation gives `service` the very system its host
+    /// was last left on: then it most likely runs it already; when not (or it
+    /// never was deployed), it will most likely switch. Waits for that
+    /// evaluation; `None` without one.
+    fn as_last_deployed(&self, ctx: &Ctx, service: &str) -> Option<bool> {
         self.evaluation(service)
-            .is_some_and(|e| ctx.last_good_systems.get(service) != Some(&e.out))
+            .map(|e| ctx.last_good_systems.get(service) == Some(&e.out))
     }
 
     pub(super) fn verified(&self, service: &str) -> Option<String> {
@@ -378,8 +379,7 @@ pub(super) fn start<'s, 'e>(ctx: &'e Ctx<'e>, scope: &'s Scope<'s, 'e>) {
                 // Terraform plans, instead of after a look at the host.
                 let evaluated = look.evaluation(name);
                 if let Some(path) = evaluated.as_ref().map(|e| &e.out) {
-                    let new = ctx.last_good_systems.get(name) != Some(path);
-                    if !new
+                    if look.as_last_deployed(ctx, name) == Some(true)
                         && look
                             .hosts
                             .get(name)
@@ -414,10 +414,10 @@ pub(super) fn start<'s, 'e>(ctx: &'e Ctx<'e>, scope: &'s Scope<'s, 'e>) {
         let (core, apps) = core_first(ctx, &look.host_order);
         std::thread::scope(|inner| {
             inner.spawn(|| crate::bounded::map(&core, crate::bounded::HOSTS_AT_ONCE, glance_one));
-            let (switching, unchanged): (Vec<String>, Vec<String>) = apps
-                .iter()
-                .cloned()
-                .partition(|n| look.new_system(ctx, n) || ctx.force.contains(n));
+            let (switching, unchanged): (Vec<String>, Vec<String>) =
+                apps.iter().cloned().partition(|n| {
+                    look.as_last_deployed(ctx, n) == Some(false) || ctx.force.contains(n)
+                });
             look.switching.expect(switching.iter().cloned());
             inner.spawn(move || {
                 crate::bounded::map(&switching, crate::bounded::HOSTS_AT_ONCE, glance_one)
@@ -536,7 +536,7 @@ fn copy_ahead(ctx: &Ctx, name: &str, ahead: &Ahead) {
     let wanted = || -> Option<(String, crate::nixos::ssh::SshTarget)> {
         // A host that was left on this very system most likely runs it:
         // nothing to send ahead (its step copies, should it not).
-        if look.evaluation(name).is_some() && !look.new_system(ctx, name) {
+        if look.as_last_deployed(ctx, name) == Some(true) {
             return None;
         }
         let path = look.built.get(name)?.wait()?.ok()?;

@@ -234,11 +234,11 @@ pub fn deploy(r: &DeployRequest) -> Result<Outcome, DeployError> {
     }
     // A secret the host holds already (its recorded hash says so) is not
     // sent again; `--force` sends everything, for a host repaired by hand.
-    let stale = |part: &str| r.force || hash_part(&seen_hash, part) != hash_part(&wanted, part);
-    if let Some(env) = r.env.filter(|_| stale("env")) {
+    let moved = |part: &str| r.force || hash_part(&seen_hash, part) != hash_part(&wanted, part);
+    if let Some(env) = r.env.filter(|_| moved("env")) {
         upload(t, "env", env.as_bytes())?;
     }
-    if let Some(key) = r.age_key.filter(|_| stale("age")) {
+    if let Some(key) = r.age_key.filter(|_| moved("age")) {
         upload_to(t, &key.target, &key.bytes)?;
     }
     if !wanted.is_empty() && (r.force || seen_hash != wanted) {
