@@ -42,6 +42,11 @@ fn median(mut v: Vec<Duration>) -> Duration {
     v[v.len() / 2]
 }
 
+fn median_f64(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
 fn secs(d: Duration) -> f64 {
     d.as_secs_f64()
 }
@@ -313,6 +318,31 @@ impl Drop for Stack {
     }
 }
 
+/// The cores the machine's CPU seconds are spread over.
+fn cores() -> f64 {
+    std::thread::available_parallelism().map_or(1, |n| n.get()) as f64
+}
+
+/// The least time the run's work takes on this machine, however ordered:
+/// its CPU seconds spread evenly over every core.
+fn least(cpu: &Cpu) -> f64 {
+    cpu.run / cores()
+}
+
+/// CPU seconds of this process and of every process it and its children
+/// started and waited for: nixmox and its tools, not the lab's daemons (nor
+/// the SSH connections kept in the background).
+fn own_seconds() -> f64 {
+    let of = |who| {
+        // SAFETY: getrusage fills the struct it is given.
+        let mut u: libc::rusage = unsafe { std::mem::zeroed() };
+        unsafe { libc::getrusage(who, &mut u) };
+        let t = |v: libc::timeval| v.tv_sec as f64 + v.tv_usec as f64 / 1e6;
+        t(u.ru_utime) + t(u.ru_stime)
+    };
+    of(libc::RUSAGE_SELF) + of(libc::RUSAGE_CHILDREN)
+}
+
 /// CPU seconds the whole machine has spent busy so far (/proc/stat).
 fn busy_seconds() -> f64 {
     let stat = std::fs::read_to_string("/proc/stat").expect("/proc/stat");
@@ -379,6 +409,18 @@ fn own_steps(json: &[u8], service: &str) -> Duration {
         .sum()
 }
 
+/// CPU seconds (medians) of the one-app change.
+struct Cpu {
+    /// The whole machine's during the run: nixmox, the tools it starts and
+    /// the lab's hosts answering. Over the cores, the least time any run
+    /// doing the same work could take here.
+    run: f64,
+    /// Of those, nixmox's and its tools' (on real hosts the rest is theirs).
+    here: f64,
+    /// The whole machine's during app01's own deploy alone.
+    alone: f64,
+}
+
 struct Row {
     apps: usize,
     hosts: usize,
@@ -394,6 +436,10 @@ struct Row {
     /// app01's own deploy steps alone, and the seconds of its steps in the run.
     own: Duration,
     own_in_run: Duration,
+    /// What the one-app run and app01's own deploy cost the machine, kept
+    /// connections and anew.
+    change_cpu: Cpu,
+    change_cpu_cold: Cpu,
     /// The same with every SSH connection opened anew.
     noop_cold: Duration,
     floor_cold: Duration,
@@ -505,18 +551,24 @@ fn measure(apps: usize, runs: usize) -> Row {
         let control =
             || nixmox::nixos::ssh_control::Control::with_persist(if anew { 0 } else { 60 });
         let (mut times, mut alone, mut in_run) = (Vec::new(), Vec::new(), Vec::new());
+        let (mut run_cpu, mut alone_cpu, mut here_cpu) = (Vec::new(), Vec::new(), Vec::new());
         for _ in 0..change_runs(runs) {
             version += 1;
             stack.write_scale(&format!("1.{version}"));
+            let busy = busy_seconds();
             alone.push(floor::own_deploy(
                 &stack.manifest(),
                 &stack.vars(),
                 &control(),
                 "app01",
             ));
+            alone_cpu.push(busy_seconds() - busy);
             version += 1;
             stack.write_scale(&format!("1.{version}"));
+            let (busy, here) = (busy_seconds(), own_seconds());
             let (t, p, o) = stack.measured(&["apply", "--json"]);
+            run_cpu.push(busy_seconds() - busy);
+            here_cpu.push(own_seconds() - here);
             assert!(o.status.success(), "apply of a changed app01");
             peak = peak.max(p);
             times.push(t);
@@ -526,10 +578,15 @@ fn measure(apps: usize, runs: usize) -> Row {
             }
         }
         stack.set_anew(false);
-        (median(times), median(alone), median(in_run))
+        let cpu = Cpu {
+            run: median_f64(run_cpu),
+            here: median_f64(here_cpu),
+            alone: median_f64(alone_cpu),
+        };
+        ((median(times), median(alone), median(in_run)), cpu)
     };
-    let (change, own, own_in_run) = changes(false);
-    let (change_cold, own_cold, own_in_run_cold) = changes(true);
+    let ((change, own, own_in_run), change_cpu) = changes(false);
+    let ((change_cold, own_cold, own_in_run_cold), change_cpu_cold) = changes(true);
 
     let mut verifies = Vec::new();
     let mut statuses = Vec::new();
@@ -564,6 +621,8 @@ fn measure(apps: usize, runs: usize) -> Row {
         change_slowest,
         own,
         own_in_run,
+        change_cpu,
+        change_cpu_cold,
         noop_cold,
         floor_cold,
         change_cold,
@@ -625,13 +684,20 @@ fn print(r: &Row, runs: usize) {
         r.noop_slowest
     );
     println!("  one app changed (median of {}):", change_runs(runs));
-    for (how, change, own, in_run) in [
-        ("kept connections", r.change, r.own, r.own_in_run),
+    for (how, change, own, in_run, cpu) in [
+        (
+            "kept connections",
+            r.change,
+            r.own,
+            r.own_in_run,
+            &r.change_cpu,
+        ),
         (
             "connections anew",
             r.change_cold,
             r.own_cold,
             r.own_in_run_cold,
+            &r.change_cpu_cold,
         ),
     ] {
         println!(
@@ -640,6 +706,15 @@ fn print(r: &Row, runs: usize) {
             secs(change) / secs(own),
             secs(own),
             secs(in_run)
+        );
+        println!(
+            "      machine CPU: the run {:.2} CPU-s ({:.2} of them nixmox and its tools, the rest the lab's hosts), app01's own deploy alone {:.2} CPU-s; on {} cores no run doing this work takes less than {:.2} s, {:.2}x the own deploy",
+            cpu.run,
+            cpu.here,
+            cpu.alone,
+            cores(),
+            least(cpu),
+            least(cpu) / secs(own)
         );
     }
     println!(
@@ -715,11 +790,11 @@ fn main() {
         rows.push(row);
     }
     println!("\nkept: on the connections the runs before kept (a re-run within nixos.ssh.persist); anew: every connection opened anew.");
-    println!("\n| apps | hosts | first deploy p1/default | no-op vs naive, kept / anew | no-op / floor, kept / anew | one app / own deploy alone, kept / anew | verify | status | peak MiB | processes (no-op) | ssh commands (no-op) | fresh ssh to every host, CPU-s: default kex / curve25519 |");
-    println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    println!("\n| apps | hosts | first deploy p1/default | no-op vs naive, kept / anew | no-op / floor, kept / anew | one app / own deploy alone, kept / anew | one app: the machine's least / own deploy, kept / anew | verify | status | peak MiB | processes (no-op) | ssh commands (no-op) | fresh ssh to every host, CPU-s: default kex / curve25519 |");
+    println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     for r in &rows {
         println!(
-            "| {} | {} | {:.2}x | {:.1}x / {:.1}x | {:.2}x / {:.2}x | {:.2}x / {:.2}x | {:.2} s | {:.2} s | {:.0} | {} | {} | {:.2} / {:.2} |",
+            "| {} | {} | {:.2}x | {:.1}x / {:.1}x | {:.2}x / {:.2}x | {:.2}x / {:.2}x | {:.2}x / {:.2}x | {:.2} s | {:.2} s | {:.0} | {} | {} | {:.2} / {:.2} |",
             r.apps,
             r.hosts,
             secs(r.serial) / secs(r.side_by_side),
@@ -729,6 +804,8 @@ fn main() {
             secs(r.noop_cold) / secs(r.floor_cold),
             secs(r.change) / secs(r.own),
             secs(r.change_cold) / secs(r.own_cold),
+            least(&r.change_cpu) / secs(r.own),
+            least(&r.change_cpu_cold) / secs(r.own_cold),
             secs(r.verify),
             secs(r.status),
             r.peak_kib as f64 / 1024.0,
