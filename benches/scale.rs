@@ -392,9 +392,11 @@ fn slowest(json: &[u8], n: usize) -> String {
         .join(", ")
 }
 
-/// Runs of the one-app change: two more than of the rest, since a lab
-/// host's activation alone varies by half a second from run to run.
-fn change_runs(runs: usize) -> usize {
+/// Runs of what is compared with a baseline taken in turns with it (the
+/// no-op and its floor, the one-app change and its own deploy): two more
+/// than of the rest, since the ratio is the target and a lab host's
+/// activation alone varies by half a second from run to run.
+fn compared_runs(runs: usize) -> usize {
     runs + 2
 }
 
@@ -481,13 +483,17 @@ fn measure(apps: usize, runs: usize) -> Row {
     let (side_by_side, p) = time_of(&["apply"]);
     peak = peak.max(p);
 
-    // No-op re-applies: nixmox (on kept connections, then anew), the naive
-    // loop, the floor (the same two ways).
+    // No-op re-applies and their floor, taken in turns (a drift of the lab
+    // over the minutes of a size weighs on both alike): on kept
+    // connections, then anew. Then the naive loop.
     let mut noop_slowest = String::new();
     let mut noops = |anew: bool| {
         stack.set_anew(anew);
-        let mut times = Vec::new();
-        for _ in 0..runs {
+        let control =
+            || nixmox::nixos::ssh_control::Control::with_persist(if anew { 0 } else { 60 });
+        let (mut times, mut floors) = (Vec::new(), Vec::new());
+        for _ in 0..compared_runs(runs) {
+            // nixmox first: on kept connections, the floor rides on those.
             let (t, p, o) = stack.measured(&["apply", "--json"]);
             assert!(o.status.success(), "no-op apply");
             peak = peak.max(p);
@@ -495,12 +501,17 @@ fn measure(apps: usize, runs: usize) -> Row {
             if !anew {
                 noop_slowest = slowest(&o.stdout, 4);
             }
+            floors.push(floor::unavoidable(
+                &stack.manifest(),
+                &stack.vars(),
+                &control(),
+            ));
         }
         stack.set_anew(false);
-        median(times)
+        (median(times), median(floors))
     };
-    let noop = noops(false);
-    let noop_cold = noops(true);
+    let (noop, floor) = noops(false);
+    let (noop_cold, floor_cold) = noops(true);
     let naive = median(
         (0..runs)
             .map(|_| {
@@ -522,23 +533,9 @@ fn measure(apps: usize, runs: usize) -> Row {
             })
             .collect(),
     );
-    let floor_with = |persist: u64| {
-        median(
-            (0..runs)
-                .map(|_| {
-                    floor::unavoidable(
-                        &stack.manifest(),
-                        &stack.vars(),
-                        &nixmox::nixos::ssh_control::Control::with_persist(persist),
-                    )
-                })
-                .collect(),
-        )
-    };
-    // A nixmox run first, so that every host's connection is kept.
+    // A nixmox run after the naive loop, so that every host's connection
+    // is kept for what follows.
     let _ = stack.measured(&["apply"]);
-    let floor = floor_with(60);
-    let floor_cold = floor_with(0);
 
     // One application changed, a new version each time: its own deploy
     // steps alone (benches/support/floor.rs), then the run with the next
@@ -552,7 +549,7 @@ fn measure(apps: usize, runs: usize) -> Row {
             || nixmox::nixos::ssh_control::Control::with_persist(if anew { 0 } else { 60 });
         let (mut times, mut alone, mut in_run) = (Vec::new(), Vec::new(), Vec::new());
         let (mut run_cpu, mut alone_cpu, mut here_cpu) = (Vec::new(), Vec::new(), Vec::new());
-        for _ in 0..change_runs(runs) {
+        for _ in 0..compared_runs(runs) {
             version += 1;
             stack.write_scale(&format!("1.{version}"));
             let busy = busy_seconds();
@@ -667,7 +664,10 @@ fn print(r: &Row, runs: usize) {
         ("kept connections", r.floor, r.noop),
         ("connections anew", r.floor_cold, r.noop_cold),
     ] {
-        println!("  no-op, {how}:");
+        println!(
+            "  no-op, {how} (median of {}, in turns with the floor):",
+            compared_runs(runs)
+        );
         println!(
             "    unavoidable checks               {:>7.2} s",
             secs(floor)
@@ -683,7 +683,7 @@ fn print(r: &Row, runs: usize) {
         "    slowest steps (last run on kept connections): {}",
         r.noop_slowest
     );
-    println!("  one app changed (median of {}):", change_runs(runs));
+    println!("  one app changed (median of {}):", compared_runs(runs));
     for (how, change, own, in_run, cpu) in [
         (
             "kept connections",
