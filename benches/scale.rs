@@ -37,14 +37,15 @@ mod floor;
 #[allow(dead_code)] // the bench uses the lab's files, not the test harness
 mod lab_stack;
 
-fn median(mut v: Vec<Duration>) -> Duration {
-    v.sort();
+/// The middle value: of durations and of CPU seconds alike.
+fn median<T: Copy + PartialOrd>(mut v: Vec<T>) -> T {
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap_or(std::cmp::Ordering::Equal));
     v[v.len() / 2]
 }
 
-fn median_f64(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
+/// The connections a comparison rides on: those runs kept, or each opened anew.
+fn control(anew: bool) -> nixmox::nixos::ssh_control::Control {
+    nixmox::nixos::ssh_control::Control::with_persist(if anew { 0 } else { 60 })
 }
 
 fn secs(d: Duration) -> f64 {
@@ -489,8 +490,6 @@ fn measure(apps: usize, runs: usize) -> Row {
     let mut noop_slowest = String::new();
     let mut noops = |anew: bool| {
         stack.set_anew(anew);
-        let control =
-            || nixmox::nixos::ssh_control::Control::with_persist(if anew { 0 } else { 60 });
         let (mut times, mut floors) = (Vec::new(), Vec::new());
         for _ in 0..compared_runs(runs) {
             // nixmox first: on kept connections, the floor rides on those.
@@ -504,7 +503,7 @@ fn measure(apps: usize, runs: usize) -> Row {
             floors.push(floor::unavoidable(
                 &stack.manifest(),
                 &stack.vars(),
-                &control(),
+                &control(anew),
             ));
         }
         stack.set_anew(false);
@@ -545,8 +544,6 @@ fn measure(apps: usize, runs: usize) -> Row {
     let mut version = 0;
     let mut changes = |anew: bool| {
         stack.set_anew(anew);
-        let control =
-            || nixmox::nixos::ssh_control::Control::with_persist(if anew { 0 } else { 60 });
         let (mut times, mut alone, mut in_run) = (Vec::new(), Vec::new(), Vec::new());
         let (mut run_cpu, mut alone_cpu, mut here_cpu) = (Vec::new(), Vec::new(), Vec::new());
         for _ in 0..compared_runs(runs) {
@@ -556,7 +553,7 @@ fn measure(apps: usize, runs: usize) -> Row {
             alone.push(floor::own_deploy(
                 &stack.manifest(),
                 &stack.vars(),
-                &control(),
+                &control(anew),
                 "app01",
             ));
             alone_cpu.push(busy_seconds() - busy);
@@ -576,9 +573,9 @@ fn measure(apps: usize, runs: usize) -> Row {
         }
         stack.set_anew(false);
         let cpu = Cpu {
-            run: median_f64(run_cpu),
-            here: median_f64(here_cpu),
-            alone: median_f64(alone_cpu),
+            run: median(run_cpu),
+            here: median(here_cpu),
+            alone: median(alone_cpu),
         };
         ((median(times), median(alone), median(in_run)), cpu)
     };
